@@ -1,0 +1,213 @@
+// Python bindings of the engine: convert and check arguments, release the GIL, call the core.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "engine.h"
+#include "policy.h"
+
+namespace py = pybind11;
+using metarobot::BatchEngine;
+
+namespace {
+
+template <typename T>
+using Array = py::array_t<T, py::array::c_style>;
+
+// A C-contiguous array of dtype T and the given shape, or ValueError naming the argument.
+template <typename T>
+T* Checked(py::handle obj, const char* name, std::vector<py::ssize_t> shape, bool writable) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::value_error(std::string(name) + " should be a numpy array");
+  }
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  if (!arr.dtype().is(py::dtype::of<T>())) {
+    throw py::value_error(std::string(name) + " should have dtype " +
+                          std::string(py::str(py::dtype::of<T>())) + ", got " +
+                          std::string(py::str(arr.dtype())));
+  }
+  bool ok = arr.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = arr.shape(i) == shape[i];
+  if (!ok) {
+    std::string want = "(", got = "(";
+    for (auto s : shape) want += std::to_string(s) + ",";
+    for (py::ssize_t i = 0; i < arr.ndim(); ++i) got += std::to_string(arr.shape(i)) + ",";
+    throw py::value_error(std::string(name) + " should have shape " + want + ") , got " + got +
+                          ")");
+  }
+  if (!(arr.flags() & py::array::c_style)) {
+    throw py::value_error(std::string(name) + " should be C-contiguous");
+  }
+  if (writable && !arr.writeable()) throw py::value_error(std::string(name) + " is read-only");
+  return static_cast<T*>(arr.mutable_data());
+}
+
+using ObsTuple = std::tuple<int, int, int, int, double, double>;
+using RewardTuple = std::tuple<int, double, int, int, int, double, double, double, int>;
+using TermTuple = std::tuple<int, int, double, double>;
+
+std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addresses,
+                                        const std::vector<ObsTuple>& obs,
+                                        const std::vector<RewardTuple>& reward,
+                                        const std::vector<TermTuple>& termination,
+                                        int frame_skip, int horizon, double qpos_noise,
+                                        double qvel_noise, int init_key, int nparam,
+                                        const std::vector<double>& params, uint64_t seed,
+                                        int nthread, bool autoreset) {
+  metarobot::FamilySpec spec;
+  for (const auto& [kind, id, start, size, lo, hi] : obs) {
+    spec.obs.push_back({kind, id, start, size, lo, hi});
+  }
+  for (const auto& [kind, weight, body, axis, param, scale, lo, hi, flag] : reward) {
+    spec.reward.push_back({kind, weight, body, axis, param, scale, lo, hi, flag});
+  }
+  for (const auto& [kind, index, lo, hi] : termination) {
+    spec.termination.push_back({kind, index, lo, hi});
+  }
+  spec.frame_skip = frame_skip;
+  spec.horizon = horizon;
+  spec.qpos_noise = qpos_noise;
+  spec.qvel_noise = qvel_noise;
+  spec.init_key = init_key;
+  spec.nparam = nparam;
+  std::vector<const mjModel*> models;
+  models.reserve(model_addresses.size());
+  for (uintptr_t a : model_addresses) models.push_back(reinterpret_cast<const mjModel*>(a));
+  return std::make_unique<BatchEngine>(models, spec, params, seed, nthread, autoreset);
+}
+
+const int* Ids(py::handle ids, int nsim, int* nid) {
+  if (ids.is_none()) {
+    *nid = nsim;
+    return nullptr;
+  }
+  auto arr = py::reinterpret_borrow<py::array>(ids);
+  if (arr.ndim() != 1) throw py::value_error("ids should be one-dimensional");
+  *nid = static_cast<int>(arr.shape(0));
+  const int* p = Checked<int32_t>(ids, "ids", {arr.shape(0)}, false);
+  for (int k = 0; k < *nid; ++k) {
+    if (p[k] < 0 || p[k] >= nsim || (k && p[k] <= p[k - 1])) {
+      throw py::value_error("ids should be sorted, unique and in [0, " + std::to_string(nsim) +
+                            ")");
+    }
+  }
+  return p;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "metarobot's C++ core: batched closed-loop MuJoCo rollouts and advantage kernels";
+  m.attr("MUJOCO_HEADER_VERSION") = mjVERSION_HEADER;
+  m.def("mujoco_library_version", [] { return mj_version(); },
+        "mj_version() of the libmujoco this extension runs on");
+
+  py::class_<BatchEngine>(m, "BatchEngine")
+      .def(py::init(&MakeEngine), py::arg("model_addresses"), py::arg("obs_terms"),
+           py::arg("reward_terms"), py::arg("termination_terms"), py::arg("frame_skip"),
+           py::arg("horizon"), py::arg("qpos_noise"), py::arg("qvel_noise"),
+           py::arg("init_key"), py::arg("nparam"), py::arg("params"), py::arg("seed"),
+           py::arg("nthread"), py::arg("autoreset"))
+      .def_property_readonly("nsim", &BatchEngine::nsim)
+      .def_property_readonly("obs_dim", &BatchEngine::obs_dim)
+      .def_property_readonly("act_dim", &BatchEngine::act_dim)
+      .def_property_readonly("nq", &BatchEngine::nq)
+      .def_property_readonly("nv", &BatchEngine::nv)
+      .def_property_readonly("nthread", &BatchEngine::nthread)
+      .def("seed", [](BatchEngine& e, uint64_t seed) { e.Seed(seed); })
+      .def("reset",
+           [](BatchEngine& e, py::object ids, py::object obs) {
+             int nid = 0;
+             const int* p = Ids(ids, e.nsim(), &nid);
+             float* o = Checked<float>(obs, "obs", {e.nsim(), e.obs_dim()}, true);
+             py::gil_scoped_release release;
+             e.Reset(p, nid, o);
+           })
+      .def("step",
+           [](BatchEngine& e, py::object actions, py::object obs, py::object reward,
+              py::object terminated, py::object truncated, py::object diverged,
+              py::object final_obs, py::object ended, py::object episode_return,
+              py::object episode_length) {
+             const py::ssize_t n = e.nsim(), od = e.obs_dim();
+             const double* a = Checked<double>(actions, "actions", {n, e.act_dim()}, false);
+             metarobot::StepOutputs out;
+             out.obs = Checked<float>(obs, "obs", {n, od}, true);
+             out.reward = Checked<float>(reward, "reward", {n}, true);
+             out.terminated = Checked<uint8_t>(terminated, "terminated", {n}, true);
+             out.truncated = Checked<uint8_t>(truncated, "truncated", {n}, true);
+             out.diverged = Checked<uint8_t>(diverged, "diverged", {n}, true);
+             out.final_obs = Checked<float>(final_obs, "final_obs", {n, od}, true);
+             out.ended = Checked<uint8_t>(ended, "ended", {n}, true);
+             out.episode_return = Checked<double>(episode_return, "episode_return", {n}, true);
+             out.episode_length = Checked<int32_t>(episode_length, "episode_length", {n}, true);
+             py::gil_scoped_release release;
+             e.Step(a, out);
+           })
+      .def("rollout",
+           [](BatchEngine& e, const std::vector<int>& sizes, const std::vector<py::object>& weights,
+              const std::vector<py::object>& biases, py::object log_std, int activation,
+              int horizon, bool deterministic, py::object obs, py::object actions,
+              py::object rewards, py::object terminated, py::object truncated, py::object valid,
+              py::object final_obs, py::object length, py::object diverged) {
+             metarobot::MlpPolicy policy;
+             policy.sizes = sizes;
+             policy.activation = activation;
+             if (weights.size() + 1 != sizes.size() || biases.size() + 1 != sizes.size()) {
+               throw py::value_error("policy needs one weight and one bias per layer");
+             }
+             for (size_t l = 0; l + 1 < sizes.size(); ++l) {
+               const float* w = Checked<float>(weights[l], "policy weight", {sizes[l], sizes[l + 1]},
+                                               false);
+               const float* b = Checked<float>(biases[l], "policy bias", {sizes[l + 1]}, false);
+               policy.weights_t.emplace_back(w, w + sizes[l] * sizes[l + 1]);
+               policy.biases.emplace_back(b, b + sizes[l + 1]);
+             }
+             const float* ls = Checked<float>(log_std, "policy log_std", {sizes.back()}, false);
+             policy.log_std.assign(ls, ls + sizes.back());
+             if (horizon < 1) {
+               throw py::value_error("horizon should be >= 1, got " + std::to_string(horizon));
+             }
+             const py::ssize_t n = e.nsim(), od = e.obs_dim(), ad = e.act_dim(), T = horizon;
+             metarobot::RolloutOutputs out;
+             out.obs = Checked<float>(obs, "observations", {T, n, od}, true);
+             out.actions = Checked<float>(actions, "actions", {T, n, ad}, true);
+             out.rewards = Checked<float>(rewards, "rewards", {T, n}, true);
+             out.terminated = Checked<uint8_t>(terminated, "terminated", {T, n}, true);
+             out.truncated = Checked<uint8_t>(truncated, "truncated", {T, n}, true);
+             out.valid = Checked<uint8_t>(valid, "valid", {T, n}, true);
+             out.final_obs = Checked<float>(final_obs, "final_observations", {n, od}, true);
+             out.length = Checked<int32_t>(length, "lengths", {n}, true);
+             out.diverged = Checked<uint8_t>(diverged, "diverged", {n}, true);
+             py::gil_scoped_release release;
+             e.Rollout(policy, horizon, deterministic, out);
+           })
+      .def("get_state",
+           [](const BatchEngine& e, py::object qpos, py::object qvel) {
+             double* q = Checked<double>(qpos, "qpos", {e.nsim(), e.nq()}, true);
+             double* v = Checked<double>(qvel, "qvel", {e.nsim(), e.nv()}, true);
+             py::gil_scoped_release release;
+             e.GetState(q, v);
+           })
+      .def("set_state",
+           [](BatchEngine& e, py::object ids, py::object qpos, py::object qvel, py::object obs) {
+             int nid = 0;
+             const int* p = Ids(ids, e.nsim(), &nid);
+             std::vector<int> all;
+             if (!p) {
+               all.resize(e.nsim());
+               for (int i = 0; i < e.nsim(); ++i) all[i] = i;
+               p = all.data();
+             }
+             const double* q = Checked<double>(qpos, "qpos", {nid, e.nq()}, false);
+             const double* v = Checked<double>(qvel, "qvel", {nid, e.nv()}, false);
+             float* o = Checked<float>(obs, "obs", {e.nsim(), e.obs_dim()}, true);
+             py::gil_scoped_release release;
+             e.SetState(p, nid, q, v, o);
+           });
+
+}

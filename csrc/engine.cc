@@ -1,0 +1,652 @@
+#include "engine.h"
+
+#include <mujoco/mjbatch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+namespace metarobot {
+namespace {
+
+// Warnings MuJoCo raises when it finds a diverged state (and resets the data).
+int DivergenceWarnings(const mjData* d) {
+  return d->warning[mjWARN_BADQPOS].number + d->warning[mjWARN_BADQVEL].number +
+         d->warning[mjWARN_BADQACC].number;
+}
+
+bool FiniteState(const mjModel* m, const mjData* d) {
+  for (int i = 0; i < m->nq; ++i) {
+    if (!std::isfinite(d->qpos[i])) return false;
+  }
+  for (int i = 0; i < m->nv; ++i) {
+    if (!std::isfinite(d->qvel[i])) return false;
+  }
+  return true;
+}
+
+// Scratch buffers of the calling thread; no allocation inside the per-step loop.
+std::vector<float>& Scratch(size_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf;
+}
+
+std::string Str(int x) { return std::to_string(x); }
+
+}  // namespace
+
+int ObsTermSize(const ObsTerm& term, const mjModel* m) {
+  switch (term.kind) {
+    case kObsCfrcExt:
+      return 6 * m->nbody;
+    case kObsBodyXmat:
+      return 9;
+    case kObsSubtreeCom:
+    case kObsBodyXpos:
+      return 3;
+    default:
+      return term.size;
+  }
+}
+
+BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const FamilySpec& spec,
+                         const std::vector<double>& params, uint64_t seed, int nthread,
+                         bool autoreset)
+    : spec_(spec), models_(models), params_(params), autoreset_(autoreset) {
+  nsim_ = static_cast<int>(models.size());
+  if (nsim_ <= 0) throw std::invalid_argument("a batch needs at least one simulation, got 0");
+  for (int i = 0; i < nsim_; ++i) {
+    if (!models[i]) throw std::invalid_argument("model of simulation " + Str(i) + " is null");
+  }
+  const mjModel* m0 = models[0];
+  for (int i = 1; i < nsim_; ++i) {
+    const mjModel* m = models[i];
+    if (m->nq != m0->nq || m->nv != m0->nv || m->nu != m0->nu || m->na != m0->na ||
+        m->nbody != m0->nbody || m->ngeom != m0->ngeom) {
+      throw std::invalid_argument("model of simulation " + Str(i) +
+                                  " has other sizes than simulation 0's");
+    }
+  }
+  if (spec_.frame_skip < 1) {
+    throw std::invalid_argument("frame_skip should be >= 1, got " + Str(spec_.frame_skip));
+  }
+  if (spec_.horizon < 1) {
+    throw std::invalid_argument("horizon should be >= 1, got " + Str(spec_.horizon));
+  }
+  if (spec_.nparam < 0 ||
+      params_.size() != static_cast<size_t>(nsim_) * static_cast<size_t>(spec_.nparam)) {
+    throw std::invalid_argument("params should have nsim x nparam = " +
+                                Str(nsim_ * spec_.nparam) + " entries, got " +
+                                std::to_string(params_.size()));
+  }
+  nq_ = m0->nq;
+  nv_ = m0->nv;
+  act_dim_ = m0->nu;
+  auto body_ok = [&](int b) { return b >= 0 && b < m0->nbody; };
+  obs_dim_ = 0;
+  for (const ObsTerm& t : spec_.obs) {
+    switch (t.kind) {
+      case kObsQpos:
+      case kObsQvel: {
+        const int n = t.kind == kObsQpos ? nq_ : nv_;
+        if (t.start < 0 || t.size < 0 || t.start + t.size > n) {
+          throw std::invalid_argument("observation slice [" + Str(t.start) + ", " +
+                                      Str(t.start + t.size) + ") is outside " +
+                                      (t.kind == kObsQpos ? "qpos" : "qvel") + " of size " +
+                                      Str(n));
+        }
+        break;
+      }
+      case kObsTaskParam:
+        if (t.start < 0 || t.size < 0 || t.start + t.size > spec_.nparam) {
+          throw std::invalid_argument("observation of task parameters [" + Str(t.start) + ", " +
+                                      Str(t.start + t.size) + ") is outside the " +
+                                      Str(spec_.nparam) + " parameters");
+        }
+        break;
+      case kObsCfrcExt:
+        need_acc_ = true;
+        break;
+      case kObsBodyXmat:
+      case kObsSubtreeCom:
+      case kObsBodyXpos:
+        if (!body_ok(t.id)) {
+          throw std::invalid_argument("observation body id " + Str(t.id) + " is not in [0, " +
+                                      Str(m0->nbody) + ")");
+        }
+        need_posvel_ = true;
+        break;
+      default:
+        throw std::invalid_argument("unknown observation term kind " + Str(t.kind));
+    }
+    obs_dim_ += ObsTermSize(t, m0);
+  }
+  for (const RewardTerm& t : spec_.reward) {
+    switch (t.kind) {
+      case kRewardConstant:
+        break;
+      case kRewardControlCost:
+        if (!(t.scale > 0)) throw std::invalid_argument("control cost scale should be > 0");
+        break;
+      case kRewardContactCost:
+        need_acc_ = true;
+        break;
+      case kRewardForwardVelocity:
+      case kRewardVelocityError:
+      case kRewardGoalDistance: {
+        if (!body_ok(t.body)) {
+          throw std::invalid_argument("reward body id " + Str(t.body) + " is not in [0, " +
+                                      Str(m0->nbody) + ")");
+        }
+        const int ndim = t.kind == kRewardGoalDistance ? t.axis : 1;
+        if (t.kind == kRewardGoalDistance ? (ndim < 1 || ndim > 3) : (t.axis < 0 || t.axis > 2)) {
+          throw std::invalid_argument("reward axis " + Str(t.axis) + " is out of range");
+        }
+        const bool needs_param = t.kind != kRewardForwardVelocity;
+        if ((needs_param || t.param >= 0) && (t.param < 0 || t.param + ndim > spec_.nparam)) {
+          throw std::invalid_argument("reward task parameter " + Str(t.param) +
+                                      " is outside the " + Str(spec_.nparam) + " parameters");
+        }
+        need_posvel_ = true;
+        break;
+      }
+      default:
+        throw std::invalid_argument("unknown reward term kind " + Str(t.kind));
+    }
+  }
+  for (const TerminationTerm& t : spec_.termination) {
+    if (t.kind == kTermQposOutside) {
+      if (t.index < 0 || t.index >= nq_) {
+        throw std::invalid_argument("termination qpos index " + Str(t.index) +
+                                    " is not in [0, " + Str(nq_) + ")");
+      }
+    } else if (t.kind != kTermNonFinite) {
+      throw std::invalid_argument("unknown termination term kind " + Str(t.kind));
+    }
+  }
+  if (spec_.init_key >= m0->nkey) {
+    throw std::invalid_argument("init keyframe " + Str(spec_.init_key) + " is not in the model's " +
+                                Str(m0->nkey) + " keyframes");
+  }
+  // mj_step1/mj_step2 split the step only for integrators that run one forward pass.
+  split_step_ = true;
+  for (const mjModel* m : models_) {
+    const int integ = m->opt.integrator;
+    if (integ != mjINT_EULER && integ != mjINT_IMPLICIT && integ != mjINT_IMPLICITFAST) {
+      split_step_ = false;
+    }
+  }
+
+  mjBatchConfig config;
+  mjb_defaultConfig(&config);
+  config.nthread = nthread;
+  config.persistent = 0;
+  char error[1024] = "";
+  batch_ = mjb_makeBatch(m0, nsim_, &config, error, sizeof(error));
+  if (!batch_) throw std::runtime_error(std::string("mjb_makeBatch failed: ") + error);
+  mjb_setModels(batch_, models_.data());
+  nstate_ = mjb_nstate(batch_);
+  mjtNum* base = mjb_state(batch_);
+  qpos_offset_ = static_cast<int>(mjb_stateComponent(batch_, mjSTATE_QPOS, nullptr) - base);
+  qvel_offset_ = static_cast<int>(mjb_stateComponent(batch_, mjSTATE_QVEL, nullptr) - base);
+
+  slots_.resize(nsim_);
+  last_obs_.assign(static_cast<size_t>(nsim_) * obs_dim_, 0.0f);
+  Seed(seed);
+}
+
+BatchEngine::~BatchEngine() {
+  if (batch_) mjb_deleteBatch(batch_);
+}
+
+int BatchEngine::nthread() const { return mjb_nthread(batch_); }
+
+void BatchEngine::Seed(uint64_t seed) {
+  for (int i = 0; i < nsim_; ++i) slots_[i].rng.Seed(seed, static_cast<uint64_t>(i));
+}
+
+int BatchEngine::Apply(const int* ids, int nid, void (*func)(const mjModel*, mjData*, int, void*),
+                       void* arg, std::vector<int>* failed) {
+  const int nfail = mjb_apply(batch_, ids, ids ? nid : nsim_, func, arg, 1);
+  if (nfail && failed) {
+    const int* status = mjb_status(batch_);
+    const int n = ids ? nid : nsim_;
+    for (int k = 0; k < n; ++k) {
+      const int sim = ids ? ids[k] : k;
+      if (status[sim]) failed->push_back(sim);
+    }
+  }
+  return nfail;
+}
+
+void BatchEngine::ResetSim(const mjModel* m, mjData* d, int sim) {
+  if (spec_.init_key >= 0) {
+    mj_resetDataKeyframe(m, d, spec_.init_key);
+  } else {
+    mj_resetData(m, d);
+  }
+  SimSlot& s = slots_[sim];
+  for (int i = 0; i < m->nq; ++i) d->qpos[i] += spec_.qpos_noise * s.rng.Normal();
+  for (int i = 0; i < m->nv; ++i) d->qvel[i] += spec_.qvel_noise * s.rng.Normal();
+  s.t = 0;
+  s.ret = 0;
+  s.ended = false;
+}
+
+void BatchEngine::ComputeStages(const mjModel* m, mjData* d) const {
+  if (need_acc_) {
+    // as the reference implementations: a forward pass at the new state with the last
+    // controls, then the constraint forces on bodies (cfrc_ext)
+    mj_forward(m, d);
+    mj_rnePostConstraint(m, d);
+  } else if (need_posvel_) {
+    // positions and velocities only; with a splittable integrator the next step continues
+    // from here with mj_step2, so observing costs nothing
+    if (split_step_) {
+      mj_step1(m, d);
+    } else {
+      mj_forward(m, d);
+    }
+  }
+}
+
+bool BatchEngine::Advance(const mjModel* m, mjData* d, const double* action,
+                          bool stage1_done) const {
+  for (int i = 0; i < act_dim_; ++i) d->ctrl[i] = action[i];
+  const int warnings = DivergenceWarnings(d);
+  for (int k = 0; k < spec_.frame_skip; ++k) {
+    if (k == 0 && stage1_done) {
+      mj_step2(m, d);
+    } else {
+      mj_step(m, d);
+    }
+    if (DivergenceWarnings(d) != warnings) return false;
+  }
+  ComputeStages(m, d);
+  return DivergenceWarnings(d) == warnings && FiniteState(m, d);
+}
+
+void BatchEngine::Observe(const mjModel* m, const mjData* d, int sim, float* out) const {
+  for (const ObsTerm& t : spec_.obs) {
+    switch (t.kind) {
+      case kObsQpos:
+        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(d->qpos[t.start + i]);
+        break;
+      case kObsQvel:
+        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(d->qvel[t.start + i]);
+        break;
+      case kObsCfrcExt:
+        for (int i = 0; i < 6 * m->nbody; ++i) {
+          out[i] = static_cast<float>(std::min(std::max(d->cfrc_ext[i], t.lo), t.hi));
+        }
+        break;
+      case kObsBodyXmat:
+        for (int i = 0; i < 9; ++i) out[i] = static_cast<float>(d->xmat[9 * t.id + i]);
+        break;
+      case kObsSubtreeCom:
+        for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(d->subtree_com[3 * t.id + i]);
+        break;
+      case kObsBodyXpos:
+        for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(d->xpos[3 * t.id + i]);
+        break;
+      case kObsTaskParam: {
+        const double* p = params(sim);
+        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(p[t.start + i]);
+        break;
+      }
+    }
+    out += ObsTermSize(t, m);
+  }
+}
+
+double BatchEngine::Reward(const mjModel* m, const mjData* d, int sim,
+                           const double* action) const {
+  const double* p = params(sim);
+  double reward = 0;
+  for (const RewardTerm& t : spec_.reward) {
+    double value = 0;
+    switch (t.kind) {
+      case kRewardConstant:
+        value = 1;
+        break;
+      case kRewardForwardVelocity:
+      case kRewardVelocityError: {
+        mjtNum vel[6];  // rotational then translational velocity, world frame, at the COM
+        mj_objectVelocity(m, d, mjOBJ_BODY, t.body, vel, 0);
+        const double v = vel[3 + t.axis];
+        if (t.kind == kRewardForwardVelocity) {
+          value = (t.param >= 0 ? p[t.param] : 1.0) * v;
+        } else {
+          value = std::fabs(v - p[t.param]);
+        }
+        break;
+      }
+      case kRewardGoalDistance: {
+        double sq = 0;
+        for (int i = 0; i < t.axis; ++i) {
+          const double diff = d->xpos[3 * t.body + i] - p[t.param + i];
+          sq += diff * diff;
+        }
+        value = std::sqrt(sq);
+        break;
+      }
+      case kRewardControlCost:
+        for (int i = 0; i < m->nu; ++i) {
+          double a = action[i];
+          if (t.flag) {
+            a = std::min(std::max(a, m->actuator_ctrlrange[2 * i]),
+                         m->actuator_ctrlrange[2 * i + 1]);
+          }
+          a /= t.scale;
+          value += a * a;
+        }
+        break;
+      case kRewardContactCost:
+        for (int i = 0; i < 6 * m->nbody; ++i) {
+          const double f = std::min(std::max(d->cfrc_ext[i], t.lo), t.hi);
+          value += f * f;
+        }
+        break;
+    }
+    reward += t.weight * value;
+  }
+  return reward;
+}
+
+bool BatchEngine::Terminated(const mjModel* m, const mjData* d) const {
+  for (const TerminationTerm& t : spec_.termination) {
+    if (t.kind == kTermQposOutside) {
+      const double x = d->qpos[t.index];
+      if (!(x >= t.lo && x <= t.hi)) return true;
+    } else if (t.kind == kTermNonFinite) {
+      if (!FiniteState(m, d)) return true;
+    }
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-simulation functions run by mjb_apply on the batch's threads.
+
+namespace {
+
+struct ResetArgs {
+  BatchEngine* engine;
+  float* obs;  // (nsim, obs_dim)
+};
+
+void ResetFunc(const mjModel* m, mjData* d, int sim, void* arg) {
+  auto* a = static_cast<ResetArgs*>(arg);
+  BatchEngine* e = a->engine;
+  e->ResetSim(m, d, sim);
+  e->ComputeStages(m, d);
+  float* obs = a->obs + static_cast<size_t>(sim) * e->obs_dim();
+  e->Observe(m, d, sim, obs);
+  std::memcpy(e->last_obs(sim), obs, sizeof(float) * e->obs_dim());
+}
+
+struct ObserveArgs {
+  BatchEngine* engine;
+  float* obs;  // (nsim, obs_dim)
+};
+
+void ObserveFunc(const mjModel* m, mjData* d, int sim, void* arg) {
+  auto* a = static_cast<ObserveArgs*>(arg);
+  BatchEngine* e = a->engine;
+  e->ComputeStages(m, d);
+  float* obs = a->obs + static_cast<size_t>(sim) * e->obs_dim();
+  e->Observe(m, d, sim, obs);
+  std::memcpy(e->last_obs(sim), obs, sizeof(float) * e->obs_dim());
+}
+
+struct StepArgs {
+  BatchEngine* engine;
+  const double* actions;
+  const StepOutputs* out;
+};
+
+// Ends the episode of sim: records it, then resets (auto-reset) or marks it ended.
+void EndEpisode(BatchEngine* e, const mjModel* m, mjData* d, int sim, const StepOutputs& out,
+                float* obs) {
+  const int od = e->obs_dim();
+  BatchEngine::SimSlot& s = e->slot(sim);
+  out.ended[sim] = 1;
+  std::memcpy(out.final_obs + static_cast<size_t>(sim) * od, obs, sizeof(float) * od);
+  out.episode_return[sim] = s.ret;
+  out.episode_length[sim] = s.t;
+  if (e->autoreset()) {
+    e->ResetSim(m, d, sim);
+    e->ComputeStages(m, d);
+    e->Observe(m, d, sim, obs);
+  } else {
+    s.ended = true;
+  }
+}
+
+void StepFunc(const mjModel* m, mjData* d, int sim, void* arg) {
+  auto* a = static_cast<StepArgs*>(arg);
+  BatchEngine* e = a->engine;
+  const StepOutputs& out = *a->out;
+  const int od = e->obs_dim();
+  const double* action = a->actions + static_cast<size_t>(sim) * e->act_dim();
+  float* obs = out.obs + static_cast<size_t>(sim) * od;
+  BatchEngine::SimSlot& s = e->slot(sim);
+
+  const bool ok = e->Advance(m, d, action, false);
+  double reward = 0;
+  bool terminated = true;
+  if (ok) {
+    e->Observe(m, d, sim, obs);
+    reward = e->Reward(m, d, sim, action);
+    terminated = e->Terminated(m, d);
+  } else {
+    // MuJoCo reset the diverged state: the last sound observation ends the episode
+    std::memcpy(obs, e->last_obs(sim), sizeof(float) * od);
+  }
+  s.t += 1;
+  s.ret += reward;
+  const bool truncated = !terminated && s.t >= e->horizon();
+  out.reward[sim] = static_cast<float>(reward);
+  out.terminated[sim] = terminated;
+  out.truncated[sim] = truncated;
+  out.diverged[sim] = !ok;
+  out.ended[sim] = 0;
+  if (terminated || truncated) EndEpisode(e, m, d, sim, out, obs);
+  std::memcpy(e->last_obs(sim), obs, sizeof(float) * od);
+}
+
+struct RolloutArgs {
+  BatchEngine* engine;
+  const MlpPolicy* policy;
+  int horizon;
+  bool deterministic;
+  const RolloutOutputs* out;
+};
+
+void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
+  auto* a = static_cast<RolloutArgs*>(arg);
+  BatchEngine* e = a->engine;
+  const RolloutOutputs& out = *a->out;
+  const MlpPolicy& policy = *a->policy;
+  const int n = e->nsim(), od = e->obs_dim(), ad = e->act_dim(), T = a->horizon;
+  BatchEngine::SimSlot& s = e->slot(sim);
+
+  const int w = policy.widest();
+  std::vector<float>& scratch = Scratch(2 * w + 2 * od + ad);
+  float* hidden = scratch.data();
+  float* obs = hidden + 2 * w;
+  float* next_obs = obs + od;
+  float* mean = next_obs + od;
+  double action[64];  // actuators of one robot; checked against act_dim by the bindings
+
+  e->ResetSim(m, d, sim);
+  e->ComputeStages(m, d);
+  e->Observe(m, d, sim, obs);
+  const bool stage1_carried = e->need_posvel() && !e->need_acc() && e->split_step();
+
+  int t = 0;
+  bool ok = true;
+  for (; t < T; ++t) {
+    const size_t row = static_cast<size_t>(t) * n + sim;
+    std::memcpy(out.obs + row * od, obs, sizeof(float) * od);
+    policy.Mean(obs, mean, hidden);
+    float* act = out.actions + row * ad;
+    for (int i = 0; i < ad; ++i) {
+      float ai = mean[i];
+      if (!a->deterministic) {
+        ai += std::exp(policy.log_std[i]) * static_cast<float>(s.rng.Normal());
+      }
+      act[i] = ai;
+      action[i] = ai;
+    }
+    ok = e->Advance(m, d, action, stage1_carried);
+    double reward = 0;
+    bool terminated = true;
+    if (ok) {
+      e->Observe(m, d, sim, next_obs);
+      reward = e->Reward(m, d, sim, action);
+      terminated = e->Terminated(m, d);
+    } else {
+      std::memcpy(next_obs, obs, sizeof(float) * od);
+    }
+    s.t = t + 1;
+    s.ret += reward;
+    out.rewards[row] = static_cast<float>(reward);
+    out.terminated[row] = terminated;
+    out.truncated[row] = !terminated && t + 1 == T;
+    out.valid[row] = 1;
+    std::swap(obs, next_obs);
+    std::memcpy(e->last_obs(sim), obs, sizeof(float) * od);
+    if (terminated) {
+      ++t;
+      break;
+    }
+  }
+  // steps after the episode ended: padding, marked invalid
+  for (int k = t; k < T; ++k) {
+    const size_t row = static_cast<size_t>(k) * n + sim;
+    std::memcpy(out.obs + row * od, obs, sizeof(float) * od);
+    std::memset(out.actions + row * ad, 0, sizeof(float) * ad);
+    out.rewards[row] = 0;
+    out.terminated[row] = 0;
+    out.truncated[row] = 0;
+    out.valid[row] = 0;
+  }
+  std::memcpy(out.final_obs + static_cast<size_t>(sim) * od, obs, sizeof(float) * od);
+  out.length[sim] = t;
+  out.diverged[sim] = !ok;
+  s.ended = true;
+}
+
+}  // namespace
+
+void BatchEngine::Reset(const int* ids, int nid, float* obs) {
+  ResetArgs args{this, obs};
+  std::vector<int> failed;
+  Apply(ids, nid, ResetFunc, &args, &failed);
+  if (!failed.empty()) {
+    throw std::runtime_error("MuJoCo failed to reset simulation " + Str(failed[0]) + ": " +
+                             mjb_error(batch_, failed[0]));
+  }
+}
+
+void BatchEngine::Step(const double* actions, const StepOutputs& out) {
+  for (int i = 0; i < nsim_; ++i) {
+    if (slots_[i].ended) {
+      throw std::runtime_error("simulation " + Str(i) +
+                               " has no episode running: call reset() first");
+    }
+  }
+  StepArgs args{this, actions, &out};
+  std::vector<int> failed;
+  Apply(nullptr, 0, StepFunc, &args, &failed);
+  if (failed.empty()) return;
+  // MuJoCo raised an error in these simulations and kept their previous state: end their
+  // episodes as diverged; the other simulations are untouched
+  for (int sim : failed) {
+    SimSlot& s = slots_[sim];
+    float* obs = out.obs + static_cast<size_t>(sim) * obs_dim_;
+    std::memcpy(obs, last_obs(sim), sizeof(float) * obs_dim_);
+    out.reward[sim] = 0;
+    out.terminated[sim] = 1;
+    out.truncated[sim] = 0;
+    out.diverged[sim] = 1;
+    out.ended[sim] = 1;
+    std::memcpy(out.final_obs + static_cast<size_t>(sim) * obs_dim_, obs,
+                sizeof(float) * obs_dim_);
+    out.episode_return[sim] = s.ret;
+    out.episode_length[sim] = s.t + 1;
+    s.ended = true;
+  }
+  if (autoreset_) {
+    Reset(failed.data(), static_cast<int>(failed.size()), out.obs);
+  }
+}
+
+void BatchEngine::Rollout(const MlpPolicy& policy, int horizon, bool deterministic,
+                          const RolloutOutputs& out) {
+  if (horizon < 1) throw std::invalid_argument("horizon should be >= 1, got " + Str(horizon));
+  const std::string problem = policy.Validate();
+  if (!problem.empty()) throw std::invalid_argument(problem);
+  if (policy.obs_dim() != obs_dim_ || policy.act_dim() != act_dim_) {
+    throw std::invalid_argument("policy maps " + Str(policy.obs_dim()) + " -> " +
+                                Str(policy.act_dim()) + ", the family needs " + Str(obs_dim_) +
+                                " -> " + Str(act_dim_));
+  }
+  if (act_dim_ > 64) throw std::invalid_argument("at most 64 actuators are supported");
+  RolloutArgs args{this, &policy, horizon, deterministic, &out};
+  std::vector<int> failed;
+  Apply(nullptr, 0, RolloutFunc, &args, &failed);
+  // MuJoCo raised an error in these simulations: their episode ends at the last step that
+  // completed, flagged diverged
+  for (int sim : failed) {
+    const int len = slots_[sim].t;
+    for (int k = len; k < horizon; ++k) {
+      const size_t row = static_cast<size_t>(k) * nsim_ + sim;
+      out.valid[row] = 0;
+      out.rewards[row] = 0;
+      out.terminated[row] = 0;
+      out.truncated[row] = 0;
+    }
+    if (len > 0) {
+      const size_t row = static_cast<size_t>(len - 1) * nsim_ + sim;
+      out.terminated[row] = 1;
+      out.truncated[row] = 0;
+    }
+    std::memcpy(out.final_obs + static_cast<size_t>(sim) * obs_dim_, last_obs(sim),
+                sizeof(float) * obs_dim_);
+    out.length[sim] = len;
+    out.diverged[sim] = 1;
+    slots_[sim].ended = true;
+  }
+}
+
+void BatchEngine::GetState(double* qpos, double* qvel) const {
+  const mjtNum* state = mjb_state(batch_);
+  for (int i = 0; i < nsim_; ++i) {
+    const mjtNum* row = state + static_cast<size_t>(i) * nstate_;
+    std::memcpy(qpos + static_cast<size_t>(i) * nq_, row + qpos_offset_, sizeof(double) * nq_);
+    std::memcpy(qvel + static_cast<size_t>(i) * nv_, row + qvel_offset_, sizeof(double) * nv_);
+  }
+}
+
+void BatchEngine::SetState(const int* ids, int nid, const double* qpos, const double* qvel,
+                           float* obs) {
+  mjtNum* state = mjb_state(batch_);
+  for (int k = 0; k < nid; ++k) {
+    mjtNum* row = state + static_cast<size_t>(ids[k]) * nstate_;
+    std::memcpy(row + qpos_offset_, qpos + static_cast<size_t>(k) * nq_, sizeof(double) * nq_);
+    std::memcpy(row + qvel_offset_, qvel + static_cast<size_t>(k) * nv_, sizeof(double) * nv_);
+  }
+  ObserveArgs args{this, obs};
+  std::vector<int> failed;
+  Apply(ids, nid, ObserveFunc, &args, &failed);
+  if (!failed.empty()) {
+    throw std::runtime_error("MuJoCo failed on the state given to simulation " + Str(failed[0]) +
+                             ": " + mjb_error(batch_, failed[0]));
+  }
+}
+
+}  // namespace metarobot

@@ -1,0 +1,199 @@
+// Batched closed-loop simulation of a task family on MuJoCo's batch API (mjbatch.h).
+//
+// tasks -> per-simulation models -> mjb_apply(closed-loop function per simulation) -> time-major
+// outputs. Plain C++: no Python types here; the bindings convert and check arguments.
+#ifndef METAROBOT_ENGINE_H_
+#define METAROBOT_ENGINE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <mujoco/mjbatch.h>
+#include <mujoco/mujoco.h>
+
+#include "policy.h"
+#include "rng.h"
+
+namespace metarobot {
+
+// Observation terms, concatenated in order into one float32 vector.
+enum ObsKind : int {
+  kObsQpos = 0,        // qpos[start : start + size]
+  kObsQvel = 1,        // qvel[start : start + size]
+  kObsCfrcExt = 2,     // clip(cfrc_ext, lo, hi), all bodies (nbody x 6)
+  kObsBodyXmat = 3,    // xmat of body id (9)
+  kObsSubtreeCom = 4,  // subtree_com of body id (3)
+  kObsBodyXpos = 5,    // xpos of body id (3)
+  kObsTaskParam = 6,   // task parameters [start : start + size]
+};
+
+struct ObsTerm {
+  int kind = 0;
+  int id = 0;     // body id for body terms
+  int start = 0;  // first element for slice terms
+  int size = 0;   // number of elements this term writes
+  double lo = 0;  // clip range (kObsCfrcExt)
+  double hi = 0;
+};
+
+// Reward terms; reward = sum(weight * value).
+enum RewardKind : int {
+  kRewardConstant = 0,         // value 1 (alive bonus)
+  kRewardForwardVelocity = 1,  // param[param] (or 1 if param < 0) * v_axis of body's COM, m/s
+  kRewardVelocityError = 2,    // |v_axis - param[param]|, m/s
+  kRewardGoalDistance = 3,     // ||xpos[body][:axis] - param[param : param + axis]||, m
+  kRewardControlCost = 4,      // sum((a / scale)^2), a clipped to ctrlrange if flag
+  kRewardContactCost = 5,      // sum(clip(cfrc_ext, lo, hi)^2)
+};
+
+struct RewardTerm {
+  int kind = 0;
+  double weight = 0;
+  int body = 0;
+  int axis = 0;  // velocity axis, or number of goal dimensions for kRewardGoalDistance
+  int param = -1;
+  double scale = 1;
+  double lo = 0;
+  double hi = 0;
+  int flag = 0;
+};
+
+// Termination terms: the episode ends when any holds.
+enum TerminationKind : int {
+  kTermQposOutside = 0,  // qpos[index] outside [lo, hi]
+  kTermNonFinite = 1,    // any qpos or qvel not finite
+};
+
+struct TerminationTerm {
+  int kind = 0;
+  int index = 0;
+  double lo = 0;
+  double hi = 0;
+};
+
+struct FamilySpec {
+  std::vector<ObsTerm> obs;
+  std::vector<RewardTerm> reward;
+  std::vector<TerminationTerm> termination;
+  int frame_skip = 1;      // mj_step calls per env step
+  int horizon = 200;       // env steps per episode
+  double qpos_noise = 0;   // reset: qpos = init + N(0, qpos_noise)
+  double qvel_noise = 0;   // reset: qvel = init + N(0, qvel_noise)
+  int init_key = -1;       // keyframe of the initial state, -1: qpos0 and zero velocity
+  int nparam = 0;          // task parameters per simulation
+};
+
+// Caller-allocated outputs of step(); pointers may be null where noted.
+struct StepOutputs {
+  float* obs = nullptr;          // (nsim, obs_dim) next observation (after auto-reset)
+  float* reward = nullptr;       // (nsim,)
+  uint8_t* terminated = nullptr; // (nsim,)
+  uint8_t* truncated = nullptr;  // (nsim,)
+  uint8_t* diverged = nullptr;   // (nsim,) the simulation failed (warning, non-finite state)
+  float* final_obs = nullptr;    // (nsim, obs_dim) last observation of episodes that ended
+  uint8_t* ended = nullptr;      // (nsim,) an episode ended: final_obs row is valid
+  double* episode_return = nullptr;  // (nsim,) return of the ended episode
+  int32_t* episode_length = nullptr; // (nsim,) length of the ended episode
+};
+
+// Caller-allocated outputs of rollout(); time-major.
+struct RolloutOutputs {
+  float* obs = nullptr;           // (T, nsim, obs_dim) observation before each action
+  float* actions = nullptr;       // (T, nsim, act_dim) sampled actions
+  float* rewards = nullptr;       // (T, nsim)
+  uint8_t* terminated = nullptr;  // (T, nsim)
+  uint8_t* truncated = nullptr;   // (T, nsim)
+  uint8_t* valid = nullptr;       // (T, nsim) step t belongs to the episode
+  float* final_obs = nullptr;     // (nsim, obs_dim) observation after the last valid step
+  int32_t* length = nullptr;      // (nsim,) number of valid steps
+  uint8_t* diverged = nullptr;    // (nsim,)
+};
+
+class BatchEngine {
+ public:
+  // models: one per simulation (pointers may repeat), of identical sizes, owned by the caller
+  // and alive as long as the engine. params: (nsim, spec.nparam). nthread <= 0: all CPUs.
+  // Throws std::invalid_argument or std::runtime_error.
+  BatchEngine(const std::vector<const mjModel*>& models, const FamilySpec& spec,
+              const std::vector<double>& params, uint64_t seed, int nthread, bool autoreset);
+  ~BatchEngine();
+  BatchEngine(const BatchEngine&) = delete;
+  BatchEngine& operator=(const BatchEngine&) = delete;
+
+  int nsim() const { return nsim_; }
+  int obs_dim() const { return obs_dim_; }
+  int act_dim() const { return act_dim_; }
+  int nq() const { return nq_; }
+  int nv() const { return nv_; }
+  int nthread() const;
+  int horizon() const { return spec_.horizon; }
+
+  // Reseeds every simulation's random stream from (seed, simulation index).
+  void Seed(uint64_t seed);
+  // Resets all simulations (ids == nullptr) or the given ones; writes their observations,
+  // obs: (nid or nsim, obs_dim).
+  void Reset(const int* ids, int nid, float* obs);
+  // One env step of every simulation with actions (nsim, act_dim).
+  void Step(const double* actions, const StepOutputs& out);
+  // Whole episodes from reset with the policy in the loop, for horizon steps.
+  void Rollout(const MlpPolicy& policy, int horizon, bool deterministic,
+               const RolloutOutputs& out);
+  // qpos (nsim, nq), qvel (nsim, nv).
+  void GetState(double* qpos, double* qvel) const;
+  // Writes qpos/qvel of the given simulations (rows in ids order) and recomputes their
+  // observations, obs: (nid, obs_dim).
+  void SetState(const int* ids, int nid, const double* qpos, const double* qvel, float* obs);
+
+  // Per-call helpers run on the batch's threads (public for the C callbacks).
+  struct SimSlot {
+    Rng rng;
+    int t = 0;                // steps into the current episode
+    double ret = 0;           // return of the current episode
+    bool ended = true;        // the episode ended and no reset followed (or never reset)
+  };
+  void ResetSim(const mjModel* m, mjData* d, int sim);
+  void ComputeStages(const mjModel* m, mjData* d) const;
+  void Observe(const mjModel* m, const mjData* d, int sim, float* out) const;
+  double Reward(const mjModel* m, const mjData* d, int sim, const double* action) const;
+  bool Terminated(const mjModel* m, const mjData* d) const;
+  // Applies action, runs frame_skip substeps; returns false if the simulation diverged.
+  bool Advance(const mjModel* m, mjData* d, const double* action, bool stage1_done) const;
+
+  const FamilySpec& spec() const { return spec_; }
+  SimSlot& slot(int sim) { return slots_[sim]; }
+  float* last_obs(int sim) { return last_obs_.data() + static_cast<size_t>(sim) * obs_dim_; }
+  bool autoreset() const { return autoreset_; }
+  // Stage 1 (positions and velocities) can be split from the rest of mj_step.
+  bool split_step() const { return split_step_; }
+  bool need_acc() const { return need_acc_; }
+  bool need_posvel() const { return need_posvel_; }
+
+ private:
+  // Runs func on ids (nullptr: all); simulations MuJoCo reports failed are listed in failed.
+  int Apply(const int* ids, int nid, void (*func)(const mjModel*, mjData*, int, void*), void* arg,
+            std::vector<int>* failed);
+
+  FamilySpec spec_;
+  std::vector<const mjModel*> models_;
+  std::vector<double> params_;
+  std::vector<SimSlot> slots_;
+  std::vector<float> last_obs_;
+  mjBatch* batch_ = nullptr;
+  int nsim_ = 0, obs_dim_ = 0, act_dim_ = 0, nq_ = 0, nv_ = 0;
+  int qpos_offset_ = 0, qvel_offset_ = 0, nstate_ = 0;
+  bool autoreset_ = true;
+  bool split_step_ = false, need_acc_ = false, need_posvel_ = false;
+
+ public:
+  const double* params(int sim) const {
+    return params_.data() + static_cast<size_t>(sim) * spec_.nparam;
+  }
+};
+
+// Number of float32 entries an observation term writes for model m.
+int ObsTermSize(const ObsTerm& term, const mjModel* m);
+
+}  // namespace metarobot
+
+#endif  // METAROBOT_ENGINE_H_

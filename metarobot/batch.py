@@ -1,0 +1,308 @@
+"""BatchSim: many simulations of a task family stepped at once by the C++ core.
+
+tasks x envs_per_task simulations -> one MuJoCo batch (mjbatch.h thread pool) -> either whole
+episodes with a Gaussian MLP policy evaluated in C++ (``rollout``), or one env step with actions
+from any policy (``step``, gymnasium's vector conventions with same-step auto-reset).
+
+Simulation i runs task i // envs_per_task. Each simulation owns a random stream seeded from
+(seed, i): the same seed gives bit-identical results at any thread count and any split of the
+same simulations into tasks x envs_per_task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import mujoco
+import numpy as np
+
+from . import _core
+from .families import Task, TaskFamily, make_family
+
+_MODEL_SIZES = ("nq", "nv", "nu", "na", "nbody", "njnt", "ngeom", "nsite", "ncam", "nlight",
+                "nmocap", "neq", "ntendon", "nsensor", "nsensordata", "nuserdata", "nhfield",
+                "nkey")
+
+
+@dataclasses.dataclass
+class Trajectories:
+    """Time-major results of BatchSim.rollout, T steps of N simulations.
+
+    All arrays are numpy; torch.from_numpy reads them without a copy.
+
+    Attributes:
+      observations: (T, N, obs_dim) float32, the observation before each action.
+      actions: (T, N, act_dim) float32, the actions taken (sampled, before clipping).
+      rewards: (T, N) float32.
+      terminated: (T, N) bool, the step ended the episode in a terminal state.
+      truncated: (T, N) bool, the step reached the horizon.
+      valid: (T, N) bool, the step belongs to the episode (False after it ended).
+      final_observations: (N, obs_dim) float32, the observation after the last valid step
+        (to bootstrap a truncated episode).
+      lengths: (N,) int32, number of valid steps.
+      diverged: (N,) bool, the simulation diverged and its episode was cut.
+      task_index: (N,) int64, the task each simulation ran.
+      tasks: the tasks, in order.
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    valid: np.ndarray
+    final_observations: np.ndarray
+    lengths: np.ndarray
+    diverged: np.ndarray
+    task_index: np.ndarray
+    tasks: Tuple[Task, ...]
+
+    @property
+    def dones(self) -> np.ndarray:
+        """(T, N) bool, the step ended the episode (terminated or truncated)."""
+        return self.terminated | self.truncated
+
+    @property
+    def returns(self) -> np.ndarray:
+        """(N,) float64, undiscounted return of each episode."""
+        return self.rewards.sum(axis=0, dtype=np.float64)
+
+
+def _int_arg(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _float_array(value: Any, name: str, shape: Tuple[int, ...]) -> np.ndarray:
+    """value as a C-contiguous float64 array of shape, checked for dtype, shape, finiteness."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "f":
+        raise ValueError(f"{name} should be floating point (float32 or float64), got dtype "
+                         f"{arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{name} should have shape {shape}, got {arr.shape}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = np.argwhere(bad)[0].tolist()
+        raise ValueError(f"{name} should be finite, got {arr[tuple(where)]} at index {where}")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+class BatchSim:
+    """N = len(tasks) x envs_per_task simulations of a task family.
+
+    Args:
+      family: a TaskFamily or a family name.
+      tasks: tasks of that family; simulation i runs tasks[i // envs_per_task].
+      envs_per_task: simulations per task.
+      seed: seeds every simulation's random stream (reset noise, policy noise).
+      num_threads: threads of the batch, the caller's included; 0: one per CPU.
+      autoreset: step() resets an ended episode in the same call (gymnasium's SAME_STEP).
+    """
+
+    def __init__(self, family: Union[str, TaskFamily], tasks: Sequence[Task],
+                 envs_per_task: int = 1, seed: int = 0, num_threads: int = 0,
+                 autoreset: bool = True):
+        if isinstance(family, str):
+            family = make_family(family)
+        if not isinstance(family, TaskFamily):
+            raise ValueError(f"family should be a TaskFamily or a family name, got "
+                             f"{type(family).__name__}")
+        if isinstance(tasks, Task):
+            tasks = [tasks]
+        tasks = tuple(tasks)
+        if not tasks:
+            raise ValueError("tasks should hold at least one task, got none")
+        for task in tasks:
+            family.check_task(task)
+        envs_per_task = _int_arg(envs_per_task, "envs_per_task", 1)
+        seed = _int_arg(seed, "seed", 0)
+        num_threads = _int_arg(num_threads, "num_threads", 0)
+
+        self.family = family
+        self.tasks = tasks
+        self.envs_per_task = envs_per_task
+        self.seed = seed
+        self.num_envs = len(tasks) * envs_per_task
+        self.task_index = np.repeat(np.arange(len(tasks)), envs_per_task)
+        self.models = self._task_models()
+        spec = family.compile(self.models[0])
+        params = np.array([[v for _, v in task.params] for task in tasks], dtype=np.float64)
+        params = np.repeat(params.reshape(len(tasks), -1), envs_per_task, axis=0)
+        self._engine = _core.BatchEngine(
+            [self.models[t]._address for t in self.task_index], **spec,
+            params=params.ravel().tolist(), seed=seed, nthread=num_threads,
+            autoreset=bool(autoreset))
+        self.observation_dim = self._engine.obs_dim
+        self.action_dim = self._engine.act_dim
+        model = self.models[0]
+        limited = model.actuator_ctrllimited.astype(bool)
+        self.action_low = np.where(limited, model.actuator_ctrlrange[:, 0], -np.inf).astype(
+            np.float32)
+        self.action_high = np.where(limited, model.actuator_ctrlrange[:, 1], np.inf).astype(
+            np.float32)
+        self._started = False
+
+    def _task_models(self) -> List[mujoco.MjModel]:
+        """One compiled model per task; tasks that do not change the physics share one."""
+        base = self.family.load_model()
+        models = [base] * len(self.tasks)
+        ref = models[0]
+        for i, m in enumerate(models):
+            for size in _MODEL_SIZES:
+                if getattr(m, size) != getattr(ref, size):
+                    raise ValueError(f"model of task {i} has {size}={getattr(m, size)}, task 0's "
+                                     f"has {getattr(ref, size)}: one batch needs equal sizes")
+        return models
+
+    @property
+    def num_threads(self) -> int:
+        return self._engine.nthread
+
+    @property
+    def horizon(self) -> int:
+        return self.family.horizon
+
+    def __repr__(self) -> str:
+        return (f"BatchSim({self.family.name}, {len(self.tasks)} tasks x {self.envs_per_task} "
+                f"= {self.num_envs} simulations, obs {self.observation_dim}, act "
+                f"{self.action_dim}, {self.num_threads} threads)")
+
+    # ------------------------------------------------------------------------------ stepping
+
+    def reset(self, seed: Optional[int] = None) -> np.ndarray:
+        """Starts a new episode in every simulation; returns observations (N, obs_dim) float32.
+
+        seed, when given, reseeds every simulation's random stream from (seed, index) first.
+        """
+        if seed is not None:
+            seed = _int_arg(seed, "seed", 0)
+            self._engine.seed(seed)
+        obs = np.empty((self.num_envs, self.observation_dim), np.float32)
+        self._engine.reset(None, obs)
+        self._started = True
+        return obs
+
+    def step(self, actions: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                          Dict[str, np.ndarray]]:
+        """One env step (frame_skip physics steps) of every simulation.
+
+        Args:
+          actions: (N, act_dim) float32 or float64 array or torch tensor, finite.
+
+        Returns:
+          observations (N, obs_dim) float32 (after auto-reset, the new episode's first),
+          rewards (N,) float32, terminated (N,) bool, truncated (N,) bool, and info with
+          'final_obs' (N, obs_dim) float32 valid where '_final_obs' (N,) bool is set (the
+          episode ended this step), 'episode_return' (N,) float64 and 'episode_length' (N,)
+          int32 of those episodes, and 'diverged' (N,) bool (the simulation failed and its
+          episode was ended, terminated).
+        """
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        a = _float_array(actions, "actions", (self.num_envs, self.action_dim))
+        n, od = self.num_envs, self.observation_dim
+        obs = np.empty((n, od), np.float32)
+        reward = np.empty(n, np.float32)
+        terminated = np.empty(n, np.bool_)
+        truncated = np.empty(n, np.bool_)
+        diverged = np.empty(n, np.bool_)
+        final_obs = np.zeros((n, od), np.float32)
+        ended = np.zeros(n, np.bool_)
+        ep_return = np.zeros(n, np.float64)
+        ep_length = np.zeros(n, np.int32)
+        self._engine.step(a, obs, reward, terminated.view(np.uint8), truncated.view(np.uint8),
+                          diverged.view(np.uint8), final_obs, ended.view(np.uint8), ep_return,
+                          ep_length)
+        info = {"final_obs": final_obs, "_final_obs": ended, "episode_return": ep_return,
+                "episode_length": ep_length, "diverged": diverged}
+        return obs, reward, terminated, truncated, info
+
+    def rollout(self, policy: Any, horizon: Optional[int] = None,
+                params: Optional[Mapping[str, Any]] = None,
+                deterministic: bool = False) -> Trajectories:
+        """Whole episodes from reset with the policy evaluated in C++ (no Python per step).
+
+        Args:
+          policy: a GaussianMLPPolicy (or anything with its export()).
+          horizon: steps per episode; default the family's.
+          params: parameters to use instead of the policy's own (adapted ones), by name.
+          deterministic: take the mean action instead of sampling.
+
+        Returns:
+          Trajectories with (horizon, N, ...) arrays. Episodes that terminate early are padded
+          (valid False). Simulations are left at their final states; reset() before step().
+        """
+        horizon = self.horizon if horizon is None else _int_arg(horizon, "horizon", 1)
+        exported = policy.export(params)
+        if exported["sizes"][0] != self.observation_dim or \
+                exported["sizes"][-1] != self.action_dim:
+            raise ValueError(f"policy maps {exported['sizes'][0]} -> {exported['sizes'][-1]}, "
+                             f"{self.family.name} needs {self.observation_dim} -> "
+                             f"{self.action_dim}")
+        T, n, od, ad = horizon, self.num_envs, self.observation_dim, self.action_dim
+        out = Trajectories(
+            observations=np.empty((T, n, od), np.float32),
+            actions=np.empty((T, n, ad), np.float32),
+            rewards=np.empty((T, n), np.float32),
+            terminated=np.empty((T, n), np.bool_),
+            truncated=np.empty((T, n), np.bool_),
+            valid=np.empty((T, n), np.bool_),
+            final_observations=np.empty((n, od), np.float32),
+            lengths=np.empty(n, np.int32),
+            diverged=np.empty(n, np.bool_),
+            task_index=self.task_index.copy(),
+            tasks=self.tasks,
+        )
+        self._engine.rollout(exported["sizes"], exported["weights"], exported["biases"],
+                             exported["log_std"], exported["activation"], T, bool(deterministic),
+                             out.observations, out.actions, out.rewards,
+                             out.terminated.view(np.uint8), out.truncated.view(np.uint8),
+                             out.valid.view(np.uint8), out.final_observations, out.lengths,
+                             out.diverged.view(np.uint8))
+        self._started = False
+        return out
+
+    # --------------------------------------------------------------------------------- state
+
+    def get_state(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Every simulation's (qpos (N, nq), qvel (N, nv)), float64 copies."""
+        qpos = np.empty((self.num_envs, self._engine.nq), np.float64)
+        qvel = np.empty((self.num_envs, self._engine.nv), np.float64)
+        self._engine.get_state(qpos, qvel)
+        return qpos, qvel
+
+    def set_state(self, qpos: Any, qvel: Any, ids: Optional[Sequence[int]] = None) -> np.ndarray:
+        """Writes qpos (n, nq) and qvel (n, nv) into the n simulations ids (default all), in
+        order; returns their observations at the new state, (n, obs_dim) float32."""
+        if ids is None:
+            sel = np.arange(self.num_envs, dtype=np.int32)
+        else:
+            sel = np.asarray(ids)
+            if sel.ndim != 1 or sel.dtype.kind not in "iu":
+                raise ValueError(f"ids should be a 1-D sequence of integers, got {ids!r}")
+            if sel.size and (sel.min() < 0 or sel.max() >= self.num_envs):
+                raise ValueError(f"ids should be in [0, {self.num_envs}), got {sel.tolist()}")
+            if np.unique(sel).size != sel.size:
+                raise ValueError(f"ids should be unique, got {sel.tolist()}")
+        order = np.argsort(sel, kind="stable")
+        q = _float_array(qpos, "qpos", (sel.size, self._engine.nq))[order]
+        v = _float_array(qvel, "qvel", (sel.size, self._engine.nv))[order]
+        sorted_ids = np.ascontiguousarray(sel[order], dtype=np.int32)
+        obs = np.zeros((self.num_envs, self.observation_dim), np.float32)
+        self._engine.set_state(None if ids is None else sorted_ids, np.ascontiguousarray(q),
+                               np.ascontiguousarray(v), obs)
+        return obs[sel]
+
+    def observation_space(self):
+        import gymnasium as gym
+        return gym.spaces.Box(-np.inf, np.inf, (self.observation_dim,), np.float32)
+
+    def action_space(self):
+        import gymnasium as gym
+        return gym.spaces.Box(self.action_low, self.action_high, (self.action_dim,), np.float32)

@@ -1,0 +1,305 @@
+"""Task families as data: a model, the distributions of task parameters, and the observation,
+reward and termination terms the C++ core evaluates.
+
+    family = metarobot.make_family("HalfCheetahVel", horizon=100)
+    tasks = family.sample_tasks(40, seed=1)      # frozen, printable, JSON round-trippable
+    sim = metarobot.BatchSim(family, tasks)
+
+The families of the MAML paper (HalfCheetahVel, HalfCheetahDir, AntVel, AntDir) follow its
+released code: model, timestep, frame_skip 1, horizon 200, reset noise, observation, reward and
+termination; AntGoal follows later work (goal uniform on a disc of radius 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import mujoco
+import numpy as np
+
+from . import terms as T
+
+_HERE = Path(__file__).resolve().parent
+
+
+def envs_dir() -> Path:
+    """Folder of the packaged MJCF models (installed beside the package, or the source tree's)."""
+    for candidate in (_HERE / "envs", _HERE.parent / "envs"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("metarobot's envs/ folder of MJCF models is missing")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One task of a family: its name and the values of the family's task parameters.
+
+    >>> Task("HalfCheetahVel", (("goal_velocity", 1.5),))
+    Task(HalfCheetahVel, goal_velocity=1.5)
+    """
+
+    family: str
+    params: Tuple[Tuple[str, float], ...]
+
+    def __getitem__(self, name: str) -> float:
+        for key, value in self.params:
+            if key == name:
+                return value
+        raise KeyError(f"task of {self.family} has no parameter {name!r}; it has "
+                       f"{[k for k, _ in self.params]}")
+
+    def as_dict(self) -> Dict[str, float]:
+        return dict(self.params)
+
+    def to_json(self) -> str:
+        return json.dumps({"family": self.family, "params": self.as_dict()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Task":
+        try:
+            data = json.loads(text)
+            family, params = data["family"], data["params"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a task in JSON ({exc}): {text[:200]!r}") from None
+        if not isinstance(family, str) or not isinstance(params, dict):
+            raise ValueError(f"not a task in JSON: {text[:200]!r}")
+        return cls(family, tuple((str(k), float(v)) for k, v in params.items()))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v:.6g}" for k, v in self.params)
+        return f"Task({self.family}{', ' if inner else ''}{inner})"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskFamily:
+    """A family of tasks on one robot.
+
+    Fields that make_family(name, **overrides) accepts by name: horizon, frame_skip,
+    model_file, reset_qpos_noise, reset_qvel_noise; each task parameter by its name (a
+    (low, high) pair for a uniform one, a sequence of values for a choice, the radius for a
+    disc); and each reward term's weight as '<term>_weight'.
+    """
+
+    name: str
+    model_file: str            # MJCF path; relative paths are under metarobot's envs/ folder
+    frame_skip: int            # mj_step calls per env step
+    horizon: int               # env steps per episode (then truncated)
+    observation: Tuple[Any, ...]
+    reward: Tuple[Any, ...]
+    termination: Tuple[Any, ...]
+    parameters: Tuple[Any, ...]   # distributions of the task parameters
+    reset_qpos_noise: float = 0.0  # std of the Gaussian noise added to qpos at reset (m, rad)
+    reset_qvel_noise: float = 0.0  # std of the Gaussian noise added to qvel at reset
+    init_keyframe: Optional[str] = None  # keyframe of the initial state; None: qpos0
+    description: str = ""
+
+    def __post_init__(self):
+        for field in ("frame_skip", "horizon"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{self.name}: {field} should be an integer >= 1, got {value!r}")
+        for field in ("reset_qpos_noise", "reset_qvel_noise"):
+            value = getattr(self, field)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{self.name}: {field} should be a finite number >= 0, got "
+                                 f"{value!r}")
+        for dist in self.parameters:
+            dist.validate()
+        names = self.parameter_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: task parameter names repeat: {names}")
+        if not self.model_path.is_file():
+            raise ValueError(f"{self.name}: model_file {str(self.model_path)!r} does not exist")
+
+    @property
+    def model_path(self) -> Path:
+        path = Path(os.path.expanduser(self.model_file))
+        return path if path.is_absolute() else envs_dir() / path
+
+    @property
+    def parameter_names(self) -> Tuple[str, ...]:
+        return tuple(n for dist in self.parameters for n in dist.names)
+
+    def load_model(self) -> mujoco.MjModel:
+        """The family's compiled model (a new MjModel each call)."""
+        try:
+            return mujoco.MjModel.from_xml_path(str(self.model_path))
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: cannot load model {str(self.model_path)!r}: {exc}") \
+                from None
+
+    def task(self, **params: float) -> Task:
+        """A task with the given parameter values, e.g. family.task(goal_velocity=1.0)."""
+        names = self.parameter_names
+        missing = [n for n in names if n not in params]
+        extra = [n for n in params if n not in names]
+        if missing or extra:
+            raise ValueError(f"{self.name} tasks take parameters {list(names)}; missing "
+                             f"{missing}, unknown {extra}")
+        values = []
+        for n in names:
+            values.append((n, T._finite(params[n], f"{self.name} task parameter {n}")))
+        return Task(self.name, tuple(values))
+
+    def sample_tasks(self, n: int, seed: int) -> List[Task]:
+        """n tasks drawn from the family's distributions with numpy's Generator(seed)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n should be an integer >= 0, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed should be an integer >= 0, got {seed!r}")
+        rng = np.random.default_rng(int(seed))
+        columns = [dist.sample(rng, int(n)) for dist in self.parameters]
+        values = np.concatenate(columns, axis=1) if columns else np.zeros((int(n), 0))
+        names = self.parameter_names
+        return [Task(self.name, tuple((k, float(v)) for k, v in zip(names, row)))
+                for row in values]
+
+    def check_task(self, task: Task) -> None:
+        if not isinstance(task, Task):
+            raise ValueError(f"tasks should be metarobot.Task, got {type(task).__name__}")
+        if task.family != self.name:
+            raise ValueError(f"task {task!r} belongs to family {task.family!r}, expected "
+                             f"{self.name!r}")
+        if tuple(k for k, _ in task.params) != self.parameter_names:
+            raise ValueError(f"task {task!r} has parameters {[k for k, _ in task.params]}, "
+                             f"{self.name} expects {list(self.parameter_names)}")
+        for k, v in task.params:
+            T._finite(v, f"task parameter {k}")
+
+    def compile(self, model: mujoco.MjModel) -> Dict[str, Any]:
+        """The family's terms as the C++ core's tuples, resolved against model."""
+        index = {n: i for i, n in enumerate(self.parameter_names)}
+        init_key = -1
+        if self.init_keyframe is not None:
+            init_key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, self.init_keyframe)
+            if init_key < 0:
+                raise ValueError(f"{self.name}: the model has no keyframe "
+                                 f"{self.init_keyframe!r}")
+        return dict(
+            obs_terms=[t.compile(model, index) for t in self.observation],
+            reward_terms=[t.compile(model, index) for t in self.reward],
+            termination_terms=[t.compile(model, index) for t in self.termination],
+            frame_skip=int(self.frame_skip),
+            horizon=int(self.horizon),
+            qpos_noise=float(self.reset_qpos_noise),
+            qvel_noise=float(self.reset_qvel_noise),
+            init_key=init_key,
+            nparam=len(index),
+        )
+
+    def observation_dim(self, model: Optional[mujoco.MjModel] = None) -> int:
+        model = model or self.load_model()
+        return sum(t.compile(model, {n: i for i, n in enumerate(self.parameter_names)})[3]
+                   for t in self.observation)
+
+    def with_overrides(self, **overrides: Any) -> "TaskFamily":
+        """A copy with the documented fields changed; an unknown field raises ValueError."""
+        top = {"horizon", "frame_skip", "model_file", "reset_qpos_noise", "reset_qvel_noise"}
+        changes: Dict[str, Any] = {}
+        params = list(self.parameters)
+        reward = list(self.reward)
+        for key, value in overrides.items():
+            if key in top:
+                changes[key] = value
+                continue
+            hit = [i for i, d in enumerate(params) if d.name == key]
+            if hit:
+                params[hit[0]] = params[hit[0]].with_range(value)
+                continue
+            hit = [i for i, r in enumerate(reward) if f"{r.name}_weight" == key]
+            if hit:
+                term = reward[hit[0]]
+                value = T._finite(value, key)
+                field = "value" if isinstance(term, T.Constant) else "weight"
+                reward[hit[0]] = dataclasses.replace(term, **{field: value})
+                continue
+            raise ValueError(f"{self.name} has no field {key!r}; it takes "
+                             f"{sorted(self.override_names())}")
+        return dataclasses.replace(self, parameters=tuple(params), reward=tuple(reward), **changes)
+
+    def override_names(self) -> List[str]:
+        return (["horizon", "frame_skip", "model_file", "reset_qpos_noise", "reset_qvel_noise"]
+                + [d.name for d in self.parameters] + [f"{r.name}_weight" for r in self.reward])
+
+
+# ----------------------------------------------------------------------------------- the families
+
+_CHEETAH_OBS = (T.Qpos(1), T.Qvel(), T.SubtreeCom("torso"))
+_CHEETAH_CTRL = T.ControlCost("ctrl_cost", weight=-0.05, clip=True)
+_ANT_OBS = (T.Qpos(), T.Qvel(), T.ExternalForces(-1.0, 1.0), T.BodyRotation("torso"),
+            T.SubtreeCom("torso"))
+_ANT_COSTS = (T.ControlCost("ctrl_cost", weight=-0.005, scale=150.0),
+              T.ContactCost("contact_cost", weight=-0.0005, low=-1.0, high=1.0),
+              T.Constant("survive", 0.05))
+_ANT_TERMINATION = (T.QposOutside(2, 0.2, 1.0), T.NonFiniteState())
+
+
+def _cheetah(name, reward, parameters, description):
+    return TaskFamily(name=name, model_file="half_cheetah.xml", frame_skip=1, horizon=200,
+                      observation=_CHEETAH_OBS, reward=reward, termination=(),
+                      parameters=parameters, reset_qpos_noise=0.01, reset_qvel_noise=0.1,
+                      description=description)
+
+
+def _ant(name, reward, parameters, description):
+    return TaskFamily(name=name, model_file="ant.xml", frame_skip=1, horizon=200,
+                      observation=_ANT_OBS, reward=reward + _ANT_COSTS,
+                      termination=_ANT_TERMINATION, parameters=parameters,
+                      reset_qpos_noise=0.01, reset_qvel_noise=0.1, init_keyframe="init",
+                      description=description)
+
+
+_FAMILIES: Dict[str, TaskFamily] = {
+    f.name: f for f in (
+        _cheetah("HalfCheetahVel",
+                 (T.VelocityError("velocity", body="torso", goal="goal_velocity", weight=-1.0),
+                  _CHEETAH_CTRL),
+                 (T.Uniform("goal_velocity", 0.0, 2.0),),
+                 "run at a goal forward velocity v* ~ U[0, 2] m/s"),
+        _cheetah("HalfCheetahDir",
+                 (T.ForwardVelocity("velocity", body="torso", direction="direction"),
+                  _CHEETAH_CTRL),
+                 (T.Choice("direction", (-1.0, 1.0)),),
+                 "run forward (+1) or backward (-1)"),
+        _ant("AntVel",
+             (T.VelocityError("velocity", body="torso", goal="goal_velocity", weight=-1.0),
+              T.Constant("velocity_offset", 1.0)),
+             (T.Uniform("goal_velocity", 0.0, 3.0),),
+             "walk at a goal forward velocity v* ~ U[0, 3] m/s"),
+        _ant("AntDir",
+             (T.ForwardVelocity("velocity", body="torso", direction="direction"),),
+             (T.Choice("direction", (-1.0, 1.0)),),
+             "walk forward (+1) or backward (-1) along x"),
+        _ant("AntGoal",
+             (T.GoalDistance("goal_distance", body="torso", goal=("goal_x", "goal_y")),),
+             (T.Disc("goal_x", "goal_y", 3.0),),
+             "walk to a 2-D goal uniform on a disc of radius 3 m"),
+    )
+}
+
+
+def list_families() -> List[str]:
+    """Names of all task families."""
+    return sorted(_FAMILIES)
+
+
+def make_family(name: str, **overrides: Any) -> TaskFamily:
+    """The family called name, with documented fields overridden (see TaskFamily)."""
+    if isinstance(name, TaskFamily):
+        return name.with_overrides(**overrides) if overrides else name
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown task family {name!r}; known: {list_families()}")
+    family = _FAMILIES[name]
+    return family.with_overrides(**overrides) if overrides else family
+
+
+def register_family(family: TaskFamily) -> None:
+    """Adds a family of the caller's to make_family and list_families."""
+    if not isinstance(family, TaskFamily):
+        raise ValueError(f"expected a TaskFamily, got {type(family).__name__}")
+    _FAMILIES[family.name] = family

@@ -1,0 +1,354 @@
+"""The vocabulary task families are written in: observation, reward and termination terms, and
+the distributions task parameters are drawn from.
+
+Terms are frozen dataclasses. ``compile`` turns one into the plain tuple the C++ core evaluates,
+resolving body names against a compiled model and parameter names against the family's parameter
+vector. A new family is a new combination of these terms; it rarely needs new C++.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping, Optional, Sequence, Tuple
+
+import mujoco
+import numpy as np
+
+# Kind numbers shared with csrc/engine.h.
+_OBS_QPOS, _OBS_QVEL, _OBS_CFRC_EXT, _OBS_XMAT, _OBS_SUBTREE_COM, _OBS_XPOS, _OBS_PARAM = range(7)
+(_R_CONSTANT, _R_FORWARD_VELOCITY, _R_VELOCITY_ERROR, _R_GOAL_DISTANCE, _R_CONTROL_COST,
+ _R_CONTACT_COST) = range(6)
+_T_QPOS_OUTSIDE, _T_NON_FINITE = range(2)
+
+
+def _body_id(model: mujoco.MjModel, body: str, what: str) -> int:
+    body_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, body)
+    if body_id < 0:
+        names = [model.body(i).name for i in range(model.nbody)]
+        raise ValueError(f"{what}: the model has no body {body!r}; its bodies are {names}")
+    return body_id
+
+
+def _param(index: Mapping[str, int], name: str, what: str) -> int:
+    if name not in index:
+        raise ValueError(f"{what}: the family has no task parameter {name!r}; it has "
+                         f"{sorted(index)}")
+    return index[name]
+
+
+def _slice(start: int, stop: Optional[int], n: int, what: str) -> Tuple[int, int]:
+    stop = n if stop is None else stop
+    if not 0 <= start <= stop <= n:
+        raise ValueError(f"{what}: slice [{start}:{stop}] does not fit a vector of size {n}")
+    return start, stop - start
+
+
+# ----------------------------------------------------------------------------------- observations
+
+@dataclasses.dataclass(frozen=True)
+class Qpos:
+    """Joint positions qpos[start:stop] (m, rad; quaternions for free joints)."""
+
+    start: int = 0
+    stop: Optional[int] = None
+
+    def compile(self, model, index):
+        start, size = _slice(self.start, self.stop, model.nq, "Qpos")
+        return (_OBS_QPOS, 0, start, size, 0.0, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Qvel:
+    """Joint velocities qvel[start:stop] (m/s, rad/s)."""
+
+    start: int = 0
+    stop: Optional[int] = None
+
+    def compile(self, model, index):
+        start, size = _slice(self.start, self.stop, model.nv, "Qvel")
+        return (_OBS_QVEL, 0, start, size, 0.0, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExternalForces:
+    """Contact forces on every body, cfrc_ext (nbody x 6: torque then force), clipped to [low,
+    high]; computed at the new state with the controls just applied."""
+
+    low: float = -1.0
+    high: float = 1.0
+
+    def compile(self, model, index):
+        if not self.low <= self.high:
+            raise ValueError(f"ExternalForces: clip range [{self.low}, {self.high}] is empty")
+        return (_OBS_CFRC_EXT, 0, 0, 6 * model.nbody, float(self.low), float(self.high))
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyRotation:
+    """Rotation matrix of a body's frame in the world, row-major (9)."""
+
+    body: str
+
+    def compile(self, model, index):
+        return (_OBS_XMAT, _body_id(model, self.body, "BodyRotation"), 0, 9, 0.0, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SubtreeCom:
+    """Centre of mass of a body and its descendants, world frame (3, m)."""
+
+    body: str
+
+    def compile(self, model, index):
+        return (_OBS_SUBTREE_COM, _body_id(model, self.body, "SubtreeCom"), 0, 3, 0.0, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyPosition:
+    """Origin of a body's frame, world frame (3, m)."""
+
+    body: str
+
+    def compile(self, model, index):
+        return (_OBS_XPOS, _body_id(model, self.body, "BodyPosition"), 0, 3, 0.0, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskParameters:
+    """The task's own parameters, for families whose policy is told the task."""
+
+    names: Tuple[str, ...]
+
+    def compile(self, model, index):
+        ids = [_param(index, n, "TaskParameters") for n in self.names]
+        if ids != list(range(ids[0], ids[0] + len(ids))):
+            raise ValueError("TaskParameters: names must be consecutive parameters of the family")
+        return (_OBS_PARAM, 0, ids[0], len(ids), 0.0, 0.0)
+
+
+# ----------------------------------------------------------------------------------------- reward
+
+@dataclasses.dataclass(frozen=True)
+class Constant:
+    """A constant reward per step (alive or survive bonus)."""
+
+    name: str
+    value: float
+
+    @property
+    def weight(self) -> float:
+        return self.value
+
+    def compile(self, model, index):
+        return (_R_CONSTANT, float(self.value), 0, 0, -1, 1.0, 0.0, 0.0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardVelocity:
+    """weight * direction * v, v the world velocity of a body's centre of mass along axis (m/s);
+    direction is a task parameter (+-1) or 1 when None."""
+
+    name: str
+    body: str
+    axis: int = 0
+    direction: Optional[str] = None
+    weight: float = 1.0
+
+    def compile(self, model, index):
+        if self.axis not in (0, 1, 2):
+            raise ValueError(f"{self.name}: axis should be 0, 1 or 2, got {self.axis}")
+        p = -1 if self.direction is None else _param(index, self.direction, self.name)
+        body = _body_id(model, self.body, self.name)
+        return (_R_FORWARD_VELOCITY, float(self.weight), body, self.axis, p, 1.0, 0.0, 0.0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class VelocityError:
+    """weight * |v - goal|, v as in ForwardVelocity, goal a task parameter (m/s)."""
+
+    name: str
+    body: str
+    goal: str
+    axis: int = 0
+    weight: float = -1.0
+
+    def compile(self, model, index):
+        if self.axis not in (0, 1, 2):
+            raise ValueError(f"{self.name}: axis should be 0, 1 or 2, got {self.axis}")
+        p = _param(index, self.goal, self.name)
+        body = _body_id(model, self.body, self.name)
+        return (_R_VELOCITY_ERROR, float(self.weight), body, self.axis, p, 1.0, 0.0, 0.0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class GoalDistance:
+    """weight * ||x - goal||, x the first len(goal) coordinates of a body's origin (m)."""
+
+    name: str
+    body: str
+    goal: Tuple[str, ...]
+    weight: float = -1.0
+
+    def compile(self, model, index):
+        ids = [_param(index, n, self.name) for n in self.goal]
+        if not 1 <= len(ids) <= 3 or ids != list(range(ids[0], ids[0] + len(ids))):
+            raise ValueError(f"{self.name}: goal must name 1 to 3 consecutive parameters")
+        body = _body_id(model, self.body, self.name)
+        return (_R_GOAL_DISTANCE, float(self.weight), body, len(ids), ids[0], 1.0, 0.0, 0.0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlCost:
+    """weight * sum((a / scale)^2) over actuators; a clipped to the control range first when
+    clip is set."""
+
+    name: str
+    weight: float
+    scale: float = 1.0
+    clip: bool = False
+
+    def compile(self, model, index):
+        if not self.scale > 0:
+            raise ValueError(f"{self.name}: scale should be > 0, got {self.scale}")
+        return (_R_CONTROL_COST, float(self.weight), 0, 0, -1, float(self.scale), 0.0, 0.0,
+                int(self.clip))
+
+
+@dataclasses.dataclass(frozen=True)
+class ContactCost:
+    """weight * sum(clip(cfrc_ext, low, high)^2) over all bodies."""
+
+    name: str
+    weight: float
+    low: float = -1.0
+    high: float = 1.0
+
+    def compile(self, model, index):
+        if not self.low <= self.high:
+            raise ValueError(f"{self.name}: clip range [{self.low}, {self.high}] is empty")
+        return (_R_CONTACT_COST, float(self.weight), 0, 0, -1, 1.0, float(self.low),
+                float(self.high), 0)
+
+
+# ------------------------------------------------------------------------------------ termination
+
+@dataclasses.dataclass(frozen=True)
+class QposOutside:
+    """The episode ends when qpos[index] leaves [low, high] (a height or angle health range)."""
+
+    index: int
+    low: float
+    high: float
+
+    def compile(self, model, index):
+        if not 0 <= self.index < model.nq:
+            raise ValueError(f"QposOutside: index {self.index} is not in [0, {model.nq})")
+        if not self.low <= self.high:
+            raise ValueError(f"QposOutside: range [{self.low}, {self.high}] is empty")
+        return (_T_QPOS_OUTSIDE, self.index, float(self.low), float(self.high))
+
+
+@dataclasses.dataclass(frozen=True)
+class NonFiniteState:
+    """The episode ends when qpos or qvel holds a NaN or an infinity."""
+
+    def compile(self, model, index):
+        return (_T_NON_FINITE, 0, 0.0, 0.0)
+
+
+# ---------------------------------------------------------------------------- task distributions
+
+def _finite(x, what: str) -> float:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} should be a number, got {x!r}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{what} should be finite, got {x}")
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform:
+    """A parameter drawn uniformly from [low, high]."""
+
+    name: str
+    low: float
+    high: float
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        return (self.name,)
+
+    def validate(self) -> None:
+        low, high = _finite(self.low, f"{self.name} low"), _finite(self.high, f"{self.name} high")
+        if not low <= high:
+            raise ValueError(f"{self.name}: range [{low}, {high}] is empty (low > high)")
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.uniform(self.low, self.high, size=(n, 1))
+
+    def with_range(self, value) -> "Uniform":
+        try:
+            low, high = value
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.name} should be a (low, high) pair, got {value!r}") from None
+        return dataclasses.replace(self, low=low, high=high)
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """A parameter drawn uniformly from a finite set of values."""
+
+    name: str
+    values: Tuple[float, ...]
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        return (self.name,)
+
+    def validate(self) -> None:
+        if len(self.values) == 0:
+            raise ValueError(f"{self.name}: the set of values is empty")
+        for v in self.values:
+            _finite(v, f"{self.name} value")
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.asarray(self.values, dtype=float)[rng.integers(len(self.values), size=n)][:, None]
+
+    def with_range(self, value) -> "Choice":
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ValueError(f"{self.name} should be a sequence of values, got {value!r}")
+        return dataclasses.replace(self, values=tuple(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class Disc:
+    """A 2-D point drawn uniformly on a disc of the given radius around the origin."""
+
+    x: str
+    y: str
+    radius: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.x}_{self.y}_radius"
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        return (self.x, self.y)
+
+    def validate(self) -> None:
+        r = _finite(self.radius, f"{self.name}")
+        if not r > 0:
+            raise ValueError(f"{self.name} should be > 0, got {r}")
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        # area-uniform: radius ~ R sqrt(U)
+        r = self.radius * np.sqrt(rng.uniform(size=n))
+        phi = rng.uniform(0.0, 2.0 * np.pi, size=n)
+        return np.stack([r * np.cos(phi), r * np.sin(phi)], axis=1)
+
+    def with_range(self, value) -> "Disc":
+        return dataclasses.replace(self, radius=value)
