@@ -1,0 +1,68 @@
+"""Independent references: plain Python MuJoCo loops and the task definitions of the MAML paper's
+released code, written out from MjData without metarobot's term machinery."""
+
+import mujoco
+import numpy as np
+
+
+def body_velocity(m, d, body):
+    """World-frame linear velocity of a body's centre of mass."""
+    vel = np.zeros(6)
+    mujoco.mj_objectVelocity(m, d, mujoco.mjtObj.mjOBJ_BODY, body, vel, 0)
+    return vel[3:]
+
+
+def derived(m, d):
+    """A copy of d with every derived quantity at its state: forward pass and cfrc_ext."""
+    scratch = mujoco.MjData(m)
+    mujoco.mj_copyData(scratch, m, d)
+    mujoco.mj_forward(m, scratch)
+    mujoco.mj_rnePostConstraint(m, scratch)
+    return scratch
+
+
+def observation(family, m, d):
+    torso = m.body("torso").id
+    if family.startswith("HalfCheetah"):
+        return np.concatenate([d.qpos[1:], d.qvel, d.subtree_com[torso]])
+    return np.concatenate([d.qpos, d.qvel, np.clip(d.cfrc_ext, -1, 1).ravel(),
+                           d.xmat[torso], d.subtree_com[torso]])
+
+
+def reward(family, task, m, d, action):
+    torso = m.body("torso").id
+    vx = body_velocity(m, d, torso)[0]
+    if family.startswith("HalfCheetah"):
+        ctrl_cost = 0.05 * np.sum(np.square(np.clip(action, -1.0, 1.0)))
+        if family == "HalfCheetahVel":
+            return -abs(vx - task["goal_velocity"]) - ctrl_cost
+        return task["direction"] * vx - ctrl_cost
+    costs = (0.005 * np.sum(np.square(action / 150.0))
+             + 0.0005 * np.sum(np.square(np.clip(d.cfrc_ext, -1.0, 1.0))))
+    if family == "AntVel":
+        return -abs(vx - task["goal_velocity"]) + 1.0 - costs + 0.05
+    if family == "AntDir":
+        return task["direction"] * vx - costs + 0.05
+    goal = np.array([task["goal_x"], task["goal_y"]])
+    return -np.linalg.norm(d.xpos[torso][:2] - goal) - costs + 0.05
+
+
+def terminated(family, d):
+    if family.startswith("HalfCheetah"):
+        return False
+    state = np.concatenate([d.qpos, d.qvel])
+    return not (np.isfinite(state).all() and 0.2 <= d.qpos[2] <= 1.0)
+
+
+def step(m, d, action, frame_skip):
+    """The plain loop: controls, then mj_step frame_skip times."""
+    d.ctrl[:] = action
+    for _ in range(frame_skip):
+        mujoco.mj_step(m, d)
+
+
+def make_data(m, qpos, qvel):
+    d = mujoco.MjData(m)
+    d.qpos[:] = qpos
+    d.qvel[:] = qvel
+    return d

@@ -1,0 +1,135 @@
+"""Task families as data: listing, overrides, sampling, tasks, gymnasium registration."""
+
+import json
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import metarobot
+
+EXPECTED = {"HalfCheetahVel": (20, 6), "HalfCheetahDir": (20, 6), "AntVel": (125, 8),
+            "AntDir": (125, 8), "AntGoal": (125, 8)}
+
+
+def test_list_families():
+    assert set(metarobot.list_families()) >= set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_sizes_and_paper_settings(name):
+    family = metarobot.make_family(name)
+    sim = metarobot.BatchSim(family, family.sample_tasks(1, seed=0))
+    assert (sim.observation_dim, sim.action_dim) == EXPECTED[name]
+    assert family.frame_skip == 1 and family.horizon == 200
+    m = family.load_model()
+    if name.startswith("HalfCheetah"):
+        assert m.opt.timestep == 0.01 and np.isclose(m.body_mass.sum(), 14.0)
+        np.testing.assert_array_equal(m.actuator_gear[:, 0], [120, 90, 60, 120, 60, 30])
+    else:
+        assert m.opt.timestep == 0.02
+        assert m.opt.integrator == 1  # RK4
+        np.testing.assert_array_equal(m.actuator_ctrlrange, [[-150, 150]] * 8)
+        sim.reset()
+        assert abs(sim.get_state()[0][0, 2] - 0.55) < 0.05
+
+
+def test_sample_tasks_deterministic_and_in_range():
+    fam = metarobot.make_family("HalfCheetahVel")
+    a, b = fam.sample_tasks(50, seed=3), fam.sample_tasks(50, seed=3)
+    assert a == b and a != fam.sample_tasks(50, seed=4)
+    v = np.array([t["goal_velocity"] for t in a])
+    assert (v >= 0).all() and (v <= 2).all() and v.std() > 0.3
+    dirs = {t["direction"] for t in metarobot.make_family("AntDir").sample_tasks(40, seed=0)}
+    assert dirs == {-1.0, 1.0}
+    goals = np.array([[t["goal_x"], t["goal_y"]]
+                      for t in metarobot.make_family("AntGoal").sample_tasks(2000, seed=0)])
+    r = np.linalg.norm(goals, axis=1)
+    assert r.max() <= 3.0 and r.max() > 2.9
+    # uniform on the disc: half the points lie within radius 3 / sqrt(2)
+    assert abs((r < 3 / np.sqrt(2)).mean() - 0.5) < 0.05
+
+
+def test_task_is_frozen_printable_and_json_round_trips():
+    task = metarobot.make_family("AntGoal").sample_tasks(1, seed=0)[0]
+    assert repr(task).startswith("Task(AntGoal, goal_x=")
+    assert metarobot.Task.from_json(task.to_json()) == task
+    assert json.loads(task.to_json())["family"] == "AntGoal"
+    with pytest.raises(Exception):
+        task.family = "x"
+    hash(task)
+
+
+def test_overrides_change_the_simulation():
+    base = metarobot.make_family("HalfCheetahVel")
+    fam = metarobot.make_family("HalfCheetahVel", horizon=7, goal_velocity=(5.0, 6.0),
+                                ctrl_cost_weight=0.0, frame_skip=2)
+    assert fam.horizon == 7 and fam.frame_skip == 2
+    assert all(5 <= t["goal_velocity"] <= 6 for t in fam.sample_tasks(20, seed=0))
+    assert base.horizon == 200  # the registered family is unchanged
+    sim = metarobot.BatchSim(fam, [fam.task(goal_velocity=5.0)])
+    sim.reset()
+    _, rew, _, _, _ = sim.step(np.ones((1, 6)))
+    ref = metarobot.BatchSim(metarobot.make_family("HalfCheetahVel", frame_skip=2),
+                             [base.task(goal_velocity=5.0)])
+    ref.reset()
+    _, rew_ref, _, _, _ = ref.step(np.ones((1, 6)))
+    # no control cost: 0.05 * 6 more reward
+    np.testing.assert_allclose(rew - rew_ref, 0.3, rtol=1e-5)
+    traj = sim.rollout(metarobot.GaussianMLPPolicy(20, 6))
+    assert traj.rewards.shape == (7, 1)
+
+
+def test_goal_moves_the_reward():
+    fam = metarobot.make_family("AntGoal")
+    tasks = [fam.task(goal_x=0.0, goal_y=0.0), fam.task(goal_x=3.0, goal_y=0.0)]
+    sim = metarobot.BatchSim(fam, tasks, seed=0)
+    sim.reset()
+    q, v = sim.get_state()
+    sim.set_state(np.repeat(q[:1], 2, 0), np.repeat(v[:1], 2, 0))
+    _, rew, _, _, _ = sim.step(np.zeros((2, 8)))
+    assert rew[0] - rew[1] > 2.5  # about 3 m closer to the first goal
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_gymnasium_registration_and_env_checker(name):
+    env = gym.make(f"metarobot/{name}-v0")
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (EXPECTED[name][0],) and obs.dtype == np.float32
+    obs2, _ = env.reset(seed=1)
+    np.testing.assert_array_equal(obs, obs2)
+    steps = 0
+    while True:
+        obs, rew, term, trunc, info = env.step(env.action_space.sample())
+        steps += 1
+        if term or trunc:
+            break
+    assert steps <= 200 and (term or steps == 200)
+    env.close()
+
+
+def test_gymnasium_task_argument():
+    env = gym.make("metarobot/HalfCheetahVel-v0", task={"goal_velocity": 1.25}, horizon=10)
+    assert env.unwrapped.task["goal_velocity"] == 1.25
+    assert env.unwrapped.family.horizon == 10
+
+
+def test_custom_family_registers():
+    fam = metarobot.make_family("AntDir").with_overrides(horizon=50)
+    import dataclasses
+    custom = dataclasses.replace(fam, name="ShortAntDir")
+    metarobot.register_family(custom)
+    assert "ShortAntDir" in metarobot.list_families()
+    assert metarobot.make_family("ShortAntDir").horizon == 50
+
+
+def test_import_with_another_mujoco_version_names_both():
+    code = ("import mujoco; mujoco.__version__ = '3.9.9'\n"
+            "try:\n    import metarobot\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "4.0.0" in out and "3.9.9" in out
