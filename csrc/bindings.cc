@@ -8,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bench.h"
 #include "engine.h"
 #include "policy.h"
 
@@ -106,6 +107,20 @@ PYBIND11_MODULE(_core, m) {
   m.attr("MUJOCO_HEADER_VERSION") = mjVERSION_HEADER;
   m.def("mujoco_library_version", [] { return mj_version(); },
         "mj_version() of the libmujoco this extension runs on");
+
+  m.def(
+      "time_mj_step_loop",
+      [](uintptr_t model_address, int64_t nstep, int frame_skip, int horizon, uint64_t seed) {
+        if (nstep < 1 || frame_skip < 1 || horizon < 1) {
+          throw py::value_error("nstep, frame_skip and horizon should be >= 1");
+        }
+        const auto* model = reinterpret_cast<const mjModel*>(model_address);
+        py::gil_scoped_release release;
+        return metarobot::TimeStepLoop(model, nstep, frame_skip, horizon, seed);
+      },
+      py::arg("model_address"), py::arg("nstep"), py::arg("frame_skip"), py::arg("horizon"),
+      py::arg("seed") = 0,
+      "Seconds of a single-thread C loop of nstep mj_step calls (the benchmark ceiling)");
 
   py::class_<BatchEngine>(m, "BatchEngine")
       .def(py::init(&MakeEngine), py::arg("model_addresses"), py::arg("obs_terms"),

@@ -235,36 +235,38 @@ void BatchEngine::ResetSim(const mjModel* m, mjData* d, int sim) {
   s.ended = false;
 }
 
-void BatchEngine::ComputeStages(const mjModel* m, mjData* d) const {
+void BatchEngine::ComputeStages(const mjModel* m, mjData* d, bool carry) const {
   if (need_acc_) {
     // as the reference implementations: a forward pass at the new state with the last
     // controls, then the constraint forces on bodies (cfrc_ext)
     mj_forward(m, d);
     mj_rnePostConstraint(m, d);
   } else if (need_posvel_) {
-    // positions and velocities only; with a splittable integrator the next step continues
-    // from here with mj_step2, so observing costs nothing
-    if (split_step_) {
+    if (carry && split_step_) {
+      // the next step continues from here with mj_step2: observing costs nothing
       mj_step1(m, d);
     } else {
-      mj_forward(m, d);
+      // only what body positions, COMs and velocities need, not collisions or constraints
+      mj_kinematics(m, d);
+      mj_comPos(m, d);
+      mj_comVel(m, d);
     }
   }
 }
 
 bool BatchEngine::Advance(const mjModel* m, mjData* d, const double* action,
-                          bool stage1_done) const {
+                          bool carry) const {
   for (int i = 0; i < act_dim_; ++i) d->ctrl[i] = action[i];
   const int warnings = DivergenceWarnings(d);
   for (int k = 0; k < spec_.frame_skip; ++k) {
-    if (k == 0 && stage1_done) {
+    if (k == 0 && carry && split_step_ && need_posvel_ && !need_acc_) {
       mj_step2(m, d);
     } else {
       mj_step(m, d);
     }
     if (DivergenceWarnings(d) != warnings) return false;
   }
-  ComputeStages(m, d);
+  ComputeStages(m, d, carry);
   return DivergenceWarnings(d) == warnings && FiniteState(m, d);
 }
 
@@ -381,7 +383,7 @@ void ResetFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   auto* a = static_cast<ResetArgs*>(arg);
   BatchEngine* e = a->engine;
   e->ResetSim(m, d, sim);
-  e->ComputeStages(m, d);
+  e->ComputeStages(m, d, false);
   float* obs = a->obs + static_cast<size_t>(sim) * e->obs_dim();
   e->Observe(m, d, sim, obs);
   std::memcpy(e->last_obs(sim), obs, sizeof(float) * e->obs_dim());
@@ -395,7 +397,7 @@ struct ObserveArgs {
 void ObserveFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   auto* a = static_cast<ObserveArgs*>(arg);
   BatchEngine* e = a->engine;
-  e->ComputeStages(m, d);
+  e->ComputeStages(m, d, false);
   float* obs = a->obs + static_cast<size_t>(sim) * e->obs_dim();
   e->Observe(m, d, sim, obs);
   std::memcpy(e->last_obs(sim), obs, sizeof(float) * e->obs_dim());
@@ -418,7 +420,7 @@ void EndEpisode(BatchEngine* e, const mjModel* m, mjData* d, int sim, const Step
   out.episode_length[sim] = s.t;
   if (e->autoreset()) {
     e->ResetSim(m, d, sim);
-    e->ComputeStages(m, d);
+    e->ComputeStages(m, d, false);
     e->Observe(m, d, sim, obs);
   } else {
     s.ended = true;
@@ -481,10 +483,11 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   float* mean = next_obs + od;
   double action[64];  // actuators of one robot; checked against act_dim by the bindings
 
+  // within one episode the thread's mjData stays with this simulation, so the positions and
+  // velocities computed for each observation carry into the next step
   e->ResetSim(m, d, sim);
-  e->ComputeStages(m, d);
+  e->ComputeStages(m, d, true);
   e->Observe(m, d, sim, obs);
-  const bool stage1_carried = e->need_posvel() && !e->need_acc() && e->split_step();
 
   int t = 0;
   bool ok = true;
@@ -501,7 +504,7 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
       act[i] = ai;
       action[i] = ai;
     }
-    ok = e->Advance(m, d, action, stage1_carried);
+    ok = e->Advance(m, d, action, true);
     double reward = 0;
     bool terminated = true;
     if (ok) {

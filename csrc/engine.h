@@ -153,21 +153,20 @@ class BatchEngine {
     bool ended = true;        // the episode ended and no reset followed (or never reset)
   };
   void ResetSim(const mjModel* m, mjData* d, int sim);
-  void ComputeStages(const mjModel* m, mjData* d) const;
+  // Computes what the observation and reward terms read at d's state. carry: the next call on
+  // d is this simulation's next step (within a rollout), which may then skip work done here.
+  void ComputeStages(const mjModel* m, mjData* d, bool carry) const;
   void Observe(const mjModel* m, const mjData* d, int sim, float* out) const;
   double Reward(const mjModel* m, const mjData* d, int sim, const double* action) const;
   bool Terminated(const mjModel* m, const mjData* d) const;
-  // Applies action, runs frame_skip substeps; returns false if the simulation diverged.
-  bool Advance(const mjModel* m, mjData* d, const double* action, bool stage1_done) const;
+  // Applies action, runs frame_skip substeps, computes the stages; returns false if the
+  // simulation diverged. carry: d holds this simulation's stages from ComputeStages(carry).
+  bool Advance(const mjModel* m, mjData* d, const double* action, bool carry) const;
 
   const FamilySpec& spec() const { return spec_; }
   SimSlot& slot(int sim) { return slots_[sim]; }
   float* last_obs(int sim) { return last_obs_.data() + static_cast<size_t>(sim) * obs_dim_; }
   bool autoreset() const { return autoreset_; }
-  // Stage 1 (positions and velocities) can be split from the rest of mj_step.
-  bool split_step() const { return split_step_; }
-  bool need_acc() const { return need_acc_; }
-  bool need_posvel() const { return need_posvel_; }
 
  private:
   // Runs func on ids (nullptr: all); simulations MuJoCo reports failed are listed in failed.

@@ -1,0 +1,233 @@
+"""Closed-loop sampling throughput of metarobot against the ceiling and other samplers.
+
+HalfCheetah with Gymnasium's physics (frame_skip 5), a 2 x 100 ReLU Gaussian MLP policy in the
+loop, N simulations, 1 .. nproc threads; every row measured in this one run, best of --repeats.
+
+  ceiling          a single-thread C loop of mj_step, / frame_skip, x threads
+  metarobot rollout  BatchSim.rollout: the policy evaluated in C++ inside the loop
+  metarobot step     BatchSim.step with the torch policy in Python
+  mujoco.batch       MuJoCo's Python batch + torch policy + numpy observations and rewards
+  gymnasium Sync/Async VectorEnv of HalfCheetah-v5 + torch policy (N = 16)
+  envpool          HalfCheetah-v5 + torch policy, when envpool is installed
+
+Prints a markdown table of env-steps/s with the ratio to the ceiling at the same thread count.
+
+  python benchmarks/sampling.py                       # N in 16, 256, 1024
+  python benchmarks/sampling.py --sizes 16 256 --threads 2 --horizon 100
+  python benchmarks/sampling.py --mixed              # also: mixed tasks vs one task per batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Callable, Dict, List
+
+import mujoco
+import numpy as np
+import torch
+
+import metarobot
+from metarobot import _core
+
+FRAME_SKIP = 5
+
+
+def best_rate(fn: Callable[[], int], repeats: int, min_seconds: float = 0.5) -> float:
+    """Highest steps/s over repeats; fn runs once and returns the env steps it made."""
+    best = 0.0
+    for _ in range(repeats):
+        steps, start = 0, time.perf_counter()
+        while True:
+            steps += fn()
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                break
+        best = max(best, steps / elapsed)
+    return best
+
+
+def ceiling_rate(model: mujoco.MjModel, horizon: int, repeats: int) -> float:
+    """Env steps/s of one thread: a plain C loop of mj_step, frame_skip steps per env step."""
+    nstep = 40_000
+    _core.time_mj_step_loop(model._address, 2000, FRAME_SKIP, horizon)
+    best = min(_core.time_mj_step_loop(model._address, nstep, FRAME_SKIP, horizon, seed=r)
+               for r in range(repeats))
+    return nstep / best / FRAME_SKIP
+
+
+def torch_actions(policy: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return policy(torch.from_numpy(obs)).sample().numpy()
+
+
+def bench_rollout(family, n, threads, horizon, repeats):
+    sim = metarobot.BatchSim(family, family.sample_tasks(n, seed=0), num_threads=threads)
+    policy = metarobot.GaussianMLPPolicy(sim.observation_dim, sim.action_dim)
+    sim.rollout(policy, horizon=5)
+
+    def run():
+        sim.rollout(policy, horizon=horizon)
+        return n * horizon
+    return best_rate(run, repeats)
+
+
+def bench_step(family, n, threads, horizon, repeats):
+    sim = metarobot.BatchSim(family, family.sample_tasks(n, seed=0), num_threads=threads)
+    policy = metarobot.GaussianMLPPolicy(sim.observation_dim, sim.action_dim)
+    state = {"obs": sim.reset()}
+
+    def run():
+        obs = state["obs"]
+        for _ in range(horizon):
+            obs, rew, term, trunc, info = sim.step(torch_actions(policy, obs))
+        state["obs"] = obs
+        return n * horizon
+    return best_rate(run, repeats)
+
+
+def bench_mujoco_batch(model, n, threads, horizon, repeats):
+    from mujoco import batch as mjbatch
+    b = mjbatch.Batch(model, n, nthread=threads)
+    qpos, qvel, ctrl = b.bind("qpos"), b.bind("qvel"), b.bind("ctrl")
+    policy = metarobot.GaussianMLPPolicy(model.nq - 1 + model.nv, model.nu)
+    dt = model.opt.timestep * FRAME_SKIP
+    b.reset()
+
+    def run():
+        for t in range(horizon):
+            obs = np.concatenate([qpos[:, 1:], qvel], axis=1).astype(np.float32)
+            actions = torch_actions(policy, obs)
+            x_before = qpos[:, 0].copy()
+            ctrl[:] = actions
+            b.step(nstep=FRAME_SKIP)
+            reward = (qpos[:, 0] - x_before) / dt - 0.1 * np.square(actions).sum(1)
+        b.reset()
+        return n * horizon
+    return best_rate(run, repeats)
+
+
+def bench_gymnasium(n, vector_cls, horizon, repeats):
+    import gymnasium as gym
+    envs = vector_cls([lambda: gym.make("HalfCheetah-v5") for _ in range(n)])
+    policy = metarobot.GaussianMLPPolicy(17, 6)
+    state = {"obs": envs.reset(seed=0)[0].astype(np.float32)}
+
+    def run():
+        obs = state["obs"]
+        for _ in range(horizon):
+            obs, rew, term, trunc, info = envs.step(torch_actions(policy, obs))
+            obs = obs.astype(np.float32)
+        state["obs"] = obs
+        return n * horizon
+    try:
+        return best_rate(run, repeats)
+    finally:
+        envs.close()
+
+
+def bench_envpool(n, threads, horizon, repeats):
+    import envpool
+    env = envpool.make_gymnasium("HalfCheetah-v5", num_envs=n, batch_size=n, num_threads=threads)
+    policy = metarobot.GaussianMLPPolicy(17, 6)
+    state = {"obs": env.reset()[0].astype(np.float32)}
+
+    def run():
+        obs = state["obs"]
+        for _ in range(horizon):
+            obs, rew, term, trunc, info = env.step(torch_actions(policy, obs).astype(np.float64))
+            obs = obs.astype(np.float32)
+        state["obs"] = obs
+        return n * horizon
+    return best_rate(run, repeats)
+
+
+def bench_mixed(family_name: str, threads: int, horizon: int, repeats: int) -> List[Dict]:
+    """8 tasks x 32 simulations in one call against 256 simulations of one task, per task."""
+    family = metarobot.make_family(family_name, frame_skip=FRAME_SKIP)
+    tasks = family.sample_tasks(8, seed=0)
+    rows = []
+    mixed = bench_rollout_tasks(family, tasks, 32, threads, horizon, repeats)
+    singles = [bench_rollout_tasks(family, [t], 256, threads, horizon, repeats) for t in tasks]
+    rows.append(dict(case=f"{family_name}: 8 tasks x 32 in one batch", rate=mixed,
+                     ratio=mixed / np.mean(singles)))
+    rows.append(dict(case=f"{family_name}: 1 task x 256 (mean of the 8)",
+                     rate=float(np.mean(singles)), ratio=1.0))
+    return rows
+
+
+def bench_rollout_tasks(family, tasks, per_task, threads, horizon, repeats):
+    sim = metarobot.BatchSim(family, tasks, envs_per_task=per_task, num_threads=threads)
+    policy = metarobot.GaussianMLPPolicy(sim.observation_dim, sim.action_dim)
+
+    def run():
+        sim.rollout(policy, horizon=horizon)
+        return sim.num_envs * horizon
+    return best_rate(run, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 256, 1024])
+    parser.add_argument("--threads", type=int, nargs="+",
+                        default=list(range(1, (os.cpu_count() or 1) + 1)))
+    parser.add_argument("--horizon", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-gymnasium", action="store_true")
+    parser.add_argument("--mixed", action="store_true",
+                        help="also time a batch of mixed tasks against one task per batch")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # the policy is small; the simulation threads get the cores
+
+    family = metarobot.make_family("HalfCheetahDir", frame_skip=FRAME_SKIP, horizon=args.horizon)
+    model = family.load_model()
+    print(f"HalfCheetah, frame_skip {FRAME_SKIP}, policy 2 x 100 ReLU, horizon {args.horizon}, "
+          f"{os.cpu_count()} CPUs, MuJoCo {mujoco.__version__}, torch {torch.__version__}")
+    one = ceiling_rate(model, args.horizon, args.repeats)
+    rows = []
+
+    def add(sampler, n, threads, rate):
+        rows.append((sampler, n, threads, rate, rate / (one * threads)))
+        print(f"  {sampler:<28} N={n:<5} threads={threads}: {rate:>10,.0f} env-steps/s "
+              f"({rate / (one * threads):.2f}x ceiling)", flush=True)
+
+    for threads in args.threads:
+        rows.append(("ceiling (C loop of mj_step)", "-", threads, one * threads, 1.0))
+        for n in args.sizes:
+            add("metarobot rollout", n, threads,
+                bench_rollout(family, n, threads, args.horizon, args.repeats))
+            add("metarobot step + torch", n, threads,
+                bench_step(family, n, threads, args.horizon, args.repeats))
+            add("mujoco.batch + torch", n, threads,
+                bench_mujoco_batch(model, n, threads, args.horizon, args.repeats))
+            try:
+                add("envpool + torch", n, threads,
+                    bench_envpool(n, threads, args.horizon, args.repeats))
+            except ImportError:
+                pass
+    if not args.skip_gymnasium:
+        import gymnasium as gym
+        threads = max(args.threads)
+        add("gymnasium SyncVectorEnv", 16, 1,
+            bench_gymnasium(16, gym.vector.SyncVectorEnv, args.horizon, args.repeats))
+        add("gymnasium AsyncVectorEnv", 16, threads,
+            bench_gymnasium(16, gym.vector.AsyncVectorEnv, args.horizon, args.repeats))
+
+    print("\n| sampler | N | threads | env-steps/s | vs ceiling |")
+    print("| --- | --- | --- | --- | --- |")
+    for sampler, n, threads, rate, ratio in sorted(rows, key=lambda r: (r[2], str(r[1]))):
+        print(f"| {sampler} | {n} | {threads} | {rate:,.0f} | {ratio:.2f} |")
+
+    if args.mixed:
+        threads = max(args.threads)
+        print(f"\nMixed tasks in one call ({threads} threads, rollout, horizon {args.horizon}):\n")
+        print("| batch | env-steps/s | vs one task per batch |")
+        print("| --- | --- | --- |")
+        for row in bench_mixed("HalfCheetahVel", threads, args.horizon, args.repeats):
+            print(f"| {row['case']} | {row['rate']:,.0f} | {row['ratio']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
