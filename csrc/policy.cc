@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace metarobot {
 
@@ -37,6 +38,58 @@ std::string MlpPolicy::Validate() const {
   return "";
 }
 
+namespace {
+
+// Eight floats in a vector register (GCC/Clang vector extension: AVX where the CPU has it,
+// two SSE registers otherwise).
+typedef float Vec8 __attribute__((vector_size(32)));
+
+__attribute__((always_inline)) inline Vec8 Load(const float* p) {
+  Vec8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+__attribute__((always_inline)) inline void Store(float* p, Vec8 v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// NB accumulators of 8 outputs each, starting at output j0; the inputs stream by. Enough
+// independent accumulators hide the latency of the multiply-adds.
+template <int NB>
+__attribute__((always_inline)) inline void Block(const float* in, int nin, const float* wt,
+                                                 const float* b, int nout, int j0, float* out) {
+  Vec8 acc[NB];
+  for (int k = 0; k < NB; ++k) acc[k] = Load(b + j0 + 8 * k);
+  for (int i = 0; i < nin; ++i) {
+    const Vec8 x = Vec8{} + in[i];
+    const float* w = wt + static_cast<size_t>(i) * nout + j0;
+    for (int k = 0; k < NB; ++k) acc[k] += x * Load(w + 8 * k);
+  }
+  for (int k = 0; k < NB; ++k) Store(out + j0 + 8 * k, acc[k]);
+}
+
+// out[j] = b[j] + sum_i in[i] * wt[i][j], weights input-major and read once, in order.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+void Layer(const float* in, int nin, const float* wt, const float* b, int nout, float* out) {
+  int j0 = 0;
+  for (; j0 + 64 <= nout; j0 += 64) Block<8>(in, nin, wt, b, nout, j0, out);
+  if (j0 + 32 <= nout) {
+    Block<4>(in, nin, wt, b, nout, j0, out);
+    j0 += 32;
+  }
+  for (; j0 + 8 <= nout; j0 += 8) Block<1>(in, nin, wt, b, nout, j0, out);
+  for (; j0 < nout; ++j0) {
+    float a = b[j0];
+    for (int i = 0; i < nin; ++i) a += in[i] * wt[static_cast<size_t>(i) * nout + j0];
+    out[j0] = a;
+  }
+}
+
+}  // namespace
+
 void MlpPolicy::Mean(const float* obs, float* mean, float* scratch) const {
   const int w = widest();
   const float* in = obs;
@@ -45,15 +98,7 @@ void MlpPolicy::Mean(const float* obs, float* mean, float* scratch) const {
   for (size_t l = 0; l < nlayer; ++l) {
     const int nin = sizes[l], nout = sizes[l + 1];
     float* out = (l + 1 == nlayer) ? mean : bufs[l % 2];
-    const float* b = biases[l].data();
-    const float* wt = weights_t[l].data();
-    std::copy(b, b + nout, out);
-    // input-major weights: the inner loop runs over contiguous outputs and vectorizes
-    for (int i = 0; i < nin; ++i) {
-      const float x = in[i];
-      const float* row = wt + static_cast<size_t>(i) * nout;
-      for (int j = 0; j < nout; ++j) out[j] += x * row[j];
-    }
+    Layer(in, nin, weights_t[l].data(), biases[l].data(), nout, out);
     if (l + 1 < nlayer) {
       if (activation == kRelu) {
         for (int j = 0; j < nout; ++j) out[j] = out[j] > 0.0f ? out[j] : 0.0f;
