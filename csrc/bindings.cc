@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bench.h"
+#include "bindings.h"
 #include "engine.h"
 #include "policy.h"
 
@@ -225,4 +226,5 @@ PYBIND11_MODULE(_core, m) {
              e.SetState(p, nid, q, v, o);
            });
 
+  metarobot::BindGae(m);
 }

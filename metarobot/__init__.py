@@ -24,6 +24,7 @@ if _core.mujoco_library_version() != _core.MUJOCO_HEADER_VERSION:
 from .families import Task, TaskFamily, list_families, make_family, register_family  # noqa: E402
 from .batch import BatchSim, Trajectories  # noqa: E402
 from .policy import GaussianMLPPolicy  # noqa: E402
+from .returns import cuda_available, discounted_returns, gae  # noqa: E402
 from . import terms  # noqa: E402
 from . import gym_envs as _gym_envs  # noqa: E402
 
@@ -32,5 +33,6 @@ _gym_envs.register_all()
 __version__ = "0.1.0"
 __all__ = [
     "BatchSim", "GaussianMLPPolicy", "Task", "TaskFamily", "Trajectories", "list_families",
-    "make_family", "register_family", "terms", "MUJOCO_VERSION",
+    "make_family", "register_family", "terms", "MUJOCO_VERSION", "gae", "discounted_returns",
+    "cuda_available",
 ]
