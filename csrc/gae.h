@@ -27,16 +27,17 @@ struct Affine {
   T d;
 };
 
+// Flags are 0 or 1 and enter as factors, as in TorchRL, so that vector code needs no branches.
 template <typename T>
-METAROBOT_HD Affine<T> GaeStep(T reward, T value, T next_value, bool done, bool terminated,
+METAROBOT_HD Affine<T> GaeStep(T reward, T value, T next_value, uint8_t done, uint8_t terminated,
                                T gamma, T lam) {
-  const T bootstrap = terminated ? T(0) : gamma * next_value;
-  return {done ? T(0) : gamma * lam, reward + bootstrap - value};
+  const T not_done = T(1) - T(done), not_terminated = T(1) - T(terminated);
+  return {gamma * lam * not_done, reward + gamma * next_value * not_terminated - value};
 }
 
 template <typename T>
-METAROBOT_HD Affine<T> ReturnStep(T reward, bool done, T gamma) {
-  return {done ? T(0) : gamma, reward};
+METAROBOT_HD Affine<T> ReturnStep(T reward, uint8_t done, T gamma) {
+  return {gamma * (T(1) - T(done)), reward};
 }
 
 template <typename T>
@@ -50,7 +51,7 @@ METAROBOT_HD Affine<T> Compose(const Affine<T>& earlier, const Affine<T>& later)
   return {earlier.c * later.c, earlier.d + earlier.c * later.d};
 }
 
-// Strided (T, B) inputs; strides in elements, any sign. next_value, done, terminated are
+// Strided (T, B) inputs; strides in elements, any sign; done and terminated hold 0 or 1. next_value, done, terminated are
 // unused for discounted returns (value and next_value null).
 template <typename T>
 struct GaeInputs {
@@ -67,11 +68,11 @@ struct GaeInputs {
 
   METAROBOT_HD Affine<T> Step(int64_t t, int64_t b) const {
     const T r = reward[t * stride[0][0] + b * stride[0][1]];
-    const bool dn = done[t * stride[3][0] + b * stride[3][1]] != 0;
+    const uint8_t dn = done[t * stride[3][0] + b * stride[3][1]];
     if (value == nullptr) return ReturnStep(r, dn, gamma);
     return GaeStep(r, value[t * stride[1][0] + b * stride[1][1]],
                    next_value[t * stride[2][0] + b * stride[2][1]], dn,
-                   terminated[t * stride[4][0] + b * stride[4][1]] != 0, gamma, lam);
+                   terminated[t * stride[4][0] + b * stride[4][1]], gamma, lam);
   }
 };
 

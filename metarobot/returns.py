@@ -60,19 +60,15 @@ def _pointer(x: Any, itemsize: int) -> Tuple[int, int, int]:
 
 
 def _as_flags(name: str, x: Any, kind: str) -> Any:
-    """done/terminated as one byte per element (bool, or uint8 0/1); other dtypes are compared
-    with zero."""
+    """done/terminated as bool (one byte, 0 or 1, read in place); other dtypes are compared with
+    zero (a copy)."""
     if kind == "torch":
         import torch
-        if x.dtype in (torch.bool, torch.uint8):
-            return x
-        return x != 0
-    if x.dtype in (np.bool_, np.uint8):
-        return x
-    return x != 0
+        return x if x.dtype == torch.bool else x != 0
+    return x if x.dtype == np.bool_ else x != 0
 
 
-def _run(args: Dict[str, Any], gamma: float, lam: float, num_threads: int):
+def _run(args: Dict[str, Any], gamma: float, lam: float, num_threads: int, out: Any = None):
     names = list(args)
     described = {n: _describe(n, x) for n, x in args.items()}
     kinds = {d[0] for d in described.values()}
@@ -103,6 +99,7 @@ def _run(args: Dict[str, Any], gamma: float, lam: float, num_threads: int):
             raise ValueError(f"{name} should be a number in [0, 1], got {x!r}")
 
     squeeze = len(shape) == 1
+    result = None
     arrays = {}
     for n, x in args.items():
         if n in ("done", "terminated"):
@@ -113,14 +110,17 @@ def _run(args: Dict[str, Any], gamma: float, lam: float, num_threads: int):
             x = np.ascontiguousarray(x)
         arrays[n] = x
     steps, batch = arrays["reward"].shape
-    if kind == "torch":
+    if out is not None:
+        _check_out(out, kind, shape, dtype, device)
+        result = out
+        out = out.reshape(steps, batch) if kind == "numpy" else out.view(steps, batch)
+    elif kind == "torch":
         import torch
         out = torch.empty((steps, batch), dtype=arrays["reward"].dtype,
                           device=arrays["reward"].device)
-        out_ptr = out.data_ptr()
     else:
         out = np.empty((steps, batch), dtype=dtype)
-        out_ptr = out.ctypes.data
+    out_ptr = out.data_ptr() if kind == "torch" else out.ctypes.data
     if steps and batch:
         ptrs: List[int] = []
         strides: List[int] = []
@@ -146,13 +146,25 @@ def _run(args: Dict[str, Any], gamma: float, lam: float, num_threads: int):
         else:
             _core.advantages(dtype, device, steps, batch, ptrs, strides, float(gamma),
                              float(lam), out_ptr, stream, num_threads)
-    if squeeze:
-        out = out[:, 0]
-    return out
+    if result is not None:
+        return result
+    return out[:, 0] if squeeze else out
+
+
+def _check_out(out: Any, kind: str, shape: Tuple[int, ...], dtype: str, device: str) -> None:
+    okind, oshape, odtype, odevice = _describe("out", out)
+    if (okind, oshape, odtype, odevice) != (kind, shape, dtype, device):
+        raise ValueError(f"out should be a {kind} {dtype} array of shape {shape} on {device}, "
+                         f"got a {okind} {odtype} array of shape {oshape} on {odevice}")
+    contiguous = out.is_contiguous() if kind == "torch" else out.flags.c_contiguous
+    if not contiguous:
+        raise ValueError("out should be C-contiguous")
+    if kind == "numpy" and not out.flags.writeable:
+        raise ValueError("out is read-only")
 
 
 def gae(reward, value, next_value, done, terminated, gamma: float, lam: float,
-        num_threads: int = 0):
+        num_threads: int = 0, out=None):
     """Generalized advantage estimates, (T, B) or (T,) like reward.
 
     Args:
@@ -164,14 +176,15 @@ def gae(reward, value, next_value, done, terminated, gamma: float, lam: float,
       terminated: (T, B) bool, it ended in a terminal state (no bootstrap).
       gamma: discount in [0, 1]. lam: GAE lambda in [0, 1].
       num_threads: CPU threads over B; 0: one per CPU.
+      out: optional C-contiguous array or tensor like reward to write the result into.
 
     Returns advantages with reward's type, dtype and device; value targets are
     advantages + value.
     """
     return _run(dict(reward=reward, value=value, next_value=next_value, done=done,
-                     terminated=terminated), gamma, lam, num_threads)
+                     terminated=terminated), gamma, lam, num_threads, out)
 
 
-def discounted_returns(reward, done, gamma: float, num_threads: int = 0):
+def discounted_returns(reward, done, gamma: float, num_threads: int = 0, out=None):
     """G_t = r_t + gamma * (1 - done_t) * G_{t+1}, (T, B) or (T,) like reward; no bootstrap."""
-    return _run(dict(reward=reward, done=done), gamma, 0.0, num_threads)
+    return _run(dict(reward=reward, done=done), gamma, 0.0, num_threads, out)

@@ -158,3 +158,21 @@ def test_gae_cuda_matches_reference(dtype, T, B):
     ret = metarobot.discounted_returns(dev[0], flags[0], 0.9)
     np.testing.assert_allclose(ret.cpu().numpy(), reference_returns(r, d, 0.9), rtol=tol,
                                atol=tol * 10)
+
+
+def test_out_argument_is_written_and_checked():
+    rng = np.random.default_rng(3)
+    r, v, nv, d, term = random_inputs(30, 6, rng)
+    out = np.full((30, 6), np.nan)
+    got = metarobot.gae(r, v, nv, d, term, 0.9, 0.8, out=out)
+    assert got is out
+    np.testing.assert_allclose(out, reference_gae(r, v, nv, d, term, 0.9, 0.8), rtol=1e-12)
+    with pytest.raises(ValueError, match="out should be a numpy float64 array of shape"):
+        metarobot.gae(r, v, nv, d, term, 0.9, 0.8, out=np.zeros((30, 6), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        metarobot.gae(r, v, nv, d, term, 0.9, 0.8, out=np.zeros((6, 30)).T)
+    t_out = torch.zeros(30)
+    metarobot.discounted_returns(torch.tensor(r[:, 0]).float(), torch.tensor(d[:, 0]), 0.9,
+                                 out=t_out)
+    np.testing.assert_allclose(t_out.numpy(), reference_returns(r[:, :1], d[:, :1], 0.9)[:, 0],
+                               rtol=1e-5)
