@@ -1,0 +1,36 @@
+"""The command line, run as a user would."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from metarobot import cli
+
+
+def test_rollout_json(capsys):
+    assert cli.main(["rollout", "AntGoal", "--tasks", "2", "--envs-per-task", "2", "--horizon",
+                     "20", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["simulations"] == 4 and result["env_steps"] <= 80
+    assert len(result["tasks"]) == 2 and "goal_x" in result["tasks"][0]["task"]
+
+
+def test_families_table(capsys):
+    assert cli.main(["families"]) == 0
+    out = capsys.readouterr().out
+    assert "| HalfCheetahVel | 20 | 6 | 200 | 1 |" in out
+
+
+def test_errors_are_reported_not_raised(capsys):
+    assert cli.main(["rollout", "Nope"]) == 2
+    assert "unknown task family 'Nope'" in capsys.readouterr().err
+    assert cli.main(["rollout", "AntDir", "--tasks", "0"]) == 2
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "metarobot.cli", "rollout", "HalfCheetahDir",
+                          "--tasks", "2", "--horizon", "10"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "env steps" in out
