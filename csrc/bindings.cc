@@ -165,26 +165,39 @@ PYBIND11_MODULE(_core, m) {
              e.Step(a, out);
            })
       .def("rollout",
-           [](BatchEngine& e, const std::vector<int>& sizes, const std::vector<py::object>& weights,
-              const std::vector<py::object>& biases, py::object log_std, int activation,
+           [](BatchEngine& e, const std::vector<py::tuple>& policies, py::object policy_index,
               int horizon, bool deterministic, py::object obs, py::object actions,
               py::object rewards, py::object terminated, py::object truncated, py::object valid,
               py::object final_obs, py::object length, py::object diverged) {
-             metarobot::MlpPolicy policy;
-             policy.sizes = sizes;
-             policy.activation = activation;
-             if (weights.size() + 1 != sizes.size() || biases.size() + 1 != sizes.size()) {
-               throw py::value_error("policy needs one weight and one bias per layer");
+             // each policy: (sizes, weights (in, out) float32, biases, log_std, activation)
+             std::vector<metarobot::MlpPolicy> converted;
+             for (const py::tuple& p : policies) {
+               if (p.size() != 5) throw py::value_error("a policy is a tuple of 5 entries");
+               metarobot::MlpPolicy policy;
+               policy.sizes = p[0].cast<std::vector<int>>();
+               const auto weights = p[1].cast<std::vector<py::object>>();
+               const auto biases = p[2].cast<std::vector<py::object>>();
+               policy.activation = p[4].cast<int>();
+               const std::vector<int>& sizes = policy.sizes;
+               if (sizes.size() < 2 || weights.size() + 1 != sizes.size() ||
+                   biases.size() + 1 != sizes.size()) {
+                 throw py::value_error("policy needs one weight and one bias per layer");
+               }
+               for (size_t l = 0; l + 1 < sizes.size(); ++l) {
+                 const float* w =
+                     Checked<float>(weights[l], "policy weight", {sizes[l], sizes[l + 1]}, false);
+                 const float* b = Checked<float>(biases[l], "policy bias", {sizes[l + 1]}, false);
+                 policy.weights_t.emplace_back(w, w + sizes[l] * sizes[l + 1]);
+                 policy.biases.emplace_back(b, b + sizes[l + 1]);
+               }
+               const float* ls = Checked<float>(p[3], "policy log_std", {sizes.back()}, false);
+               policy.log_std.assign(ls, ls + sizes.back());
+               converted.push_back(std::move(policy));
              }
-             for (size_t l = 0; l + 1 < sizes.size(); ++l) {
-               const float* w = Checked<float>(weights[l], "policy weight", {sizes[l], sizes[l + 1]},
-                                               false);
-               const float* b = Checked<float>(biases[l], "policy bias", {sizes[l + 1]}, false);
-               policy.weights_t.emplace_back(w, w + sizes[l] * sizes[l + 1]);
-               policy.biases.emplace_back(b, b + sizes[l + 1]);
+             const int* index = nullptr;
+             if (!policy_index.is_none()) {
+               index = Checked<int32_t>(policy_index, "policy_index", {e.nsim()}, false);
              }
-             const float* ls = Checked<float>(log_std, "policy log_std", {sizes.back()}, false);
-             policy.log_std.assign(ls, ls + sizes.back());
              if (horizon < 1) {
                throw py::value_error("horizon should be >= 1, got " + std::to_string(horizon));
              }
@@ -200,7 +213,7 @@ PYBIND11_MODULE(_core, m) {
              out.length = Checked<int32_t>(length, "lengths", {n}, true);
              out.diverged = Checked<uint8_t>(diverged, "diverged", {n}, true);
              py::gil_scoped_release release;
-             e.Rollout(policy, horizon, deterministic, out);
+             e.Rollout(converted, index, horizon, deterministic, out);
            })
       .def("get_state",
            [](const BatchEngine& e, py::object qpos, py::object qvel) {

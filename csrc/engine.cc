@@ -461,7 +461,9 @@ void StepFunc(const mjModel* m, mjData* d, int sim, void* arg) {
 
 struct RolloutArgs {
   BatchEngine* engine;
-  const MlpPolicy* policy;
+  const MlpPolicy* policies;
+  const int* policy_index;
+  int widest;
   int horizon;
   bool deterministic;
   const RolloutOutputs* out;
@@ -471,11 +473,11 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   auto* a = static_cast<RolloutArgs*>(arg);
   BatchEngine* e = a->engine;
   const RolloutOutputs& out = *a->out;
-  const MlpPolicy& policy = *a->policy;
+  const MlpPolicy& policy = a->policies[a->policy_index ? a->policy_index[sim] : 0];
   const int n = e->nsim(), od = e->obs_dim(), ad = e->act_dim(), T = a->horizon;
   BatchEngine::SimSlot& s = e->slot(sim);
 
-  const int w = policy.widest();
+  const int w = a->widest;
   std::vector<float>& scratch = Scratch(2 * w + 2 * od + ad);
   float* hidden = scratch.data();
   float* obs = hidden + 2 * w;
@@ -588,18 +590,32 @@ void BatchEngine::Step(const double* actions, const StepOutputs& out) {
   }
 }
 
-void BatchEngine::Rollout(const MlpPolicy& policy, int horizon, bool deterministic,
-                          const RolloutOutputs& out) {
+void BatchEngine::Rollout(const std::vector<MlpPolicy>& policies, const int* policy_index,
+                          int horizon, bool deterministic, const RolloutOutputs& out) {
   if (horizon < 1) throw std::invalid_argument("horizon should be >= 1, got " + Str(horizon));
-  const std::string problem = policy.Validate();
-  if (!problem.empty()) throw std::invalid_argument(problem);
-  if (policy.obs_dim() != obs_dim_ || policy.act_dim() != act_dim_) {
-    throw std::invalid_argument("policy maps " + Str(policy.obs_dim()) + " -> " +
-                                Str(policy.act_dim()) + ", the family needs " + Str(obs_dim_) +
-                                " -> " + Str(act_dim_));
+  if (policies.empty()) throw std::invalid_argument("rollout needs at least one policy");
+  int widest = 0;
+  for (const MlpPolicy& policy : policies) {
+    const std::string problem = policy.Validate();
+    if (!problem.empty()) throw std::invalid_argument(problem);
+    if (policy.obs_dim() != obs_dim_ || policy.act_dim() != act_dim_) {
+      throw std::invalid_argument("policy maps " + Str(policy.obs_dim()) + " -> " +
+                                  Str(policy.act_dim()) + ", the family needs " +
+                                  Str(obs_dim_) + " -> " + Str(act_dim_));
+    }
+    widest = std::max(widest, policy.widest());
+  }
+  if (policy_index) {
+    for (int i = 0; i < nsim_; ++i) {
+      if (policy_index[i] < 0 || policy_index[i] >= static_cast<int>(policies.size())) {
+        throw std::invalid_argument("policy index of simulation " + Str(i) + " is " +
+                                    Str(policy_index[i]) + ", not in [0, " +
+                                    Str(static_cast<int>(policies.size())) + ")");
+      }
+    }
   }
   if (act_dim_ > 64) throw std::invalid_argument("at most 64 actuators are supported");
-  RolloutArgs args{this, &policy, horizon, deterministic, &out};
+  RolloutArgs args{this, policies.data(), policy_index, widest, horizon, deterministic, &out};
   std::vector<int> failed;
   Apply(nullptr, 0, RolloutFunc, &args, &failed);
   // MuJoCo raised an error in these simulations: their episode ends at the last step that

@@ -136,9 +136,10 @@ class BatchEngine {
   void Reset(const int* ids, int nid, float* obs);
   // One env step of every simulation with actions (nsim, act_dim).
   void Step(const double* actions, const StepOutputs& out);
-  // Whole episodes from reset with the policy in the loop, for horizon steps.
-  void Rollout(const MlpPolicy& policy, int horizon, bool deterministic,
-               const RolloutOutputs& out);
+  // Whole episodes from reset with policies in the loop, for horizon steps; simulation i runs
+  // policies[policy_index[i]] (policy_index null: policies[0] everywhere).
+  void Rollout(const std::vector<MlpPolicy>& policies, const int* policy_index, int horizon,
+               bool deterministic, const RolloutOutputs& out);
   // qpos (nsim, nq), qvel (nsim, nv).
   void GetState(double* qpos, double* qvel) const;
   // Writes qpos/qvel of the given simulations (rows in ids order) and recomputes their

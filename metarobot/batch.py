@@ -224,14 +224,15 @@ class BatchSim:
         return obs, reward, terminated, truncated, info
 
     def rollout(self, policy: Any, horizon: Optional[int] = None,
-                params: Optional[Mapping[str, Any]] = None,
+                params: Union[None, Mapping[str, Any], Sequence[Mapping[str, Any]]] = None,
                 deterministic: bool = False) -> Trajectories:
         """Whole episodes from reset with the policy evaluated in C++ (no Python per step).
 
         Args:
           policy: a GaussianMLPPolicy (or anything with its export()).
           horizon: steps per episode; default the family's.
-          params: parameters to use instead of the policy's own (adapted ones), by name.
+          params: parameters to use instead of the policy's own, by name: one dict for every
+            simulation, or a sequence of one dict per task (adapted parameters).
           deterministic: take the mean action instead of sampling.
 
         Returns:
@@ -239,12 +240,20 @@ class BatchSim:
           (valid False). Simulations are left at their final states; reset() before step().
         """
         horizon = self.horizon if horizon is None else _int_arg(horizon, "horizon", 1)
-        exported = policy.export(params)
-        if exported["sizes"][0] != self.observation_dim or \
-                exported["sizes"][-1] != self.action_dim:
-            raise ValueError(f"policy maps {exported['sizes'][0]} -> {exported['sizes'][-1]}, "
-                             f"{self.family.name} needs {self.observation_dim} -> "
-                             f"{self.action_dim}")
+        if params is None or isinstance(params, Mapping):
+            exported = [policy.export(params)]
+            policy_index = None
+        else:
+            params = list(params)
+            if len(params) != len(self.tasks):
+                raise ValueError(f"params should hold one dict per task ({len(self.tasks)}), "
+                                 f"got {len(params)}")
+            exported = [policy.export(p) for p in params]
+            policy_index = self.task_index.astype(np.int32)
+        sizes = exported[0]["sizes"]
+        if sizes[0] != self.observation_dim or sizes[-1] != self.action_dim:
+            raise ValueError(f"policy maps {sizes[0]} -> {sizes[-1]}, {self.family.name} needs "
+                             f"{self.observation_dim} -> {self.action_dim}")
         T, n, od, ad = horizon, self.num_envs, self.observation_dim, self.action_dim
         out = Trajectories(
             observations=np.empty((T, n, od), np.float32),
@@ -259,8 +268,9 @@ class BatchSim:
             task_index=self.task_index.copy(),
             tasks=self.tasks,
         )
-        self._engine.rollout(exported["sizes"], exported["weights"], exported["biases"],
-                             exported["log_std"], exported["activation"], T, bool(deterministic),
+        policies = [(e["sizes"], e["weights"], e["biases"], e["log_std"], e["activation"])
+                    for e in exported]
+        self._engine.rollout(policies, policy_index, T, bool(deterministic),
                              out.observations, out.actions, out.rewards,
                              out.terminated.view(np.uint8), out.truncated.view(np.uint8),
                              out.valid.view(np.uint8), out.final_observations, out.lengths,

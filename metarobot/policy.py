@@ -9,11 +9,41 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Optional, Sequence
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
-_ACTIVATIONS = {"tanh": (nn.Tanh, 0), "relu": (nn.ReLU, 1)}
+_ACTIVATIONS = {"tanh": (torch.tanh, 0), "relu": (torch.relu, 1)}
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def mlp_mean(params: Mapping[str, torch.Tensor], obs: torch.Tensor, nlayers: int,
+             activation: str) -> torch.Tensor:
+    """Mean action (..., act_dim) of a Gaussian MLP with parameters layers.{i}.weight/bias, as a
+    pure function (for torch.func transforms)."""
+    act = _ACTIVATIONS[activation][0]
+    h = obs
+    for i in range(nlayers):
+        h = torch.nn.functional.linear(h, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])
+        if i + 1 < nlayers:
+            h = act(h)
+    return h
+
+
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor,
+                      actions: torch.Tensor) -> torch.Tensor:
+    """log N(actions; mean, exp(log_std)^2), summed over the last dimension."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z * z - log_std - 0.5 * _LOG_2PI).sum(-1)
+
+
+def gaussian_kl(mean0: torch.Tensor, log_std0: torch.Tensor, mean1: torch.Tensor,
+                log_std1: torch.Tensor) -> torch.Tensor:
+    """KL(N0 || N1) of diagonal Gaussians, summed over the last dimension."""
+    var0, var1 = torch.exp(2 * log_std0), torch.exp(2 * log_std1)
+    return (log_std1 - log_std0 + (var0 + (mean0 - mean1) ** 2) / (2 * var1) - 0.5).sum(-1)
 
 
 class GaussianMLPPolicy(nn.Module):
@@ -51,22 +81,33 @@ class GaussianMLPPolicy(nn.Module):
     def act_dim(self) -> int:
         return self.sizes[-1]
 
-    def mean(self, obs: torch.Tensor) -> torch.Tensor:
-        act = _ACTIVATIONS[self.activation][0]()
-        h = obs
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if i + 1 < len(self.layers):
-                h = act(h)
-        return h
+    @property
+    def nlayers(self) -> int:
+        return len(self.layers)
+
+    def params(self) -> Dict[str, torch.Tensor]:
+        """The parameters as a dict of tensors, the form the meta-learners transform."""
+        return dict(self.named_parameters())
+
+    def mean(self, obs: torch.Tensor, params: Optional[Mapping[str, torch.Tensor]] = None
+             ) -> torch.Tensor:
+        return mlp_mean(self.params() if params is None else params, obs, self.nlayers,
+                        self.activation)
 
     def forward(self, obs: torch.Tensor) -> torch.distributions.Normal:
         mean = self.mean(obs)
         return torch.distributions.Normal(mean, torch.exp(self.log_std).expand_as(mean))
 
-    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor,
+                 params: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
         """Log-density of actions (..., act_dim) summed over action dimensions: (...)."""
-        return self(obs).log_prob(actions).sum(-1)
+        p = self.params() if params is None else params
+        return gaussian_log_prob(self.mean(obs, p), p["log_std"], actions)
+
+    def config(self) -> Dict[str, object]:
+        """What rebuilds an identical module (for checkpoints)."""
+        return dict(obs_dim=self.obs_dim, act_dim=self.act_dim,
+                    hidden_sizes=list(self.sizes[1:-1]), activation=self.activation)
 
     def export(self, params: Optional[Mapping[str, torch.Tensor]] = None) -> Dict[str, object]:
         """The weights as the C++ engine takes them (float32, input-major), from this module's

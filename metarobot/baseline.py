@@ -1,0 +1,45 @@
+"""The linear feature baseline of the MAML paper's code (rllab's LinearFeatureBaseline).
+
+Features of a step: clip(obs, -10, 10), its square, t/100 and its square and cube, and 1;
+regularised least squares on the discounted returns, refit on each task's batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def features(obs: torch.Tensor, t_index: torch.Tensor) -> torch.Tensor:
+    """(..., obs_dim) observations and (...) time steps -> (..., 2 obs_dim + 4) features."""
+    o = obs.clamp(-10.0, 10.0)
+    al = (t_index / 100.0).unsqueeze(-1)
+    return torch.cat([o, o * o, al, al * al, al * al * al, torch.ones_like(al)], dim=-1)
+
+
+def fit_linear_baseline(obs: np.ndarray, t_index: np.ndarray, returns: np.ndarray,
+                        valid: np.ndarray, ntask: int, reg: float = 1e-5) -> np.ndarray:
+    """Values (T, N) float64 of a rollout (simulation i of task i // (N / ntask)), each task's
+    baseline fit on its own valid steps. The ridge term grows tenfold while the solve fails."""
+    T, N = returns.shape
+    k = N // ntask
+    def per_task(x):
+        x = torch.as_tensor(np.ascontiguousarray(x))
+        x = x.reshape(T, ntask, k, *x.shape[2:]).movedim(1, 0)
+        return x.reshape(ntask, T * k, *x.shape[3:])
+    feats = features(per_task(obs).double(), per_task(t_index).double())
+    mask = per_task(valid).double()
+    target = per_task(returns).double()
+    xm = feats * mask.unsqueeze(-1)
+    gram = xm.transpose(1, 2) @ feats
+    rhs = (xm.transpose(1, 2) @ (target * mask).unsqueeze(-1))
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
+    coeffs = None
+    for _ in range(5):
+        coeffs = torch.linalg.lstsq(gram + reg * eye, rhs).solution
+        if torch.isfinite(coeffs).all():
+            break
+        reg *= 10.0
+    values = (feats @ coeffs).squeeze(-1)  # (M, T k)
+    values = values.reshape(ntask, T, k).movedim(0, 1).reshape(T, N)
+    return values.numpy()

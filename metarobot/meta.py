@@ -1,0 +1,339 @@
+"""Meta-learners as pure functions of parameter dicts (torch.func): MAML with a TRPO outer step
+(second-order through the inner policy-gradient steps, or first-order), and Reptile.
+
+Data flow of one meta-iteration, K inner steps, M tasks:
+
+    theta --rollout--> batch_0 --inner step--> theta'_1 --rollout--> batch_1 ... theta'_K
+    theta'_K --rollout--> post batch;  outer: TRPO on L_post(theta'_K(theta)) or Reptile
+
+A TaskBatch holds the samples of M tasks as (M, S, ...) tensors, S = steps x trajectories per
+task, with a validity mask; every loss is a masked mean per task, averaged over tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.func import grad, jvp, vjp, vmap
+
+from .baseline import fit_linear_baseline
+from .batch import Trajectories
+from .policy import gaussian_kl, gaussian_log_prob, mlp_mean
+from .returns import discounted_returns, gae
+
+Params = Dict[str, torch.Tensor]
+
+
+@dataclasses.dataclass
+class TaskBatch:
+    """Samples of M tasks: (M, S, ...) float32 tensors; mask (M, S) 1.0 where valid."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    advantages: torch.Tensor
+    mask: torch.Tensor
+    returns: torch.Tensor          # (M,) mean undiscounted return per trajectory, per task
+    horizon: int = 1               # T: S = T x trajectories per task, time-major within a task
+    old_log_prob: Optional[torch.Tensor] = None  # (M, S) under the sampling policy
+    old_mean: Optional[torch.Tensor] = None      # (M, S, act_dim)
+    old_log_std: Optional[torch.Tensor] = None   # (M, act_dim)
+
+
+def _per_task(x: np.ndarray, ntask: int) -> torch.Tensor:
+    """(T, N, ...) time-major, simulation i of task i // k, -> (M, T * k, ...)."""
+    T, N = x.shape[:2]
+    k = N // ntask
+    y = x.reshape(T, ntask, k, *x.shape[2:])
+    y = np.moveaxis(y, 1, 0).reshape(ntask, T * k, *x.shape[2:])
+    return torch.from_numpy(np.ascontiguousarray(y))
+
+
+def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
+            normalize: bool = True) -> TaskBatch:
+    """Advantages of a rollout with the linear feature baseline refit per task (as the MAML
+    paper's code): discounted returns, baseline values, GAE with no bootstrap past an episode's
+    end, advantages normalised per task."""
+    valid = traj.valid
+    rewards = np.where(valid, traj.rewards, 0.0).astype(np.float64)
+    ended = traj.terminated | traj.truncated | ~valid
+    returns = discounted_returns(rewards, ended, gamma)
+    T, N = rewards.shape
+    k = N // ntask
+    # time index of each step within its episode: every episode starts at t = 0
+    t_index = np.broadcast_to(np.arange(T, dtype=np.float64)[:, None], (T, N))
+    values = fit_linear_baseline(traj.observations, t_index, returns, valid, ntask)
+    next_values = np.zeros_like(values)
+    next_values[:-1] = values[1:]
+    # the paper's code ends every path at a zero value, truncated or not
+    adv = gae(rewards, values, next_values, ended, ended, gamma, gae_lambda)
+    mask = valid.astype(np.float32)
+    adv_t = _per_task(adv.astype(np.float32), ntask)
+    mask_t = _per_task(mask, ntask)
+    if normalize:
+        count = mask_t.sum(1, keepdim=True).clamp_min(1.0)
+        mean = (adv_t * mask_t).sum(1, keepdim=True) / count
+        var = (((adv_t - mean) * mask_t) ** 2).sum(1, keepdim=True) / count
+        adv_t = (adv_t - mean) / (var.sqrt() + 1e-8) * mask_t
+    ep_returns = np.where(valid, traj.rewards, 0.0).sum(0).reshape(ntask, k).mean(1)
+    return TaskBatch(obs=_per_task(traj.observations, ntask),
+                     actions=_per_task(traj.actions, ntask),
+                     advantages=adv_t, mask=mask_t,
+                     returns=torch.from_numpy(ep_returns.astype(np.float64)), horizon=T)
+
+
+def subsample(batch: TaskBatch, fraction: float) -> TaskBatch:
+    """The first ceil(fraction x k) trajectories of each task (all their steps)."""
+    M, S = batch.mask.shape
+    T = batch.horizon
+    k = S // T
+    keep = max(1, math.ceil(fraction * k))
+    if keep >= k:
+        return batch
+
+    def cut(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if x is None or x.dim() < 2 or x.shape[1] != S:
+            return x
+        y = x.reshape(M, T, k, *x.shape[2:])[:, :, :keep]
+        return y.reshape(M, T * keep, *x.shape[2:])
+    return dataclasses.replace(
+        batch, obs=cut(batch.obs), actions=cut(batch.actions), advantages=cut(batch.advantages),
+        mask=cut(batch.mask), old_log_prob=cut(batch.old_log_prob), old_mean=cut(batch.old_mean))
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySpec:
+    """What the pure functions need to know of the policy."""
+
+    nlayers: int
+    activation: str
+
+    def mean(self, params: Params, obs: torch.Tensor) -> torch.Tensor:
+        return mlp_mean(params, obs, self.nlayers, self.activation)
+
+    def log_prob(self, params: Params, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return gaussian_log_prob(self.mean(params, obs), params["log_std"], actions)
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+
+
+def pg_loss(spec: PolicySpec, params: Params, obs, actions, advantages, mask) -> torch.Tensor:
+    """Vanilla policy-gradient loss of one task: -mean(log pi(a|s) * A) over valid steps."""
+    return -_masked_mean(spec.log_prob(params, obs, actions) * advantages, mask)
+
+
+def inner_step(spec: PolicySpec, params: Params, batch: TaskBatch, lr: float,
+               first_order: bool, batched: bool) -> Params:
+    """One policy-gradient step per task: params (shared, or (M, ...) per task if batched) ->
+    (M, ...) adapted params. Second-order unless first_order (the gradient is then a constant)."""
+    task_grad = grad(lambda p, o, a, adv, m: pg_loss(spec, p, o, a, adv, m))
+    grads = vmap(task_grad, in_dims=(0 if batched else None, 0, 0, 0, 0))(
+        params, batch.obs, batch.actions, batch.advantages, batch.mask)
+    out = {}
+    for name, p in params.items():
+        g = grads[name].detach() if first_order else grads[name]
+        out[name] = p - lr * g
+    return out
+
+
+def adapt(spec: PolicySpec, params: Params, batches: Sequence[TaskBatch], lr: float,
+          first_order: bool) -> Params:
+    """K >= 1 inner steps, step j on batches[j] (sampled with the params of step j): (M, ...)."""
+    if not batches:
+        raise ValueError("adapt needs at least one batch")
+    adapted, batched = params, False
+    for batch in batches:
+        adapted = inner_step(spec, adapted, batch, lr, first_order, batched)
+        batched = True
+    return adapted
+
+
+def surrogate(spec: PolicySpec, adapted: Params, post: TaskBatch) -> torch.Tensor:
+    """TRPO's surrogate loss on the post-update samples, averaged over tasks (to minimise)."""
+    def task(p, o, a, adv, m, old):
+        ratio = torch.exp(spec.log_prob(p, o, a) - old)
+        return -_masked_mean(ratio * adv, m)
+    return vmap(task)(adapted, post.obs, post.actions, post.advantages, post.mask,
+                      post.old_log_prob).mean()
+
+
+def mean_kl(spec: PolicySpec, adapted: Params, post: TaskBatch) -> torch.Tensor:
+    """Mean KL(sampling policy || adapted policy) over valid post-update samples and tasks."""
+    def task(p, o, m, old_mean, old_log_std):
+        kl = gaussian_kl(old_mean, old_log_std, spec.mean(p, o), p["log_std"])
+        return _masked_mean(kl, m)
+    return vmap(task)(adapted, post.obs, post.mask, post.old_mean, post.old_log_std).mean()
+
+
+def record_old(spec: PolicySpec, adapted: Params, post: TaskBatch) -> TaskBatch:
+    """Adds the sampling policy's log-probabilities and means to the post-update batch."""
+    with torch.no_grad():
+        detached = {k: v.detach() for k, v in adapted.items()}
+        post.old_log_prob = vmap(spec.log_prob)(detached, post.obs, post.actions)
+        post.old_mean = vmap(spec.mean)(detached, post.obs)
+        post.old_log_std = detached["log_std"]
+    return post
+
+
+# ------------------------------------------------------------------------------------ TRPO step
+
+def _flat(tensors: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+    return torch.cat([tensors[n].reshape(-1) for n in names])
+
+
+def _unflat(vec: torch.Tensor, like: Mapping[str, torch.Tensor], names: Sequence[str]) -> Params:
+    out, i = {}, 0
+    for n in names:
+        size = like[n].numel()
+        out[n] = vec[i:i + size].view_as(like[n])
+        i += size
+    return out
+
+
+def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
+                       iters: int = 10, tol: float = 1e-10) -> torch.Tensor:
+    """Solves F x = b for a symmetric positive definite F given as a product."""
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = r @ r
+    for _ in range(iters):
+        fp = fvp(p)
+        alpha = rr / (p @ fp + 1e-12)
+        x += alpha * p
+        r -= alpha * fp
+        rr_new = r @ r
+        if rr_new < tol:
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+@dataclasses.dataclass
+class TrpoInfo:
+    surrogate_before: float
+    surrogate_after: float
+    kl: float
+    backtracks: int
+    accepted: bool
+
+
+def kl_hessian_product(kl_fn: Callable[[Params], torch.Tensor], theta: Params
+                       ) -> Callable[[Params], Params]:
+    """v -> (Hessian of kl_fn at theta) v, by forward-over-reverse differentiation."""
+    kl_grad = grad(kl_fn)
+
+    def product(v: Params) -> Params:
+        return jvp(kl_grad, (theta,), (v,))[1]
+    return product
+
+
+def maml_fisher_product(spec: "PolicySpec", theta: Params, batches: Sequence["TaskBatch"],
+                        lr: float, post: "TaskBatch", phi: Optional[Params] = None,
+                        first_order: bool = False) -> Callable[[Params], Params]:
+    """v -> H v, H the Hessian at theta of the mean KL between the sampling and the adapted
+    policies, KL(theta) = mean_KL(adapt(theta, batches)). KL's gradient in the adapted
+    parameters vanishes at theta, so H = J^T F J exactly: J the Jacobian of the adaptation
+    (Hessian-vector products of the inner loss) and F the adapted Gaussian policies' Fisher on
+    the post-update samples, at phi (default: the adapted parameters). One inner step makes
+    each task's J = I - lr * H_i symmetric, so J v is a reverse-mode product too, which PyTorch
+    does much faster than forward mode. first_order: the adaptation's Jacobian is taken as I.
+    """
+    ntask = post.mask.shape[0]
+    if first_order:
+        if phi is None:
+            phi = adapt(spec, theta, batches, lr, True)
+
+        def jac(v: Params) -> Params:
+            return {k: x.unsqueeze(0).expand(ntask, *x.shape) for k, x in v.items()}
+
+        def jac_t(u: Params) -> Params:
+            return {k: x.sum(0) for k, x in u.items()}
+        phi_b = phi
+    elif len(batches) == 1:
+        theta_b = {k: v.unsqueeze(0).expand(ntask, *v.shape).contiguous()
+                   for k, v in theta.items()}
+        phi_b, step_vjp = vjp(lambda p: inner_step(spec, p, batches[0], lr, False, True),
+                              theta_b)
+
+        def jac(v: Params) -> Params:
+            return step_vjp({k: x.unsqueeze(0).expand(ntask, *x.shape) for k, x in v.items()})[0]
+
+        def jac_t(u: Params) -> Params:
+            return {k: x.sum(0) for k, x in step_vjp(u)[0].items()}
+    else:
+        def adapt_fn(p: Params) -> Params:
+            return adapt(spec, p, batches, lr, False)
+        phi_b, adapt_vjp = vjp(adapt_fn, theta)
+
+        def jac(v: Params) -> Params:
+            return jvp(adapt_fn, (theta,), (v,))[1]
+
+        def jac_t(u: Params) -> Params:
+            return adapt_vjp(u)[0]
+    names = sorted(theta)  # torch.func matches dicts by key order
+    phi = {n: (phi_b if phi is None else phi)[n].detach() for n in names}
+
+    def means(p: Params) -> torch.Tensor:
+        return vmap(spec.mean)(p, post.obs)
+
+    _, mean_vjp = vjp(means, phi)
+    weight = post.mask / post.mask.sum(1, keepdim=True).clamp_min(1.0) / ntask  # (M, S)
+    inv_var = torch.exp(-2.0 * phi["log_std"]).unsqueeze(1)  # (M, 1, A)
+    # every task's weights sum to 1 / M: the log-std block of F is 2 / M per dimension
+    log_std_scale = 2.0 * (weight.sum(1, keepdim=True) > 0).to(weight.dtype) / ntask
+
+    def product(v: Params) -> Params:
+        dphi = jac(v)
+        dphi = {n: dphi[n] for n in names}
+        dmean = jvp(means, (phi,), (dphi,))[1]
+        u = dict(mean_vjp(dmean * inv_var * weight.unsqueeze(-1))[0])
+        u["log_std"] = u["log_std"] + log_std_scale * dphi["log_std"]
+        return jac_t(u)
+    return product
+
+
+def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
+              kl_fn: Callable[[Params], torch.Tensor], max_kl: float = 0.01,
+              cg_iters: int = 10, damping: float = 1e-5, backtrack_ratio: float = 0.8,
+              max_backtracks: int = 15,
+              hessian_product: Optional[Callable[[Params], Params]] = None,
+              ) -> Tuple[Params, TrpoInfo]:
+    """One TRPO step on params: the natural gradient direction by conjugate gradient on
+    products with the Hessian of kl_fn at params (hessian_product, or by differentiating kl_fn),
+    the largest step of KL max_kl along it, then backtracking until the loss improves and the KL
+    bound holds. Returns the new params (detached) and what happened."""
+    names = sorted(params)
+    theta = {n: params[n].detach() for n in names}
+    loss0 = loss_fn(theta)
+    g = _flat(grad(loss_fn)(theta), names).detach()
+    product = hessian_product or kl_hessian_product(kl_fn, theta)
+
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        hv = product(_unflat(v, theta, names))
+        return _flat(hv, names).detach() + damping * v
+
+    direction = conjugate_gradient(fvp, -g, cg_iters)
+    shs = 0.5 * (direction @ fvp(direction))
+    step = direction * torch.sqrt(2.0 * max_kl / (2.0 * shs + 1e-12))
+    flat0 = _flat(theta, names)
+    info = TrpoInfo(float(loss0), float(loss0), 0.0, 0, False)
+    with torch.no_grad():
+        for k in range(max_backtracks):
+            candidate = _unflat(flat0 + (backtrack_ratio ** k) * step, theta, names)
+            loss = float(loss_fn(candidate))
+            kl = float(kl_fn(candidate))
+            if math.isfinite(loss) and loss < float(loss0) and kl <= max_kl:
+                info = TrpoInfo(float(loss0), loss, kl, k, True)
+                return {n: t.clone() for n, t in candidate.items()}, info
+    return theta, info
+
+
+def reptile_update(params: Params, adapted: Params, epsilon: float) -> Params:
+    """theta <- theta + epsilon * mean over tasks of (phi_i - theta)."""
+    return {k: (v + epsilon * (adapted[k].mean(0) - v)).detach() for k, v in params.items()}

@@ -1,0 +1,518 @@
+"""Meta-training, evaluation and adaptation: the main job of metarobot.
+
+    config = TrainConfig(family="HalfCheetahDir", algo="maml-trpo")
+    train(config, "runs/cheetah-dir")                 # checkpoints, progress.csv, TensorBoard
+    evaluate("runs/cheetah-dir", tasks=40, steps=3)   # returns after 0..3 adaptation steps
+
+Every iteration draws its tasks and simulation seeds from (seed, iteration) alone, so a run
+resumed from a checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from . import checkpoint, meta
+from .batch import BatchSim
+from .families import Task, TaskFamily, make_family
+from .policy import GaussianMLPPolicy
+
+ALGORITHMS = ("maml-trpo", "fomaml-trpo", "reptile")
+
+# Trajectories per task of the MAML paper's training runs (its fast batch size).
+PAPER_TRAJECTORIES = {"HalfCheetahDir": 20, "HalfCheetahVel": 10, "AntVel": 20, "AntDir": 40}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a meta-training run; defaults are the MAML paper's."""
+
+    family: str = "HalfCheetahDir"
+    """Task family name."""
+    family_overrides: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Fields of the family to change (see metarobot.make_family)."""
+    algo: str = "maml-trpo"
+    """maml-trpo (second order), fomaml-trpo (first order) or reptile."""
+    iterations: int = 100
+    """Meta-iterations."""
+    meta_batch_size: int = 40
+    """Tasks per meta-iteration."""
+    trajectories_per_task: Optional[int] = None
+    """Episodes per task per sampling round; None: the paper's for the family (else 20)."""
+    inner_steps: int = 1
+    """Policy-gradient steps of the adaptation."""
+    inner_lr: float = 0.1
+    """Step size of the adaptation steps."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 1.0
+    """GAE lambda of the advantages (1: Monte Carlo returns minus the baseline)."""
+    max_kl: float = 0.01
+    """TRPO's KL bound per outer step."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations of the TRPO step."""
+    cg_damping: float = 1e-5
+    """Damping added to the Fisher-vector products."""
+    fisher_fraction: float = 0.25
+    """Fraction of each task's trajectories the Fisher-vector products use."""
+    max_backtracks: int = 15
+    """Line-search steps of TRPO (ratio 0.8)."""
+    reptile_epsilon: float = 0.1
+    """Reptile's outer step size."""
+    hidden_sizes: Tuple[int, ...] = (100, 100)
+    """Hidden layer widths of the policy."""
+    activation: str = "relu"
+    """Hidden activation of the policy."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of the policy."""
+    seed: int = 0
+    """Seeds tasks, simulations and the policy's initial weights."""
+    threads: int = 0
+    """Simulation threads; 0: one per CPU."""
+    checkpoint_every: int = 10
+    """Iterations between checkpoints (the last one is always saved)."""
+    time_budget: Optional[float] = None
+    """Seconds of training after which the run stops at the end of an iteration."""
+
+    def __post_init__(self):
+        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"algo should be one of {ALGORITHMS}, got {self.algo!r}")
+        for name in ("iterations", "meta_batch_size", "inner_steps", "cg_iters",
+                     "checkpoint_every", "max_backtracks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} should be an integer >= 1, got {value!r}")
+        if self.trajectories_per_task is not None and (
+                not isinstance(self.trajectories_per_task, int) or self.trajectories_per_task < 1):
+            raise ValueError(f"trajectories_per_task should be an integer >= 1, got "
+                             f"{self.trajectories_per_task!r}")
+        for name, low, high in (("inner_lr", 0, math.inf), ("gamma", 0, 1), ("gae_lambda", 0, 1),
+                                ("max_kl", 0, math.inf), ("fisher_fraction", 0, 1),
+                                ("reptile_epsilon", 0, math.inf), ("cg_damping", 0, math.inf)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and low <= value <= high
+                    and math.isfinite(value)):
+                raise ValueError(f"{name} should be a number in [{low}, {high}], got {value!r}")
+        if self.fisher_fraction == 0 or self.max_kl == 0:
+            raise ValueError("fisher_fraction and max_kl should be > 0")
+        make_family(self.family, **self.family_overrides)  # raises for unknown names and fields
+
+    @property
+    def trajectories(self) -> int:
+        if self.trajectories_per_task is not None:
+            return self.trajectories_per_task
+        return PAPER_TRAJECTORIES.get(self.family, 20)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}")
+        return cls(**d)
+
+
+def _seed(seed: int, *key: int) -> int:
+    """A 32-bit seed of its own for each (seed, key...) stream."""
+    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1)[0])
+
+
+TRAIN_STREAM, EVAL_STREAM, ADAPT_STREAM = 0, 1, 2
+
+
+def make_policy(config: TrainConfig, family: TaskFamily) -> GaussianMLPPolicy:
+    model = family.load_model()
+    torch.manual_seed(_seed(config.seed, 3))
+    return GaussianMLPPolicy(family.observation_dim(model), model.nu, config.hidden_sizes,
+                             config.activation, config.init_log_std)
+
+
+def _per_task_params(adapted: meta.Params, ntask: int) -> List[Dict[str, torch.Tensor]]:
+    return [{k: v[i].detach() for k, v in adapted.items()} for i in range(ntask)]
+
+
+@dataclasses.dataclass
+class IterationResult:
+    pre_return: float
+    post_return: float
+    times: Dict[str, float]
+    info: Dict[str, float]
+
+
+def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPPolicy,
+                   theta: meta.Params, iteration: int) -> Tuple[meta.Params, IterationResult]:
+    """One meta-iteration; returns the new parameters and what it measured."""
+    spec = meta.PolicySpec(policy.nlayers, policy.activation)
+    times = {"sampling": 0.0, "returns": 0.0, "inner": 0.0, "outer": 0.0}
+    tasks = family.sample_tasks(config.meta_batch_size, _seed(config.seed, TRAIN_STREAM,
+                                                              iteration, 0))
+    sim = BatchSim(family, tasks, config.trajectories, seed=_seed(config.seed, TRAIN_STREAM,
+                                                                   iteration, 1),
+                   num_threads=config.threads)
+    first_order = config.algo != "maml-trpo"
+    ntask = len(tasks)
+    batches: List[meta.TaskBatch] = []
+    sampling_params: Any = theta
+    adapted: Optional[meta.Params] = None
+    for step in range(config.inner_steps):
+        t0 = time.perf_counter()
+        traj = sim.rollout(policy, params=sampling_params)
+        t1 = time.perf_counter()
+        batches.append(meta.process(traj, ntask, config.gamma, config.gae_lambda))
+        t2 = time.perf_counter()
+        # the values of the adapted parameters, for sampling; the outer step differentiates
+        # through the adaptation itself
+        source = theta if adapted is None else {k: v.detach() for k, v in adapted.items()}
+        adapted = meta.inner_step(spec, source, batches[-1], config.inner_lr, True,
+                                  adapted is not None)
+        adapted = {k: v.detach() for k, v in adapted.items()}
+        sampling_params = _per_task_params(adapted, ntask)
+        t3 = time.perf_counter()
+        times["sampling"] += t1 - t0
+        times["returns"] += t2 - t1
+        times["inner"] += t3 - t2
+    pre_return = float(batches[0].returns.mean())
+    info: Dict[str, float] = {}
+    if config.algo == "reptile":
+        t0 = time.perf_counter()
+        # the return of the final adapted policies, for the log
+        post_traj = sim.rollout(policy, params=sampling_params)
+        t1 = time.perf_counter()
+        post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda)
+        t2 = time.perf_counter()
+        new_theta = meta.reptile_update(theta, adapted, config.reptile_epsilon)
+        t3 = time.perf_counter()
+        times["sampling"] += t1 - t0
+        times["returns"] += t2 - t1
+        times["outer"] += t3 - t2
+        return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info)
+
+    t0 = time.perf_counter()
+    post_traj = sim.rollout(policy, params=sampling_params)
+    t1 = time.perf_counter()
+    post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda)
+    t2 = time.perf_counter()
+    post = meta.record_old(spec, adapted, post)
+
+    def adapt_fn(p: meta.Params) -> meta.Params:
+        return meta.adapt(spec, p, batches, config.inner_lr, first_order)
+
+    def loss_fn(p: meta.Params) -> torch.Tensor:
+        return meta.surrogate(spec, adapt_fn(p), post)
+
+    def kl_fn(p: meta.Params) -> torch.Tensor:
+        return meta.mean_kl(spec, adapt_fn(p), post)
+
+    fraction = config.fisher_fraction
+    product = meta.maml_fisher_product(
+        spec, {n: theta[n] for n in sorted(theta)},
+        [meta.subsample(b, fraction) for b in batches], config.inner_lr,
+        meta.subsample(post, fraction), phi=adapted, first_order=first_order)
+    new_theta, trpo = meta.trpo_step(theta, loss_fn, kl_fn, config.max_kl, config.cg_iters,
+                                     config.cg_damping, max_backtracks=config.max_backtracks,
+                                     hessian_product=product)
+    t3 = time.perf_counter()
+    times["sampling"] += t1 - t0
+    times["returns"] += t2 - t1
+    times["outer"] += t3 - t2
+    info.update(kl=trpo.kl, backtracks=trpo.backtracks, accepted=float(trpo.accepted),
+                surrogate_before=trpo.surrogate_before, surrogate_after=trpo.surrogate_after)
+    return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info)
+
+
+class _Progress:
+    """One self-rewriting line on stderr (a plain line per iteration when not a terminal)."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.start, self.enabled = total, start, enabled
+        self.t0 = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, done: int, text: str) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.t0
+        rate = elapsed / max(done - self.start, 1)
+        eta = rate * (self.total - done)
+        width = 24
+        filled = int(width * done / self.total)
+        bar = "#" * filled + "." * (width - filled)
+        line = (f"[{bar}] {done}/{self.total} | {text} | {rate:.1f} s/it | "
+                f"ETA {eta / 60:.1f} min")
+        sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+_CSV_FIELDS = ["iteration", "pre_return", "post_return", "time_sampling", "time_returns",
+               "time_inner", "time_outer", "time_total", "kl", "backtracks", "wall_clock"]
+
+
+def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
+          progress: bool = True) -> Path:
+    """Meta-trains a policy; returns the path of the final checkpoint.
+
+    out_dir receives config.json, progress.csv, TensorBoard events (when tensorboard is
+    installed) and checkpoints/ (latest.safetensors and one per checkpoint_every iterations).
+    resume continues from out_dir's latest checkpoint with its saved configuration.
+    """
+    out = Path(out_dir)
+    latest = out / "checkpoints" / "latest.safetensors"
+    start, wall0 = 0, 0.0
+    if resume:
+        params, info = checkpoint.load(latest)
+        saved = TrainConfig.from_dict(info["config"])
+        if saved.to_dict() != config.to_dict():
+            # the saved settings win, but a longer run or a new time budget may be asked for
+            saved.iterations = config.iterations
+            saved.time_budget = config.time_budget
+        config = saved
+        start = int(info["iteration"]) + 1
+        wall0 = float(info.get("wall_clock", 0.0))
+    elif latest.exists():
+        raise ValueError(f"{str(out)!r} already holds a run; resume it (--resume) or choose "
+                         f"another directory")
+    family = make_family(config.family, **config.family_overrides)
+    policy = make_policy(config, family)
+    names = sorted(policy.params())
+    theta = {n: p.detach().clone() for n, p in policy.params().items()}
+    if resume:
+        _check_params(params, theta, latest)
+        theta = {n: params[n].clone() for n in names}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    csv_path = out / "progress.csv"
+    rows = _read_rows(csv_path, below=start)
+    writer = _tensorboard(out)
+    bar = _Progress(config.iterations, start, progress)
+    stop = {"now": False}
+
+    def request_stop(signum, frame):  # finish the iteration, save, then stop
+        stop["now"] = True
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    t_start = time.perf_counter()
+    try:
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=_CSV_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+            f.flush()
+            iteration = start - 1
+            for iteration in range(start, config.iterations):
+                t0 = time.perf_counter()
+                theta, result = meta_iteration(config, family, policy, theta, iteration)
+                total = time.perf_counter() - t0
+                wall = wall0 + time.perf_counter() - t_start
+                row = {"iteration": iteration, "pre_return": f"{result.pre_return:.4f}",
+                       "post_return": f"{result.post_return:.4f}",
+                       **{f"time_{k}": f"{v:.3f}" for k, v in result.times.items()},
+                       "time_total": f"{total:.3f}", "kl": f"{result.info.get('kl', 0):.5f}",
+                       "backtracks": int(result.info.get("backtracks", 0)),
+                       "wall_clock": f"{wall:.1f}"}
+                w.writerow(row)
+                f.flush()
+                if writer is not None:
+                    writer.add_scalar("return/pre_update", result.pre_return, iteration)
+                    writer.add_scalar("return/post_update", result.post_return, iteration)
+                    for k, v in result.times.items():
+                        writer.add_scalar(f"time/{k}", v, iteration)
+                bar.update(iteration + 1, f"return {result.pre_return:.1f} -> "
+                                          f"{result.post_return:.1f}")
+                last = iteration + 1 == config.iterations
+                over = config.time_budget is not None and \
+                    time.perf_counter() - t_start > config.time_budget
+                if last or over or stop["now"] or (iteration + 1) % config.checkpoint_every == 0:
+                    _save(out, theta, config, iteration, wall, keep=True)
+                if over or stop["now"]:
+                    break
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted; the last checkpoint in {out / 'checkpoints'} is whole: resume "
+              f"with --resume", file=sys.stderr)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if writer is not None:
+            writer.close()
+    bar.close()
+    return latest
+
+
+def _save(out: Path, theta: meta.Params, config: TrainConfig, iteration: int, wall: float,
+          keep: bool) -> None:
+    info = {"config": config.to_dict(), "iteration": iteration, "wall_clock": wall,
+            "family": config.family, "policy": {
+                "hidden_sizes": list(config.hidden_sizes), "activation": config.activation}}
+    checkpoint.save(out / "checkpoints" / "latest.safetensors", theta, info)
+    if keep:
+        checkpoint.save(out / "checkpoints" / f"iter_{iteration + 1:06d}.safetensors", theta,
+                        info)
+
+
+def _check_params(params: Dict[str, torch.Tensor], theta: meta.Params, path: Path) -> None:
+    if set(params) != set(theta):
+        raise ValueError(f"{str(path)!r} holds parameters {sorted(params)}, the policy has "
+                         f"{sorted(theta)}")
+    for n, p in theta.items():
+        if params[n].shape != p.shape:
+            raise ValueError(f"{str(path)!r}: parameter {n} has shape {tuple(params[n].shape)}, "
+                             f"the policy needs {tuple(p.shape)}")
+
+
+def _read_rows(path: Path, below: int) -> List[Dict[str, str]]:
+    """Rows of an earlier progress.csv for iterations before below (resume drops the rest)."""
+    if below == 0 or not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["iteration"]) < below]
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+# ------------------------------------------------------------------------ loading and evaluation
+
+def load_policy(path: Union[str, Path], family: Optional[str] = None
+                ) -> Tuple[GaussianMLPPolicy, TrainConfig, TaskFamily, Dict[str, Any]]:
+    """The policy of a checkpoint (a file or a run directory), with its settings and family.
+    family, when given, must be the checkpoint's."""
+    params, info = checkpoint.load(path)
+    try:
+        config = TrainConfig.from_dict(info["config"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{str(path)!r} has no usable training settings: {exc}") from None
+    if family is not None and family != config.family:
+        raise ValueError(f"{str(path)!r} is a checkpoint of {config.family}, not {family}")
+    fam = make_family(config.family, **config.family_overrides)
+    policy = make_policy(config, fam)
+    _check_params(params, policy.params(), Path(path))
+    with torch.no_grad():
+        for n, p in policy.named_parameters():
+            p.copy_(params[n])
+    return policy, config, fam, info
+
+
+def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Sequence[Task],
+                     steps: int, trajectories: int, lr: Union[float, Sequence[float]],
+                     seed: int, gamma: float = 0.99, gae_lambda: float = 1.0,
+                     threads: int = 0) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
+    """Mean return per task after 0..steps vanilla policy-gradient steps: (steps + 1, M), and
+    the adapted parameters of each task after the last step."""
+    lrs = [lr] * steps if isinstance(lr, (int, float)) else list(lr)
+    if len(lrs) < steps:
+        lrs += [lrs[-1]] * (steps - len(lrs))
+    spec = meta.PolicySpec(policy.nlayers, policy.activation)
+    theta = {k: v.detach() for k, v in policy.params().items()}
+    sim = BatchSim(family, tasks, trajectories, seed=seed, num_threads=threads)
+    ntask = len(tasks)
+    returns = []
+    current: Any = theta
+    adapted: Optional[meta.Params] = None
+    for step in range(steps + 1):
+        traj = sim.rollout(policy, params=current)
+        batch = meta.process(traj, ntask, gamma, gae_lambda)
+        returns.append(batch.returns.numpy())
+        if step < steps:
+            source = theta if adapted is None else adapted
+            adapted = meta.inner_step(spec, source, batch, lrs[step], True, adapted is not None)
+            adapted = {k: v.detach() for k, v in adapted.items()}
+            current = _per_task_params(adapted, ntask)
+    per_task = current if isinstance(current, list) else [theta] * ntask
+    return np.stack(returns), per_task
+
+
+def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int = 0,
+             trajectories: Optional[int] = None, lr: Union[float, Sequence[float]] = 0.1,
+             json_path: Optional[Union[str, Path]] = None,
+             plot_path: Optional[Union[str, Path]] = None, threads: int = 0) -> Dict[str, Any]:
+    """Held-out evaluation of a checkpoint: tasks drawn from a stream disjoint from training's,
+    mean return and standard error over tasks after 0..steps adaptation steps."""
+    policy, config, family, info = load_policy(path)
+    for name, value, low in (("tasks", tasks, 1), ("steps", steps, 0), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
+    held_out = family.sample_tasks(tasks, _seed(seed, EVAL_STREAM, 0))
+    k = trajectories or (40 if config.family == "AntDir" else 20)
+    curve, _ = adaptation_curve(policy, family, held_out, steps, k, lr,
+                                _seed(seed, EVAL_STREAM, 1), config.gamma, config.gae_lambda,
+                                threads)
+    mean = curve.mean(1)
+    stderr = curve.std(1, ddof=1) / math.sqrt(tasks) if tasks > 1 else np.zeros_like(mean)
+    result = {"family": config.family, "checkpoint": str(path),
+              "iteration": int(info.get("iteration", -1)) + 1, "tasks": tasks,
+              "trajectories_per_task": k, "steps": list(range(steps + 1)),
+              "mean_return": [float(x) for x in mean], "stderr": [float(x) for x in stderr],
+              "per_task": curve.T.tolist(), "held_out_tasks": [t.as_dict() for t in held_out]}
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2))
+    if plot_path is not None:
+        plot_adaptation(result, plot_path)
+    return result
+
+
+def plot_adaptation(result: Dict[str, Any], path: Union[str, Path]) -> None:
+    """A PNG of mean return against adaptation steps, with standard errors."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
+    ax.errorbar(result["steps"], result["mean_return"], yerr=result["stderr"], marker="o",
+                capsize=3, label="metarobot")
+    ax.set_xlabel("adaptation steps")
+    ax.set_ylabel("mean return")
+    ax.set_title(f"{result['family']}: {result['tasks']} held-out tasks")
+    ax.set_xticks(result["steps"])
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(path))
+    plt.close(fig)
+
+
+def adapt_to_task(path: Union[str, Path], task: Union[Task, Dict[str, float]], steps: int = 1,
+                  trajectories: int = 20, lr: float = 0.1, seed: int = 0,
+                  out: Optional[Union[str, Path]] = None, threads: int = 0
+                  ) -> Tuple[Dict[str, torch.Tensor], List[float]]:
+    """Adapts a checkpoint's policy to one task; returns the adapted parameters and the mean
+    return after 0..steps steps, and saves them as a checkpoint at out when given."""
+    policy, config, family, info = load_policy(path)
+    if isinstance(task, dict):
+        task = family.task(**task)
+    family.check_task(task)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps should be an integer >= 1, got {steps!r}")
+    curve, per_task = adaptation_curve(policy, family, [task], steps, trajectories, lr,
+                                       _seed(seed, ADAPT_STREAM, 0), config.gamma,
+                                       config.gae_lambda, threads)
+    adapted = per_task[0]
+    if out is not None:
+        info = dict(info, adapted_to=task.as_dict(), adaptation_steps=steps,
+                    adaptation_returns=[float(x) for x in curve[:, 0]])
+        checkpoint.save(out, adapted, info)
+    return adapted, [float(x) for x in curve[:, 0]]
