@@ -34,9 +34,14 @@ def fit_linear_baseline(obs: np.ndarray, t_index: np.ndarray, returns: np.ndarra
     gram = xm.transpose(1, 2) @ feats
     rhs = (xm.transpose(1, 2) @ (target * mask).unsqueeze(-1))
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
-    coeffs = None
+    coeffs = torch.zeros_like(rhs)
     for _ in range(5):
-        coeffs = torch.linalg.lstsq(gram + reg * eye, rhs).solution
+        # the regularised normal equations are square: solve them (LAPACK's least-squares
+        # drivers are not bit-reproducible from call to call)
+        try:
+            coeffs = torch.linalg.solve(gram + reg * eye, rhs)
+        except RuntimeError:  # singular: more regularisation
+            coeffs = torch.full_like(rhs, float("nan"))
         if torch.isfinite(coeffs).all():
             break
         reg *= 10.0

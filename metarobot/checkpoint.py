@@ -30,11 +30,13 @@ def save(path: Union[str, Path], params: Dict[str, torch.Tensor], info: Dict[str
 
 
 def load(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """(params, info) of a checkpoint; ValueError for a missing, corrupt or foreign file."""
+    """(params, info) of a checkpoint file or a run directory's latest; ValueError for a
+    missing, corrupt or foreign file."""
     from safetensors import safe_open
     path = Path(path)
-    if path.is_dir():
-        path = path / "latest.safetensors"
+    if path.is_dir():  # a run directory, or its checkpoints/ folder
+        inner = path / "checkpoints" / "latest.safetensors"
+        path = inner if inner.exists() else path / "latest.safetensors"
     if not path.is_file():
         raise ValueError(f"no checkpoint at {str(path)!r}")
     try:

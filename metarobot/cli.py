@@ -1,8 +1,10 @@
 """The metarobot command line.
 
+  metarobot train --family HalfCheetahDir --algo maml-trpo --out runs/cheetah-dir
+  metarobot evaluate runs/cheetah-dir --tasks 40 --steps 3 --json eval.json --plot eval.png
+  metarobot adapt runs/cheetah-dir --task '{"direction": -1}' --out adapted.safetensors
   metarobot families                          the task families, their sizes and parameters
-  metarobot rollout HalfCheetahVel --tasks 8  episodes of a policy on sampled tasks, returns and
-                                              throughput
+  metarobot rollout HalfCheetahVel --tasks 8  episodes of a random policy, returns, throughput
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import argparse
 import json
 import sys
 import time
-from typing import List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 
 def _families(args: argparse.Namespace) -> int:
@@ -72,10 +75,146 @@ def _rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, its default and help taken from the dataclass."""
+    import ast
+    import dataclasses
+    import inspect
+    from metarobot.train import TrainConfig
+    source = inspect.getsource(TrainConfig)
+    docs = {}
+    tree = ast.parse(source).body[0]
+    for a, b in zip(tree.body, tree.body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and \
+                isinstance(b.value, ast.Constant):
+            docs[a.target.id] = b.value.value
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "family_overrides":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        kwargs: Dict[str, Any] = {"help": docs.get(field.name, ""), "default": None}
+        if field.name == "hidden_sizes":
+            kwargs.update(type=int, nargs="+")
+        elif isinstance(default, bool):
+            kwargs.update(type=lambda x: x.lower() in ("1", "true", "yes"))
+        elif isinstance(default, int):
+            kwargs.update(type=int)
+        elif isinstance(default, float) or field.name == "time_budget":
+            kwargs.update(type=float)
+        elif field.name == "trajectories_per_task":
+            kwargs.update(type=int)
+        else:
+            kwargs.update(type=str)
+        if default is not dataclasses.MISSING and default is not None:
+            kwargs["help"] += f" (default {default})"
+        parser.add_argument(flag, **kwargs)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a family field, e.g. --set horizon=100 (JSON values)")
+
+
+def _config_from_args(args: argparse.Namespace):
+    import dataclasses
+    from metarobot.train import TrainConfig
+    values = {}
+    for field in dataclasses.fields(TrainConfig):
+        v = getattr(args, field.name, None)
+        if v is not None:
+            values[field.name] = tuple(v) if field.name == "hidden_sizes" else v
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    if overrides:
+        values["family_overrides"] = overrides
+    return TrainConfig(**values)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from metarobot.train import TrainConfig, train
+    if args.resume:
+        from metarobot import checkpoint
+        _, info = checkpoint.load(Path(args.out) / "checkpoints" / "latest.safetensors")
+        config = TrainConfig.from_dict(info["config"])
+        if args.iterations is not None:
+            config.iterations = args.iterations
+        if args.time_budget is not None:
+            config.time_budget = args.time_budget
+    else:
+        config = _config_from_args(args)
+    path = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from metarobot.train import evaluate
+    result = evaluate(args.checkpoint, tasks=args.tasks, steps=args.steps, seed=args.seed,
+                      trajectories=args.trajectories, lr=args.lr, json_path=args.json,
+                      plot_path=args.plot, threads=args.threads)
+    print(f"{result['family']} after {result['iteration']} iterations, {result['tasks']} "
+          f"held-out tasks, {result['trajectories_per_task']} trajectories per step:")
+    for k, m, e in zip(result["steps"], result["mean_return"], result["stderr"]):
+        print(f"  {k} steps: {m:9.2f} +- {e:.2f}")
+    return 0
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from metarobot.train import adapt_to_task
+    try:
+        task = json.loads(args.task)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--task should be JSON such as '{{\"direction\": 1}}': {exc}") \
+            from None
+    if not isinstance(task, dict):
+        raise ValueError(f"--task should be a JSON object of task parameters, got {args.task!r}")
+    _, returns = adapt_to_task(args.checkpoint, task, steps=args.steps,
+                               trajectories=args.trajectories, lr=args.lr, seed=args.seed,
+                               out=args.out, threads=args.threads)
+    print("mean return after 0.." + str(args.steps) + " steps: " +
+          ", ".join(f"{r:.2f}" for r in returns))
+    if args.out:
+        print(f"adapted policy: {args.out}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="metarobot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="meta-train a policy on a task family")
+    _add_config_flags(p)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("evaluate", help="returns after 0..K adaptation steps on held-out tasks")
+    p.add_argument("checkpoint", help="a checkpoint file or a run directory")
+    p.add_argument("--tasks", type=int, default=40)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trajectories", type=int, default=None,
+                   help="per task and step (default 20; 40 for AntDir)")
+    p.add_argument("--lr", type=float, nargs="+", default=[0.1], help="step size(s)")
+    p.add_argument("--json", default=None, help="write the result as JSON here")
+    p.add_argument("--plot", default=None, help="write a PNG plot here")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=_evaluate)
+    p = sub.add_parser("adapt", help="adapt a checkpoint's policy to one task")
+    p.add_argument("checkpoint")
+    p.add_argument("--task", required=True, help='task parameters as JSON: \'{"direction": 1}\'')
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--trajectories", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="save the adapted policy here (.safetensors)")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=_adapt)
     p = sub.add_parser("families", help="list the task families")
     p.set_defaults(func=_families)
     p = sub.add_parser("rollout", help="roll out a policy on sampled tasks")

@@ -1,0 +1,177 @@
+"""Meta-learners: gradients against finite differences, the Fisher products against the exact
+KL Hessian, the TRPO step's KL bound, Reptile's update, the baseline against least squares."""
+
+import numpy as np
+import pytest
+import torch
+
+import metarobot
+from metarobot import meta
+from metarobot.baseline import fit_linear_baseline
+
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Finite differences need double precision; other test modules keep float32."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def tiny_problem(seed=0, ntask=3, steps=6, obs_dim=3, act_dim=2):
+    g = torch.Generator().manual_seed(seed)
+    policy = metarobot.GaussianMLPPolicy(obs_dim, act_dim, hidden_sizes=(5,), activation="tanh")
+    spec = meta.PolicySpec(policy.nlayers, policy.activation)
+    theta = {n: (torch.randn(p.shape, generator=g) * 0.5).double()
+             for n, p in sorted(policy.params().items())}
+
+    def batch():
+        mask = (torch.rand(ntask, steps, generator=g) > 0.2).double()
+        return meta.TaskBatch(obs=torch.randn(ntask, steps, obs_dim, generator=g),
+                              actions=torch.randn(ntask, steps, act_dim, generator=g),
+                              advantages=torch.randn(ntask, steps, generator=g), mask=mask,
+                              returns=torch.zeros(ntask), horizon=steps)
+    pre, post = batch(), batch()
+    adapted = meta.adapt(spec, theta, [pre], 0.3, first_order=True)
+    # the sampling policy is a little off the adapted one, as after an outer step
+    shifted = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in adapted.items()}
+    meta.record_old(spec, shifted, post)
+    return spec, theta, pre, post
+
+
+def flat(d):
+    return torch.cat([d[k].reshape(-1) for k in sorted(d)])
+
+
+def finite_difference(f, theta, direction, eps=1e-6):
+    plus = {k: v + eps * direction[k] for k, v in theta.items()}
+    minus = {k: v - eps * direction[k] for k, v in theta.items()}
+    return (float(f(plus)) - float(f(minus))) / (2 * eps)
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_second_order_meta_gradient_matches_finite_differences(inner_steps):
+    spec, theta, pre, post = tiny_problem()
+    batches = [pre] * inner_steps
+
+    def loss(p):
+        return meta.surrogate(spec, meta.adapt(spec, p, batches, 0.3, False), post)
+    g = torch.func.grad(loss)(theta)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        d = {k: torch.randn(v.shape, generator=gen) for k, v in theta.items()}
+        fd = finite_difference(loss, theta, d)
+        assert abs(float(flat(g) @ flat(d)) - fd) < 1e-6 * max(1.0, abs(fd))
+
+
+def test_first_order_ignores_the_adaptation_jacobian():
+    spec, theta, pre, post = tiny_problem(seed=2)
+
+    def loss(p, first_order, lr=0.3):
+        return meta.surrogate(spec, meta.adapt(spec, p, [pre], lr, first_order), post)
+    second = flat(torch.func.grad(lambda p: loss(p, False))(theta))
+    first = flat(torch.func.grad(lambda p: loss(p, True))(theta))
+    # first order: the gradient at the adapted parameters, summed over tasks
+    adapted = meta.adapt(spec, theta, [pre], 0.3, True)
+    at_phi = flat({k: v.sum(0) for k, v in torch.func.grad(
+        lambda a: meta.surrogate(spec, a, post))(adapted).items()})
+    torch.testing.assert_close(first, at_phi)
+    assert (first - second).norm() > 1e-4 * second.norm()
+    # as the inner step size vanishes the two agree
+    tiny_second = flat(torch.func.grad(lambda p: loss(p, False, 1e-9))(theta))
+    tiny_first = flat(torch.func.grad(lambda p: loss(p, True, 1e-9))(theta))
+    assert (tiny_first - tiny_second).norm() < 1e-6 * tiny_second.norm()
+
+
+@pytest.mark.parametrize("inner_steps, first_order", [(1, False), (2, False), (1, True)])
+def test_fisher_product_equals_kl_hessian(inner_steps, first_order):
+    spec, theta, pre, post = tiny_problem(seed=3)
+    batches = [pre] * inner_steps
+    adapted = meta.adapt(spec, theta, batches, 0.3, first_order)
+    meta.record_old(spec, adapted, post)  # the KL's minimum is at theta
+
+    def kl(p):
+        return meta.mean_kl(spec, meta.adapt(spec, p, batches, 0.3, first_order), post)
+    exact = meta.kl_hessian_product(kl, theta)
+    product = meta.maml_fisher_product(spec, theta, batches, 0.3, post, first_order=first_order)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        v = {k: torch.randn(x.shape, generator=gen) for k, x in theta.items()}
+        torch.testing.assert_close(flat(product(v)), flat(exact(v)), rtol=1e-8, atol=1e-10)
+
+
+def test_trpo_step_respects_its_kl_bound_and_improves():
+    spec, theta, pre, post = tiny_problem(seed=5, steps=40)
+    adapted = meta.adapt(spec, theta, [pre], 0.3, False)
+    meta.record_old(spec, adapted, post)
+
+    def loss(p):
+        return meta.surrogate(spec, meta.adapt(spec, p, [pre], 0.3, False), post)
+
+    def kl(p):
+        return meta.mean_kl(spec, meta.adapt(spec, p, [pre], 0.3, False), post)
+    for max_kl in (1e-3, 1e-2):
+        new, info = meta.trpo_step(theta, loss, kl, max_kl=max_kl)
+        assert info.accepted
+        assert float(kl(new)) <= max_kl + 1e-12
+        assert float(loss(new)) < float(loss(theta))
+        assert float(kl(new)) > 0.3 * max_kl  # the step uses the bound, not a sliver of it
+
+
+def test_reptile_update():
+    theta = {"w": torch.tensor([1.0, 2.0])}
+    adapted = {"w": torch.tensor([[2.0, 2.0], [4.0, 0.0]])}
+    new = meta.reptile_update(theta, adapted, 0.5)
+    # theta + 0.5 * (mean(phi) - theta) = [1, 2] + 0.5 * ([3, 1] - [1, 2])
+    torch.testing.assert_close(new["w"], torch.tensor([2.0, 1.5]))
+
+
+def test_linear_baseline_matches_least_squares():
+    rng = np.random.default_rng(0)
+    T, ntask, k, od = 12, 2, 3, 4
+    obs = rng.normal(size=(T, ntask * k, od)).astype(np.float32) * 5
+    returns = rng.normal(size=(T, ntask * k))
+    valid = np.ones((T, ntask * k), bool)
+    valid[8:, 1] = False
+    t_index = np.broadcast_to(np.arange(T, dtype=float)[:, None], (T, ntask * k))
+    values = fit_linear_baseline(obs, t_index, returns, valid, ntask)
+    for task in range(ntask):
+        cols = list(range(task * k, (task + 1) * k))
+        rows = []
+        targets = []
+        for c in cols:
+            for t in range(T):
+                if valid[t, c]:
+                    o = np.clip(obs[t, c].astype(float), -10, 10)
+                    al = t / 100
+                    rows.append(np.concatenate([o, o ** 2, [al, al ** 2, al ** 3, 1.0]]))
+                    targets.append(returns[t, c])
+        X, y = np.array(rows), np.array(targets)
+        coef = np.linalg.solve(X.T @ X + 1e-5 * np.eye(X.shape[1]), X.T @ y)
+        for c in cols:
+            for t in range(T):
+                o = np.clip(obs[t, c].astype(float), -10, 10)
+                al = t / 100
+                x = np.concatenate([o, o ** 2, [al, al ** 2, al ** 3, 1.0]])
+                assert abs(values[t, c] - x @ coef) < 1e-6 * max(1, abs(x @ coef))
+
+
+def test_rollout_with_one_policy_per_task():
+    torch.set_default_dtype(torch.float32)
+    fam = metarobot.make_family("HalfCheetahVel", horizon=10)
+    tasks = fam.sample_tasks(2, seed=0)
+    sim = metarobot.BatchSim(fam, tasks, envs_per_task=2, seed=0)
+    policy = metarobot.GaussianMLPPolicy(20, 6)
+    a = {k: v.detach().clone() for k, v in policy.params().items()}
+    b = {k: v + 0.3 for k, v in a.items()}
+    traj = sim.rollout(policy, params=[a, b], deterministic=True)
+    obs = torch.from_numpy(traj.observations)
+    with torch.no_grad():
+        np.testing.assert_allclose(traj.actions[:, :2], policy.mean(obs[:, :2], a).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(traj.actions[:, 2:], policy.mean(obs[:, 2:], b).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="one dict per task"):
+        sim.rollout(policy, params=[a])

@@ -1,0 +1,161 @@
+"""Training, checkpoints, resume, evaluation and the train/evaluate/adapt commands, on budgets of
+seconds."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import metarobot
+from metarobot import checkpoint, cli
+from metarobot.train import TrainConfig, evaluate, load_policy, train
+
+
+def tiny(**kw):
+    base = dict(family="HalfCheetahDir", family_overrides={"horizon": 20}, iterations=3,
+                meta_batch_size=2, trajectories_per_task=2, hidden_sizes=(8,),
+                checkpoint_every=1, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def rows(path):
+    return (Path(path) / "progress.csv").read_text().splitlines()
+
+
+@pytest.mark.parametrize("algo", ["maml-trpo", "fomaml-trpo", "reptile"])
+def test_resume_gives_the_uninterrupted_run(tmp_path, algo):
+    full = train(tiny(algo=algo), tmp_path / "full", progress=False)
+    train(tiny(algo=algo, iterations=2), tmp_path / "part", progress=False)
+    resumed = train(tiny(algo=algo, iterations=3), tmp_path / "part", resume=True,
+                    progress=False)
+    a, info_a = checkpoint.load(full)
+    b, info_b = checkpoint.load(resumed)
+    assert info_a["iteration"] == info_b["iteration"] == 2
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    strip = lambda r: [line.rsplit(",", 9)[0].split(",")[:3] for line in r]
+    assert strip(rows(tmp_path / "full")) == strip(rows(tmp_path / "part"))
+    assert len(rows(tmp_path / "part")) == 4  # header + 3 iterations
+    assert (tmp_path / "full" / "checkpoints" / "iter_000003.safetensors").exists()
+
+
+def test_training_moves_the_parameters_and_logs(tmp_path):
+    run = tmp_path / "run"
+    train(tiny(iterations=2), run, progress=False)
+    policy, config, family, info = load_policy(run)
+    assert config.family == "HalfCheetahDir" and info["iteration"] == 1
+    fresh = metarobot.train.make_policy(config, family)
+    moved = sum(float((p - fresh.params()[n]).abs().sum()) for n, p in policy.params().items())
+    assert moved > 0
+    header = rows(run)[0].split(",")
+    assert {"pre_return", "post_return", "time_sampling", "time_outer", "kl"} <= set(header)
+    assert list((run / "tensorboard").glob("events.*"))
+    assert json.loads((run / "config.json").read_text())["meta_batch_size"] == 2
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    train(tiny(iterations=1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(tiny(iterations=1), tmp_path, progress=False)
+
+
+def test_bad_checkpoints_raise(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint"):
+        checkpoint.load(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        checkpoint.load(bad)
+    from safetensors.torch import save_file
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(ValueError, match="not a metarobot checkpoint"):
+        checkpoint.load(foreign)
+    run = tmp_path / "run"
+    train(tiny(iterations=1), run, progress=False)
+    with pytest.raises(ValueError, match="checkpoint of HalfCheetahDir, not AntDir"):
+        load_policy(run, family="AntDir")
+    params, info = checkpoint.load(run)
+    params["layers.0.weight"] = torch.zeros(3, 3)
+    checkpoint.save(tmp_path / "reshaped.safetensors", params, info)
+    with pytest.raises(ValueError, match="layers.0.weight has shape"):
+        load_policy(tmp_path / "reshaped.safetensors")
+
+
+def test_bad_config_raises():
+    with pytest.raises(ValueError, match="algo"):
+        TrainConfig(algo="sgd")
+    with pytest.raises(ValueError, match="inner_lr"):
+        TrainConfig(inner_lr=-1.0)
+    with pytest.raises(ValueError, match="meta_batch_size"):
+        TrainConfig(meta_batch_size=0)
+    with pytest.raises(ValueError, match="unknown task family"):
+        TrainConfig(family="Nope")
+
+
+def test_evaluate_writes_json_and_plot(tmp_path):
+    run = tmp_path / "run"
+    train(tiny(iterations=1), run, progress=False)
+    result = evaluate(run, tasks=3, steps=2, trajectories=2, json_path=tmp_path / "e.json",
+                      plot_path=tmp_path / "e.png")
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["steps"] == [0, 1, 2] and len(saved["mean_return"]) == 3
+    assert len(saved["stderr"]) == 3 and all(np.isfinite(saved["stderr"]))
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(result["held_out_tasks"]) == 3
+
+
+def test_held_out_tasks_are_not_training_tasks():
+    from metarobot.train import EVAL_STREAM, TRAIN_STREAM, _seed
+    fam = metarobot.make_family("HalfCheetahVel")
+    held_out = {t["goal_velocity"] for t in fam.sample_tasks(40, _seed(0, EVAL_STREAM, 0))}
+    trained = {t["goal_velocity"] for it in range(200)
+               for t in fam.sample_tasks(40, _seed(0, TRAIN_STREAM, it, 0))}
+    assert not held_out & trained
+
+
+def test_cli_train_evaluate_adapt(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", "--family", "HalfCheetahVel", "--iterations", "1",
+                     "--meta-batch-size", "2", "--trajectories-per-task", "2",
+                     "--hidden-sizes", "8", "--set", "horizon=15", "--out", str(run),
+                     "--quiet"]) == 0
+    assert cli.main(["train", "--out", str(run), "--resume", "--iterations", "2",
+                     "--quiet"]) == 0
+    assert checkpoint.load(run)[1]["iteration"] == 1
+    assert cli.main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--trajectories",
+                     "2", "--json", str(tmp_path / "e.json")]) == 0
+    assert "1 steps:" in capsys.readouterr().out
+    out = tmp_path / "adapted.safetensors"
+    assert cli.main(["adapt", str(run), "--task", '{"goal_velocity": 1.5}', "--trajectories",
+                     "2", "--out", str(out)]) == 0
+    params, info = checkpoint.load(out)
+    assert info["adapted_to"] == {"goal_velocity": 1.5}
+    assert cli.main(["adapt", str(run), "--task", '{"direction": 1}']) == 2
+    assert "goal_velocity" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(tmp_path / "nothing")]) == 2
+
+
+def test_killed_training_leaves_a_whole_checkpoint(tmp_path):
+    code = ("import sys; from metarobot.train import TrainConfig, train\n"
+            "train(TrainConfig(family='HalfCheetahDir', family_overrides={'horizon': 20},"
+            " iterations=1000, meta_batch_size=2, trajectories_per_task=2, hidden_sizes=(8,),"
+            " checkpoint_every=1), sys.argv[1], progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    latest = tmp_path / "checkpoints" / "latest.safetensors"
+    deadline = time.time() + 60
+    while not (latest.exists() and len(list(latest.parent.glob("iter_*"))) >= 3):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    params, info = checkpoint.load(latest)
+    assert info["iteration"] >= 2
