@@ -1,6 +1,7 @@
 // Bindings of the advantage kernels: pointers, strides and a stream cross as integers, so that
 // numpy arrays and torch tensors (CPU or CUDA) share one path and nothing links libtorch. The
 // Python wrapper (metarobot/returns.py) checks shapes, dtypes and devices.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -14,6 +15,15 @@ namespace py = pybind11;
 
 namespace metarobot {
 namespace {
+
+// An address given as an int (torch's data_ptr()), a numpy array (its data), or None (0).
+uintptr_t Address(const py::handle& obj) {
+  if (obj.is_none()) return 0;
+  if (py::isinstance<py::array>(obj)) {
+    return reinterpret_cast<uintptr_t>(py::reinterpret_borrow<py::array>(obj).data());
+  }
+  return obj.cast<uintptr_t>();
+}
 
 template <typename T>
 void Run(const std::string& device, int64_t steps, int64_t batch,
@@ -55,8 +65,11 @@ void BindGae(py::module_& m) {
   m.def(
       "advantages",
       [](const std::string& dtype, const std::string& device, int64_t steps, int64_t batch,
-         const std::vector<uintptr_t>& ptrs, const std::vector<int64_t>& strides, double gamma,
-         double lam, uintptr_t out, uintptr_t stream, int nthread) {
+         const py::list& inputs, const std::vector<int64_t>& strides, double gamma, double lam,
+         const py::object& out_obj, uintptr_t stream, int nthread) {
+        std::vector<uintptr_t> ptrs;
+        for (const py::handle& x : inputs) ptrs.push_back(Address(x));
+        const uintptr_t out = Address(out_obj);
         if (ptrs.size() != 5 || strides.size() != 10) {
           throw py::value_error("advantages takes 5 pointers and 10 strides");
         }

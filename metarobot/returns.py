@@ -25,7 +25,7 @@ Value targets are A + value: 2.5, 3, 1.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -34,64 +34,74 @@ from . import _core
 _FLOATS = ("float32", "float64")
 
 
+_CUDA_DEVICES: Optional[int] = None
+
+
 def cuda_available() -> bool:
     """Whether the CUDA kernels were compiled in and a GPU is visible."""
-    return bool(_core.cuda_compiled()) and _core.cuda_device_count() > 0
+    global _CUDA_DEVICES
+    if _CUDA_DEVICES is None:
+        _CUDA_DEVICES = _core.cuda_device_count() if _core.cuda_compiled() else 0
+    return _CUDA_DEVICES > 0
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+class _Arg:
+    """What the kernel needs of one argument: kind ('numpy' or 'torch'), shape, dtype name,
+    device type, address and (t, b) strides in elements; flags become bool first."""
+
+    __slots__ = ("value", "kind", "shape", "dtype", "device")
+
+    def __init__(self, name: str, x: Any, flags: bool):
+        if isinstance(x, np.ndarray):
+            if flags and x.dtype != np.bool_:
+                x = x != 0
+            self.kind, self.dtype, self.device = "numpy", x.dtype.name, "cpu"
+        elif type(x).__module__.startswith("torch") and hasattr(x, "data_ptr"):
+            if flags and x.dtype is not _torch_bool():
+                x = x != 0
+            self.kind, self.dtype, self.device = "torch", str(x.dtype)[6:], x.device.type
+        else:
+            raise ValueError(f"{name} should be a numpy array or a torch tensor, got "
+                             f"{type(x).__name__}")
+        self.value, self.shape = x, tuple(x.shape)
+
+    def pointer(self) -> Tuple[Any, int, int]:
+        """(address, or the numpy array whose data the core reads, stride_t, stride_b)."""
+        x = self.value
+        if self.kind == "torch":
+            st = x.stride()
+            return x.data_ptr(), st[0], st[1]
+        item = x.itemsize
+        if x.strides[0] % item or x.strides[1] % item:
+            x = self.value = np.ascontiguousarray(x)
+        return x, x.strides[0] // item, x.strides[1] // item
 
 
-def _describe(name: str, x: Any) -> Tuple[str, Tuple[int, ...], str, str]:
-    """(kind, shape, dtype, device) of an argument, or ValueError."""
-    if _is_torch(x):
-        return "torch", tuple(x.shape), str(x.dtype).replace("torch.", ""), x.device.type
-    if isinstance(x, np.ndarray):
-        return "numpy", x.shape, str(x.dtype), "cpu"
-    raise ValueError(f"{name} should be a numpy array or a torch tensor, got {type(x).__name__}")
-
-
-def _pointer(x: Any, itemsize: int) -> Tuple[int, int, int]:
-    """(address, stride over t, stride over b) in elements of a 2-D array or tensor."""
-    if _is_torch(x):
-        return x.data_ptr(), x.stride(0), x.stride(1)
-    return x.ctypes.data, x.strides[0] // itemsize, x.strides[1] // itemsize
-
-
-def _as_flags(name: str, x: Any, kind: str) -> Any:
-    """done/terminated as bool (one byte, 0 or 1, read in place); other dtypes are compared with
-    zero (a copy)."""
-    if kind == "torch":
-        import torch
-        return x if x.dtype == torch.bool else x != 0
-    return x if x.dtype == np.bool_ else x != 0
+def _torch_bool():
+    import torch
+    return torch.bool
 
 
 def _run(args: Dict[str, Any], gamma: float, lam: float, num_threads: int, out: Any = None):
-    names = list(args)
-    described = {n: _describe(n, x) for n, x in args.items()}
-    kinds = {d[0] for d in described.values()}
-    if len(kinds) > 1:
-        mix = ", ".join(f"{n}: {d[0]}" for n, d in described.items())
-        raise ValueError(f"arguments should all be numpy arrays or all torch tensors, got {mix}")
-    kind = kinds.pop()
-    shape = described["reward"][1]
-    for n, (_, s, _, _) in described.items():
-        if s != shape:
-            raise ValueError(f"{n} should have reward's shape {shape}, got {s}")
+    views = {n: _Arg(n, x, n in ("done", "terminated")) for n, x in args.items()}
+    ref = views["reward"]
+    kind, shape, dtype, device = ref.kind, ref.shape, ref.dtype, ref.device
+    for n, v in views.items():
+        if v.kind != kind:
+            mix = ", ".join(f"{m}: {w.kind}" for m, w in views.items())
+            raise ValueError(f"arguments should all be numpy arrays or all torch tensors, got "
+                             f"{mix}")
+        if v.shape != shape:
+            raise ValueError(f"{n} should have reward's shape {shape}, got {v.shape}")
+        if v.device != device:
+            raise ValueError(f"{n} should be on reward's device {device}, got {v.device}")
     if len(shape) not in (1, 2):
         raise ValueError(f"inputs should be (T,) or (T, B), time-major; got shape {shape}")
-    dtype = described["reward"][2]
     if dtype not in _FLOATS:
         raise ValueError(f"reward should be float32 or float64, got {dtype}")
     for n in ("value", "next_value"):
-        if n in described and described[n][2] != dtype:
-            raise ValueError(f"{n} should have reward's dtype {dtype}, got {described[n][2]}")
-    device = described["reward"][3]
-    for n, d in described.items():
-        if d[3] != device:
-            raise ValueError(f"{n} should be on reward's device {device}, got {d[3]}")
+        if n in views and views[n].dtype != dtype:
+            raise ValueError(f"{n} should have reward's dtype {dtype}, got {views[n].dtype}")
     if kind == "torch" and device not in ("cpu", "cuda"):
         raise ValueError(f"tensors should be on the CPU or a CUDA device, got {device}")
     for name, x in (("gamma", gamma), ("lam", lam)):
@@ -99,68 +109,48 @@ def _run(args: Dict[str, Any], gamma: float, lam: float, num_threads: int, out: 
             raise ValueError(f"{name} should be a number in [0, 1], got {x!r}")
 
     squeeze = len(shape) == 1
-    result = None
-    arrays = {}
-    for n, x in args.items():
-        if n in ("done", "terminated"):
-            x = _as_flags(n, x, kind)
-        if squeeze:
-            x = x.reshape(-1, 1) if kind == "numpy" else x.unsqueeze(1)
-        if kind == "numpy" and any(s % x.itemsize for s in x.strides):
-            x = np.ascontiguousarray(x)
-        arrays[n] = x
-    steps, batch = arrays["reward"].shape
+    if squeeze:
+        for v in views.values():
+            v.value = v.value.reshape(-1, 1)
+    steps, batch = views["reward"].value.shape
     if out is not None:
-        _check_out(out, kind, shape, dtype, device)
+        o = _Arg("out", out, False)
+        if (o.kind, o.shape, o.dtype, o.device) != (kind, shape, dtype, device):
+            raise ValueError(f"out should be a {kind} {dtype} array of shape {shape} on "
+                             f"{device}, got a {o.kind} {o.dtype} array of shape {o.shape} on "
+                             f"{o.device}")
+        contiguous = out.is_contiguous() if kind == "torch" else out.flags.c_contiguous
+        if not contiguous:
+            raise ValueError("out should be C-contiguous")
+        if kind == "numpy" and not out.flags.writeable:
+            raise ValueError("out is read-only")
         result = out
-        out = out.reshape(steps, batch) if kind == "numpy" else out.view(steps, batch)
     elif kind == "torch":
         import torch
-        out = torch.empty((steps, batch), dtype=arrays["reward"].dtype,
-                          device=arrays["reward"].device)
+        result = torch.empty(shape, dtype=ref.value.dtype, device=ref.value.device)
     else:
-        out = np.empty((steps, batch), dtype=dtype)
-    out_ptr = out.data_ptr() if kind == "torch" else out.ctypes.data
+        result = np.empty(shape, dtype=dtype)
     if steps and batch:
-        ptrs: List[int] = []
+        ptrs: List[Any] = []
         strides: List[int] = []
         for n in ("reward", "value", "next_value", "done", "terminated"):
-            if n in arrays:
-                x = arrays[n]
-                itemsize = 1 if n in ("done", "terminated") else np.dtype(dtype).itemsize
-                p, st, sb = _pointer(x, itemsize)
-            else:
-                p, st, sb = 0, 0, 0
+            p, st, sb = views[n].pointer() if n in views else (None, 0, 0)
             ptrs.append(p)
             strides += [st, sb]
-        stream = 0
+        out_ptr = result.data_ptr() if kind == "torch" else result
         if device == "cuda":
             import torch
             if not cuda_available():
                 raise ValueError("CUDA tensors were given but metarobot was built without CUDA "
                                  "or sees no GPU")
-            with torch.cuda.device(arrays["reward"].device):
+            with torch.cuda.device(ref.value.device):
                 stream = torch.cuda.current_stream().cuda_stream
                 _core.advantages(dtype, device, steps, batch, ptrs, strides, float(gamma),
                                  float(lam), out_ptr, stream, num_threads)
         else:
             _core.advantages(dtype, device, steps, batch, ptrs, strides, float(gamma),
-                             float(lam), out_ptr, stream, num_threads)
-    if result is not None:
-        return result
-    return out[:, 0] if squeeze else out
-
-
-def _check_out(out: Any, kind: str, shape: Tuple[int, ...], dtype: str, device: str) -> None:
-    okind, oshape, odtype, odevice = _describe("out", out)
-    if (okind, oshape, odtype, odevice) != (kind, shape, dtype, device):
-        raise ValueError(f"out should be a {kind} {dtype} array of shape {shape} on {device}, "
-                         f"got a {okind} {odtype} array of shape {oshape} on {odevice}")
-    contiguous = out.is_contiguous() if kind == "torch" else out.flags.c_contiguous
-    if not contiguous:
-        raise ValueError("out should be C-contiguous")
-    if kind == "numpy" and not out.flags.writeable:
-        raise ValueError("out is read-only")
+                             float(lam), out_ptr, 0, num_threads)
+    return result
 
 
 def gae(reward, value, next_value, done, terminated, gamma: float, lam: float,

@@ -1,0 +1,102 @@
+"""Reproduces the MAML paper's locomotion results: meta-trains each family at the paper's
+settings (or resumes a run), evaluates on 40 held-out tasks after 0..3 adaptation steps, and
+prints a table beside the published numbers with the wall-clock of training and the split of one
+meta-iteration. The final checkpoints are copied to checkpoints/<Family>.safetensors.
+
+  python benchmarks/reproduce.py --families HalfCheetahDir
+  python benchmarks/reproduce.py --families HalfCheetahVel --time-budget 3600   # as far as it gets
+  python benchmarks/reproduce.py --evaluate-only --families HalfCheetahDir      # committed ones
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from metarobot.train import TrainConfig, evaluate, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Mean return after 0 / 1 / 2 / 3 steps and the iterations trained, from the result files the
+# MAML paper's authors released with its Figure 5.
+PUBLISHED = {
+    "HalfCheetahVel": ([-129.5, -78.6, -66.6, -60.8], 475),
+    "HalfCheetahDir": ([-50.7, 293.2, 313.5, 315.7], 100),
+    "AntVel": ([30.6, 96.7, 100.1, 101.4], 375),
+    "AntDir": ([8.7, 499.1, 500.7, 499.1], 575),
+}
+
+
+def iteration_split(run: Path) -> dict:
+    """Mean seconds per meta-iteration of each phase, from progress.csv."""
+    with open(run / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    keys = ["time_sampling", "time_returns", "time_inner", "time_outer", "time_total"]
+    split = {k[5:]: float(np.mean([float(r[k]) for r in rows])) for k in keys}
+    split["iterations"] = len(rows)
+    split["wall_clock"] = float(rows[-1]["wall_clock"]) if rows else 0.0
+    return split
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", nargs="+", default=["HalfCheetahDir", "HalfCheetahVel"])
+    parser.add_argument("--runs", default=str(ROOT / "runs"), help="run directories go here")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds of training per family (default: the paper's iterations)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate checkpoints/<Family>.safetensors without training")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
+                        help="evaluation JSON and plots go here")
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    lines = ["| family | iterations | wall-clock | 0 steps | 1 step | 2 steps | 3 steps | "
+             "published 0 / 1 / 2 / 3 (iterations) |", "| --- | --- | --- | --- | --- | --- | "
+             "--- | --- |"]
+    splits = []
+    for family in args.families:
+        published, paper_iterations = PUBLISHED.get(family, ([float("nan")] * 4, 0))
+        run = Path(args.runs) / family
+        ckpt = ROOT / "checkpoints" / f"{family}.safetensors"
+        if not args.evaluate_only:
+            config = TrainConfig(family=family, iterations=paper_iterations or 100,
+                                 time_budget=args.time_budget, seed=args.seed)
+            latest = run / "checkpoints" / "latest.safetensors"
+            start = time.perf_counter()
+            train(config, run, resume=latest.exists())
+            print(f"{family}: trained in {time.perf_counter() - start:.0f} s", flush=True)
+            ckpt.parent.mkdir(exist_ok=True)
+            shutil.copyfile(latest, ckpt)
+            splits.append((family, iteration_split(run)))
+        result = evaluate(ckpt, tasks=40, steps=3, seed=args.seed,
+                          json_path=out / f"{family}.json", plot_path=out / f"{family}.png")
+        wall = splits[-1][1]["wall_clock"] if splits and splits[-1][0] == family else None
+        cells = [f"{m:.1f} +- {e:.1f}" for m, e in zip(result["mean_return"], result["stderr"])]
+        lines.append(f"| {family} | {result['iteration']} | "
+                     f"{'-' if wall is None else f'{wall / 60:.1f} min'} | " + " | ".join(cells)
+                     + f" | {' / '.join(f'{p:g}' for p in published)} ({paper_iterations}) |")
+    print("\n" + "\n".join(lines))
+    if splits:
+        print("\nOne meta-iteration (mean seconds):\n")
+        print("| family | sampling | returns + baseline | inner step | outer step | total |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for family, s in splits:
+            print(f"| {family} | {s['sampling']:.2f} | {s['returns']:.2f} | {s['inner']:.2f} | "
+                  f"{s['outer']:.2f} | {s['total']:.2f} |")
+    table = out / f"table_{'_'.join(args.families)}.md"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text("\n".join(lines) + "\n")
+    print(json.dumps({f: s for f, s in splits}, indent=2) if splits else "")
+
+
+if __name__ == "__main__":
+    main()
