@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--runs", default=str(ROOT / "runs"), help="run directories go here")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds of training per family (default: the paper's iterations)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="meta-iterations (default: the paper's for the family)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="evaluate checkpoints/<Family>.safetensors without training")
     parser.add_argument("--seed", type=int, default=0)
@@ -68,7 +70,8 @@ def main() -> None:
         run = Path(args.runs) / family
         ckpt = ROOT / "checkpoints" / f"{family}.safetensors"
         if not args.evaluate_only:
-            config = TrainConfig(family=family, iterations=paper_iterations or 100,
+            config = TrainConfig(family=family,
+                                 iterations=args.iterations or paper_iterations or 100,
                                  time_budget=args.time_budget, seed=args.seed)
             latest = run / "checkpoints" / "latest.safetensors"
             start = time.perf_counter()

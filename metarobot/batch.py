@@ -151,7 +151,7 @@ class BatchSim:
     def _task_models(self) -> List[mujoco.MjModel]:
         """One compiled model per task; tasks that do not change the physics share one."""
         base = self.family.load_model()
-        models = [base] * len(self.tasks)
+        models = [self.family.task_model(base, task) for task in self.tasks]
         ref = models[0]
         for i, m in enumerate(models):
             for size in _MODEL_SIZES:

@@ -12,6 +12,7 @@ termination; AntGoal follows later work (goal uniform on a disc of radius 3).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -82,7 +83,9 @@ class TaskFamily:
     Fields that make_family(name, **overrides) accepts by name: horizon, frame_skip,
     model_file, reset_qpos_noise, reset_qvel_noise; each task parameter by its name (a
     (low, high) pair for a uniform one, a sequence of values for a choice, the radius for a
-    disc); and each reward term's weight as '<term>_weight'.
+    disc); each reward term's weight as '<term>_weight'; and dynamics, a dict of model fields
+    to vary per task (body_mass, body_inertia, geom_friction, dof_damping, actuator_gear) with
+    their ranges of scale factors (see terms.DynamicsScale).
     """
 
     name: str
@@ -133,6 +136,40 @@ class TaskFamily:
             raise ValueError(f"{self.name}: cannot load model {str(self.model_path)!r}: {exc}") \
                 from None
 
+    @property
+    def dynamics(self) -> Tuple[T.DynamicsScale, ...]:
+        return tuple(d for d in self.parameters if isinstance(d, T.DynamicsScale))
+
+    def task_model(self, base: mujoco.MjModel, task: Task) -> mujoco.MjModel:
+        """The model a task runs: base itself when the family varies no dynamics, else a copy
+        with the task's scale factors applied and mj_setConst run on it."""
+        if not self.dynamics:
+            return base
+        model = copy.copy(base)
+        values = task.as_dict()
+        for scale in self.dynamics:
+            field = getattr(model, scale.field)
+            if field.size != scale.size:
+                raise ValueError(f"{self.name}: {scale.field} has {field.size} elements, the "
+                                 f"family scales {scale.size}")
+            factors = scale.factors([values[n] for n in scale.names])
+            field[...] = field * factors.reshape(field.shape)
+        mujoco.mj_setConst(model, mujoco.MjData(model))
+        return model
+
+    def with_dynamics(self, **ranges: Any) -> "TaskFamily":
+        """A copy that also varies model fields per task, e.g. body_mass=(0.5, 2.0) or
+        geom_friction={"log_base": 1.5, "low": -3, "high": 3}; see terms.DynamicsScale."""
+        model = self.load_model()
+        params = [d for d in self.parameters
+                  if not (isinstance(d, T.DynamicsScale) and d.field in ranges)]
+        for field, value in ranges.items():
+            if field not in T.DYNAMICS_FIELDS:
+                raise ValueError(f"{self.name}: dynamics field should be one of "
+                                 f"{T.DYNAMICS_FIELDS}, got {field!r}")
+            params.append(T.dynamics_scale(field, value, getattr(model, field).size))
+        return dataclasses.replace(self, parameters=tuple(params))
+
     def task(self, **params: float) -> Task:
         """A task with the given parameter values, e.g. family.task(goal_velocity=1.0)."""
         names = self.parameter_names
@@ -170,6 +207,9 @@ class TaskFamily:
                              f"{self.name} expects {list(self.parameter_names)}")
         for k, v in task.params:
             T._finite(v, f"task parameter {k}")
+        values = task.as_dict()
+        for scale in self.dynamics:
+            scale.check_values(np.array([values[n] for n in scale.names]))
 
     def compile(self, model: mujoco.MjModel) -> Dict[str, Any]:
         """The family's terms as the C++ core's tuples, resolved against model."""
@@ -200,6 +240,11 @@ class TaskFamily:
     def with_overrides(self, **overrides: Any) -> "TaskFamily":
         """A copy with the documented fields changed; an unknown field raises ValueError."""
         top = {"horizon", "frame_skip", "model_file", "reset_qpos_noise", "reset_qvel_noise"}
+        if "dynamics" in overrides:
+            ranges = overrides.pop("dynamics")
+            if not isinstance(ranges, dict):
+                raise ValueError(f"dynamics should be a dict of field -> range, got {ranges!r}")
+            return self.with_overrides(**overrides).with_dynamics(**ranges)
         changes: Dict[str, Any] = {}
         params = list(self.parameters)
         reward = list(self.reward)
@@ -223,7 +268,8 @@ class TaskFamily:
         return dataclasses.replace(self, parameters=tuple(params), reward=tuple(reward), **changes)
 
     def override_names(self) -> List[str]:
-        return (["horizon", "frame_skip", "model_file", "reset_qpos_noise", "reset_qvel_noise"]
+        return (["horizon", "frame_skip", "model_file", "reset_qpos_noise", "reset_qvel_noise",
+                 "dynamics"]
                 + [d.name for d in self.parameters] + [f"{r.name}_weight" for r in self.reward])
 
 

@@ -69,7 +69,11 @@ class GaussianMLPPolicy(nn.Module):
         self.activation = activation
         layers = []
         for i in range(len(sizes) - 1):
-            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+            layer = nn.Linear(sizes[i], sizes[i + 1])
+            # as the MAML paper's code (rllab): Glorot-uniform weights, zero biases
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+            layers.append(layer)
         self.layers = nn.ModuleList(layers)
         self.log_std = nn.Parameter(torch.full((sizes[-1],), float(init_log_std)))
 

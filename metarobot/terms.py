@@ -352,3 +352,79 @@ class Disc:
 
     def with_range(self, value) -> "Disc":
         return dataclasses.replace(self, radius=value)
+
+
+# ---------------------------------------------------------------------------------- dynamics
+
+DYNAMICS_FIELDS = ("body_mass", "body_inertia", "geom_friction", "dof_damping", "actuator_gear")
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicsScale:
+    """Per-task scale factors for every element of a model field, one task parameter each
+    (named field[i], flat index): a factor u ~ U(low, high), or log_base ** u when log_base is
+    set (the rand_param_envs scheme: body_mass with log_base 1.5, low -3, high 3)."""
+
+    field: str
+    size: int
+    low: float
+    high: float
+    log_base: Optional[float] = None
+
+    @property
+    def name(self) -> str:
+        return self.field
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        return tuple(f"{self.field}[{i}]" for i in range(self.size))
+
+    def validate(self) -> None:
+        if self.field not in DYNAMICS_FIELDS:
+            raise ValueError(f"dynamics field should be one of {DYNAMICS_FIELDS}, got "
+                             f"{self.field!r}")
+        low, high = _finite(self.low, f"{self.field} low"), _finite(self.high, f"{self.field} high")
+        if not low <= high:
+            raise ValueError(f"{self.field}: range [{low}, {high}] is empty (low > high)")
+        if self.log_base is None:
+            if low <= 0:
+                raise ValueError(f"{self.field}: scale factors should be > 0 (a {self.field} "
+                                 f"cannot change sign), got range [{low}, {high}]")
+        elif not _finite(self.log_base, f"{self.field} log_base") > 0:
+            raise ValueError(f"{self.field}: log_base should be > 0, got {self.log_base}")
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.uniform(self.low, self.high, size=(n, self.size))
+
+    def factors(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        return self.log_base ** values if self.log_base is not None else values
+
+    def check_values(self, values: np.ndarray) -> None:
+        factors = self.factors(values)
+        if not (np.isfinite(factors).all() and (factors > 0).all()):
+            bad = factors[~(np.isfinite(factors) & (factors > 0))][0]
+            raise ValueError(f"{self.field}: scale factors should be finite and > 0, got {bad}")
+
+    def with_range(self, value) -> "DynamicsScale":
+        return dynamics_scale(self.field, value, self.size)
+
+
+def dynamics_scale(field: str, value, size: int) -> DynamicsScale:
+    """A DynamicsScale from an override: (low, high) factors, or a dict with log_base, low and
+    high (factor log_base ** U(low, high))."""
+    if isinstance(value, dict):
+        unknown = set(value) - {"log_base", "low", "high"}
+        if unknown or not {"low", "high"} <= set(value):
+            raise ValueError(f"dynamics {field} takes {{'log_base', 'low', 'high'}}, got "
+                             f"{sorted(value)}")
+        scale = DynamicsScale(field, size, value["low"], value["high"], value.get("log_base"))
+    else:
+        try:
+            low, high = value
+        except (TypeError, ValueError):
+            raise ValueError(f"dynamics {field} should be a (low, high) pair of scale factors "
+                             f"or a dict with log_base, low, high; got {value!r}") from None
+        scale = DynamicsScale(field, size, low, high)
+    scale.validate()
+    return scale
