@@ -133,6 +133,12 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
       case kRewardContactCost:
         need_acc_ = true;
         break;
+      case kRewardQposRate:
+        if (t.axis < 0 || t.axis >= nq_) {
+          throw std::invalid_argument("reward qpos index " + Str(t.axis) + " is not in [0, " +
+                                      Str(nq_) + ")");
+        }
+        break;
       case kRewardForwardVelocity:
       case kRewardVelocityError:
       case kRewardGoalDistance: {
@@ -161,6 +167,11 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
       if (t.index < 0 || t.index >= nq_) {
         throw std::invalid_argument("termination qpos index " + Str(t.index) +
                                     " is not in [0, " + Str(nq_) + ")");
+      }
+    } else if (t.kind == kTermStateBound) {
+      if (t.index < 0 || t.index >= nq_ + nv_) {
+        throw std::invalid_argument("termination state index " + Str(t.index) +
+                                    " is not in [0, " + Str(nq_ + nv_) + ")");
       }
     } else if (t.kind != kTermNonFinite) {
       throw std::invalid_argument("unknown termination term kind " + Str(t.kind));
@@ -228,8 +239,13 @@ void BatchEngine::ResetSim(const mjModel* m, mjData* d, int sim) {
     mj_resetData(m, d);
   }
   SimSlot& s = slots_[sim];
-  for (int i = 0; i < m->nq; ++i) d->qpos[i] += spec_.qpos_noise * s.rng.Normal();
-  for (int i = 0; i < m->nv; ++i) d->qvel[i] += spec_.qvel_noise * s.rng.Normal();
+  if (spec_.uniform_noise) {
+    for (int i = 0; i < m->nq; ++i) d->qpos[i] += spec_.qpos_noise * (2 * s.rng.Uniform() - 1);
+    for (int i = 0; i < m->nv; ++i) d->qvel[i] += spec_.qvel_noise * (2 * s.rng.Uniform() - 1);
+  } else {
+    for (int i = 0; i < m->nq; ++i) d->qpos[i] += spec_.qpos_noise * s.rng.Normal();
+    for (int i = 0; i < m->nv; ++i) d->qvel[i] += spec_.qvel_noise * s.rng.Normal();
+  }
   s.t = 0;
   s.ret = 0;
   s.ended = false;
@@ -277,7 +293,11 @@ void BatchEngine::Observe(const mjModel* m, const mjData* d, int sim, float* out
         for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(d->qpos[t.start + i]);
         break;
       case kObsQvel:
-        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(d->qvel[t.start + i]);
+        for (int i = 0; i < t.size; ++i) {
+          double v = d->qvel[t.start + i];
+          if (t.lo < t.hi) v = std::min(std::max(v, t.lo), t.hi);
+          out[i] = static_cast<float>(v);
+        }
         break;
       case kObsCfrcExt:
         for (int i = 0; i < 6 * m->nbody; ++i) {
@@ -303,8 +323,8 @@ void BatchEngine::Observe(const mjModel* m, const mjData* d, int sim, float* out
   }
 }
 
-double BatchEngine::Reward(const mjModel* m, const mjData* d, int sim,
-                           const double* action) const {
+double BatchEngine::Reward(const mjModel* m, const mjData* d, int sim, const double* action,
+                           const double* qpos_before) const {
   const double* p = params(sim);
   double reward = 0;
   for (const RewardTerm& t : spec_.reward) {
@@ -351,6 +371,9 @@ double BatchEngine::Reward(const mjModel* m, const mjData* d, int sim,
           value += f * f;
         }
         break;
+      case kRewardQposRate:
+        value = (d->qpos[t.axis] - qpos_before[t.axis]) / (spec_.frame_skip * m->opt.timestep);
+        break;
     }
     reward += t.weight * value;
   }
@@ -364,6 +387,11 @@ bool BatchEngine::Terminated(const mjModel* m, const mjData* d) const {
       if (!(x >= t.lo && x <= t.hi)) return true;
     } else if (t.kind == kTermNonFinite) {
       if (!FiniteState(m, d)) return true;
+    } else if (t.kind == kTermStateBound) {
+      for (int i = t.index; i < m->nq + m->nv; ++i) {
+        const double x = i < m->nq ? d->qpos[i] : d->qvel[i - m->nq];
+        if (!(std::fabs(x) < t.hi)) return true;
+      }
     }
   }
   return false;
@@ -436,12 +464,15 @@ void StepFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   float* obs = out.obs + static_cast<size_t>(sim) * od;
   BatchEngine::SimSlot& s = e->slot(sim);
 
+  std::vector<float>& scratch = Scratch(2 * m->nq);
+  double* qpos_before = reinterpret_cast<double*>(scratch.data());
+  std::memcpy(qpos_before, d->qpos, sizeof(double) * m->nq);
   const bool ok = e->Advance(m, d, action, false);
   double reward = 0;
   bool terminated = true;
   if (ok) {
     e->Observe(m, d, sim, obs);
-    reward = e->Reward(m, d, sim, action);
+    reward = e->Reward(m, d, sim, action, qpos_before);
     terminated = e->Terminated(m, d);
   } else {
     // MuJoCo reset the diverged state: the last sound observation ends the episode
@@ -478,7 +509,9 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   BatchEngine::SimSlot& s = e->slot(sim);
 
   const int w = a->widest;
-  std::vector<float>& scratch = Scratch(2 * w + 2 * od + ad);
+  std::vector<float>& scratch = Scratch(2 * w + 2 * od + ad + 2 * m->nq + 2);
+  double* qpos_before = reinterpret_cast<double*>(
+      scratch.data() + ((2 * w + 2 * od + ad + 1) & ~1));  // 8-byte aligned
   float* hidden = scratch.data();
   float* obs = hidden + 2 * w;
   float* next_obs = obs + od;
@@ -506,12 +539,13 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
       act[i] = ai;
       action[i] = ai;
     }
+    std::memcpy(qpos_before, d->qpos, sizeof(double) * m->nq);
     ok = e->Advance(m, d, action, true);
     double reward = 0;
     bool terminated = true;
     if (ok) {
       e->Observe(m, d, sim, next_obs);
-      reward = e->Reward(m, d, sim, action);
+      reward = e->Reward(m, d, sim, action, qpos_before);
       terminated = e->Terminated(m, d);
     } else {
       std::memcpy(next_obs, obs, sizeof(float) * od);

@@ -20,7 +20,7 @@ namespace metarobot {
 // Observation terms, concatenated in order into one float32 vector.
 enum ObsKind : int {
   kObsQpos = 0,        // qpos[start : start + size]
-  kObsQvel = 1,        // qvel[start : start + size]
+  kObsQvel = 1,        // qvel[start : start + size], clipped to [lo, hi] when lo < hi
   kObsCfrcExt = 2,     // clip(cfrc_ext, lo, hi), all bodies (nbody x 6)
   kObsBodyXmat = 3,    // xmat of body id (9)
   kObsSubtreeCom = 4,  // subtree_com of body id (3)
@@ -45,6 +45,7 @@ enum RewardKind : int {
   kRewardGoalDistance = 3,     // ||xpos[body][:axis] - param[param : param + axis]||, m
   kRewardControlCost = 4,      // sum((a / scale)^2), a clipped to ctrlrange if flag
   kRewardContactCost = 5,      // sum(clip(cfrc_ext, lo, hi)^2)
+  kRewardQposRate = 6,         // (qpos[axis] after - before) / env step duration (m/s)
 };
 
 struct RewardTerm {
@@ -63,6 +64,7 @@ struct RewardTerm {
 enum TerminationKind : int {
   kTermQposOutside = 0,  // qpos[index] outside [lo, hi]
   kTermNonFinite = 1,    // any qpos or qvel not finite
+  kTermStateBound = 2,   // any |s[i]| >= hi, s = (qpos, qvel), i >= index
 };
 
 struct TerminationTerm {
@@ -81,6 +83,7 @@ struct FamilySpec {
   double qpos_noise = 0;   // reset: qpos = init + N(0, qpos_noise)
   double qvel_noise = 0;   // reset: qvel = init + N(0, qvel_noise)
   int init_key = -1;       // keyframe of the initial state, -1: qpos0 and zero velocity
+  bool uniform_noise = false;  // reset noise U(-noise, noise) instead of N(0, noise)
   int nparam = 0;          // task parameters per simulation
 };
 
@@ -158,7 +161,9 @@ class BatchEngine {
   // d is this simulation's next step (within a rollout), which may then skip work done here.
   void ComputeStages(const mjModel* m, mjData* d, bool carry) const;
   void Observe(const mjModel* m, const mjData* d, int sim, float* out) const;
-  double Reward(const mjModel* m, const mjData* d, int sim, const double* action) const;
+  // qpos_before: qpos at the start of the env step (for kRewardQposRate).
+  double Reward(const mjModel* m, const mjData* d, int sim, const double* action,
+                const double* qpos_before) const;
   bool Terminated(const mjModel* m, const mjData* d) const;
   // Applies action, runs frame_skip substeps, computes the stages; returns false if the
   // simulation diverged. carry: d holds this simulation's stages from ComputeStages(carry).

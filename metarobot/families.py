@@ -99,6 +99,7 @@ class TaskFamily:
     reset_qpos_noise: float = 0.0  # std of the Gaussian noise added to qpos at reset (m, rad)
     reset_qvel_noise: float = 0.0  # std of the Gaussian noise added to qvel at reset
     init_keyframe: Optional[str] = None  # keyframe of the initial state; None: qpos0
+    reset_noise: str = "normal"  # reset noise N(0, s) ('normal') or U(-s, s) ('uniform')
     description: str = ""
 
     def __post_init__(self):
@@ -111,6 +112,9 @@ class TaskFamily:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{self.name}: {field} should be a finite number >= 0, got "
                                  f"{value!r}")
+        if self.reset_noise not in ("normal", "uniform"):
+            raise ValueError(f"{self.name}: reset_noise should be 'normal' or 'uniform', got "
+                             f"{self.reset_noise!r}")
         for dist in self.parameters:
             dist.validate()
         names = self.parameter_names
@@ -228,6 +232,7 @@ class TaskFamily:
             horizon=int(self.horizon),
             qpos_noise=float(self.reset_qpos_noise),
             qvel_noise=float(self.reset_qvel_noise),
+            uniform_noise=self.reset_noise == "uniform",
             init_key=init_key,
             nparam=len(index),
         )
@@ -300,6 +305,24 @@ def _ant(name, reward, parameters, description):
                       description=description)
 
 
+def _planar_params(name, model_file, termination, description):
+    """rand_param_envs' HopperRandParams / Walker2DRandParams: Gymnasium's planar walkers with
+    every body mass, inertia, joint damping and geom friction scaled by 1.5 (1.3 for damping)
+    ** U(-3, 3) per task."""
+    family = TaskFamily(
+        name=name, model_file=model_file, frame_skip=4, horizon=200,
+        observation=(T.Qpos(1), T.Qvel(clip=10.0)),
+        reward=(T.QposRate("forward", index=0), T.Constant("alive", 1.0),
+                T.ControlCost("ctrl_cost", weight=-1e-3)),
+        termination=termination, parameters=(), reset_qpos_noise=0.005,
+        reset_qvel_noise=0.005, reset_noise="uniform", description=description)
+    return family.with_dynamics(
+        body_mass={"log_base": 1.5, "low": -3.0, "high": 3.0},
+        body_inertia={"log_base": 1.5, "low": -3.0, "high": 3.0},
+        dof_damping={"log_base": 1.3, "low": -3.0, "high": 3.0},
+        geom_friction={"log_base": 1.5, "low": -3.0, "high": 3.0})
+
+
 _FAMILIES: Dict[str, TaskFamily] = {
     f.name: f for f in (
         _cheetah("HalfCheetahVel",
@@ -321,6 +344,14 @@ _FAMILIES: Dict[str, TaskFamily] = {
              (T.ForwardVelocity("velocity", body="torso", direction="direction"),),
              (T.Choice("direction", (-1.0, 1.0)),),
              "walk forward (+1) or backward (-1) along x"),
+        _planar_params("HopperParams", "hopper.xml",
+                       (T.NonFiniteState(), T.StateBound(2, 100.0),
+                        T.QposOutside(1, 0.7, math.inf), T.QposOutside(2, -0.2, 0.2)),
+                       "hop forward; masses, inertias, damping and frictions vary per task"),
+        _planar_params("Walker2DParams", "walker2d.xml",
+                       (T.NonFiniteState(), T.QposOutside(1, 0.8, 2.0),
+                        T.QposOutside(2, -1.0, 1.0)),
+                       "walk forward; masses, inertias, damping and frictions vary per task"),
         _ant("AntGoal",
              (T.GoalDistance("goal_distance", body="torso", goal=("goal_x", "goal_y")),),
              (T.Disc("goal_x", "goal_y", 3.0),),

@@ -18,8 +18,8 @@ import numpy as np
 # Kind numbers shared with csrc/engine.h.
 _OBS_QPOS, _OBS_QVEL, _OBS_CFRC_EXT, _OBS_XMAT, _OBS_SUBTREE_COM, _OBS_XPOS, _OBS_PARAM = range(7)
 (_R_CONSTANT, _R_FORWARD_VELOCITY, _R_VELOCITY_ERROR, _R_GOAL_DISTANCE, _R_CONTROL_COST,
- _R_CONTACT_COST) = range(6)
-_T_QPOS_OUTSIDE, _T_NON_FINITE = range(2)
+ _R_CONTACT_COST, _R_QPOS_RATE) = range(7)
+_T_QPOS_OUTSIDE, _T_NON_FINITE, _T_STATE_BOUND = range(3)
 
 
 def _body_id(model: mujoco.MjModel, body: str, what: str) -> int:
@@ -60,14 +60,21 @@ class Qpos:
 
 @dataclasses.dataclass(frozen=True)
 class Qvel:
-    """Joint velocities qvel[start:stop] (m/s, rad/s)."""
+    """Joint velocities qvel[start:stop] (m/s, rad/s), clipped to [-clip, clip] when clip is
+    set."""
 
     start: int = 0
     stop: Optional[int] = None
+    clip: Optional[float] = None
 
     def compile(self, model, index):
         start, size = _slice(self.start, self.stop, model.nv, "Qvel")
-        return (_OBS_QVEL, 0, start, size, 0.0, 0.0)
+        if self.clip is None:
+            return (_OBS_QVEL, 0, start, size, 0.0, 0.0)
+        bound = _finite(self.clip, "Qvel clip")
+        if not bound > 0:
+            raise ValueError(f"Qvel: clip should be > 0, got {bound}")
+        return (_OBS_QVEL, 0, start, size, -bound, bound)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +238,21 @@ class ContactCost:
                 float(self.high), 0)
 
 
+@dataclasses.dataclass(frozen=True)
+class QposRate:
+    """weight * (qpos[index] after the env step - before) / its duration: the root's progress
+    (m/s), as Gymnasium's and rand_param_envs' locomotion rewards measure it."""
+
+    name: str
+    index: int = 0
+    weight: float = 1.0
+
+    def compile(self, model, index):
+        if not 0 <= self.index < model.nq:
+            raise ValueError(f"{self.name}: index {self.index} is not in [0, {model.nq})")
+        return (_R_QPOS_RATE, float(self.weight), 0, self.index, -1, 1.0, 0.0, 0.0, 0)
+
+
 # ------------------------------------------------------------------------------------ termination
 
 @dataclasses.dataclass(frozen=True)
@@ -255,6 +277,22 @@ class NonFiniteState:
 
     def compile(self, model, index):
         return (_T_NON_FINITE, 0, 0.0, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class StateBound:
+    """The episode ends when any |s[i]| >= bound, s = (qpos, qvel), i >= start."""
+
+    start: int
+    bound: float
+
+    def compile(self, model, index):
+        if not 0 <= self.start < model.nq + model.nv:
+            raise ValueError(f"StateBound: start {self.start} is not in [0, "
+                             f"{model.nq + model.nv})")
+        if not _finite(self.bound, "StateBound bound") > 0:
+            raise ValueError(f"StateBound: bound should be > 0, got {self.bound}")
+        return (_T_STATE_BOUND, self.start, 0.0, float(self.bound))
 
 
 # ---------------------------------------------------------------------------- task distributions

@@ -22,6 +22,8 @@ def derived(m, d):
 
 
 def observation(family, m, d):
+    if family in ("HopperParams", "Walker2DParams"):
+        return np.concatenate([d.qpos[1:], np.clip(d.qvel, -10, 10)])
     torso = m.body("torso").id
     if family.startswith("HalfCheetah"):
         return np.concatenate([d.qpos[1:], d.qvel, d.subtree_com[torso]])
@@ -29,7 +31,10 @@ def observation(family, m, d):
                            d.xmat[torso], d.subtree_com[torso]])
 
 
-def reward(family, task, m, d, action):
+def reward(family, task, m, d, action, x_before=None):
+    if family in ("HopperParams", "Walker2DParams"):
+        dt = m.opt.timestep * 4
+        return (d.qpos[0] - x_before) / dt + 1.0 - 1e-3 * np.sum(np.square(action))
     torso = m.body("torso").id
     vx = body_velocity(m, d, torso)[0]
     if family.startswith("HalfCheetah"):
@@ -50,6 +55,13 @@ def reward(family, task, m, d, action):
 def terminated(family, d):
     if family.startswith("HalfCheetah"):
         return False
+    state = np.concatenate([d.qpos, d.qvel])
+    height, angle = d.qpos[1], d.qpos[2]
+    if family == "HopperParams":
+        return not (np.isfinite(state).all() and (np.abs(state[2:]) < 100).all()
+                    and height > 0.7 and abs(angle) < 0.2)
+    if family == "Walker2DParams":
+        return not (0.8 < height < 2.0 and -1.0 < angle < 1.0)
     state = np.concatenate([d.qpos, d.qvel])
     return not (np.isfinite(state).all() and 0.2 <= d.qpos[2] <= 1.0)
 

@@ -11,15 +11,16 @@ from gymnasium.utils.env_checker import check_env
 
 import metarobot
 
-EXPECTED = {"HalfCheetahVel": (20, 6), "HalfCheetahDir": (20, 6), "AntVel": (125, 8),
-            "AntDir": (125, 8), "AntGoal": (125, 8)}
+MAML = {"HalfCheetahVel": (20, 6), "HalfCheetahDir": (20, 6), "AntVel": (125, 8),
+        "AntDir": (125, 8), "AntGoal": (125, 8)}
+EXPECTED = {**MAML, "HopperParams": (11, 3), "Walker2DParams": (17, 6)}
 
 
 def test_list_families():
     assert set(metarobot.list_families()) >= set(EXPECTED)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(MAML))
 def test_sizes_and_paper_settings(name):
     family = metarobot.make_family(name)
     sim = metarobot.BatchSim(family, family.sample_tasks(1, seed=0))
@@ -35,6 +36,25 @@ def test_sizes_and_paper_settings(name):
         np.testing.assert_array_equal(m.actuator_ctrlrange, [[-150, 150]] * 8)
         sim.reset()
         assert abs(sim.get_state()[0][0, 2] - 0.55) < 0.05
+
+
+@pytest.mark.parametrize("name, nparam", [("HopperParams", 41), ("Walker2DParams", 65)])
+def test_rand_param_families(name, nparam):
+    family = metarobot.make_family(name)
+    sim = metarobot.BatchSim(family, family.sample_tasks(2, seed=0))
+    assert (sim.observation_dim, sim.action_dim) == EXPECTED[name]
+    assert family.frame_skip == 4 and family.horizon == 200
+    assert sim.models[0].opt.timestep == 0.002
+    assert len(family.parameter_names) == nparam
+    # masses scaled by 1.5 ** U(-3, 3): within [1.5^-3, 1.5^3] of the model's
+    base = family.load_model().body_mass[1:]
+    ratio = sim.models[0].body_mass[1:] / base
+    assert (ratio >= 1.5 ** -3 - 1e-12).all() and (ratio <= 1.5 ** 3 + 1e-12).all()
+    assert not np.allclose(sim.models[0].body_mass, sim.models[1].body_mass)
+    sim.reset()
+    qpos, _ = sim.get_state()
+    init = family.load_model().qpos0
+    assert np.abs(qpos - init).max() <= 0.005  # uniform reset noise
 
 
 def test_sample_tasks_deterministic_and_in_range():
@@ -110,6 +130,7 @@ def test_gymnasium_registration_and_env_checker(name):
             break
     assert steps <= 200 and (term or steps == 200)
     env.close()
+    assert env.unwrapped.family.name == name
 
 
 def test_gymnasium_task_argument():

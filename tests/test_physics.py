@@ -9,7 +9,8 @@ import pytest
 import metarobot
 import reference as ref
 
-FAMILIES = ["HalfCheetahVel", "HalfCheetahDir", "AntVel", "AntDir", "AntGoal"]
+FAMILIES = ["HalfCheetahVel", "HalfCheetahDir", "AntVel", "AntDir", "AntGoal", "HopperParams",
+            "Walker2DParams"]
 
 
 def _actions(rng, sim, n, scale):
@@ -21,20 +22,24 @@ def test_step_matches_plain_mj_step_loop(name):
     family = metarobot.make_family(name)
     tasks = family.sample_tasks(3, seed=5)
     sim = metarobot.BatchSim(family, tasks, envs_per_task=2, seed=3, num_threads=2)
-    m = family.load_model()
+    models = [sim.models[sim.task_index[i]] for i in range(sim.num_envs)]
     obs = sim.reset()
     qpos, qvel = sim.get_state()
-    datas = [ref.make_data(m, qpos[i], qvel[i]) for i in range(sim.num_envs)]
+    datas = [ref.make_data(models[i], qpos[i], qvel[i]) for i in range(sim.num_envs)]
     for i, d in enumerate(datas):
+        m = models[i]
         np.testing.assert_allclose(obs[i], ref.observation(name, m, ref.derived(m, d)),
                                    rtol=1e-6, atol=1e-7)
-    scale = 1.0 if name.startswith("HalfCheetah") else 20.0
-    actions = _actions(np.random.default_rng(0), sim, 40, scale)
+    scale = 20.0 if name.startswith("Ant") else (0.3 if name.endswith("Params") else 1.0)
+    steps = 10 if name.endswith("Params") else 40
+    actions = _actions(np.random.default_rng(0), sim, steps, scale)
     for t in range(len(actions)):
         obs, rew, term, trunc, info = sim.step(actions[t])
         assert not info["_final_obs"].any(), "no episode should end in this test"
         qpos, qvel = sim.get_state()
         for i, d in enumerate(datas):
+            m = models[i]
+            x_before = d.qpos[0]
             ref.step(m, d, actions[t, i], family.frame_skip)
             # the state is the plain loop's, to the bit
             np.testing.assert_array_equal(qpos[i], d.qpos)
@@ -43,8 +48,9 @@ def test_step_matches_plain_mj_step_loop(name):
             task = tasks[sim.task_index[i]]
             np.testing.assert_allclose(obs[i], ref.observation(name, m, full), rtol=1e-6,
                                        atol=1e-6)
-            np.testing.assert_allclose(rew[i], ref.reward(name, task, m, full, actions[t, i]),
-                                       rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(
+                rew[i], ref.reward(name, task, m, full, actions[t, i], x_before), rtol=1e-5,
+                atol=1e-5)
             assert term[i] == ref.terminated(name, full)
             assert not trunc[i]
 
