@@ -38,6 +38,10 @@ def _describe(dist) -> str:
         return f"{dist.name} in {{{', '.join(f'{v:g}' for v in dist.values)}}}"
     if isinstance(dist, terms.Disc):
         return f"({dist.x}, {dist.y}) on a disc of radius {dist.radius:g}"
+    if isinstance(dist, terms.DynamicsScale):
+        factor = (f"{dist.log_base:g}^U[{dist.low:g}, {dist.high:g}]" if dist.log_base
+                  else f"U[{dist.low:g}, {dist.high:g}]")
+        return f"{dist.field} x {factor} ({dist.size} elements)"
     return dist.name
 
 

@@ -159,3 +159,13 @@ def test_killed_training_leaves_a_whole_checkpoint(tmp_path):
     proc.wait()
     params, info = checkpoint.load(latest)
     assert info["iteration"] >= 2
+
+
+@pytest.mark.parametrize("family", metarobot.list_families())
+def test_every_family_meta_trains(tmp_path, family):
+    config = TrainConfig(family=family, family_overrides={"horizon": 15}, iterations=1,
+                         meta_batch_size=2, trajectories_per_task=2, hidden_sizes=(8,))
+    path = train(config, tmp_path, progress=False)
+    params, info = checkpoint.load(path)
+    assert info["config"]["family"] == family
+    assert all(torch.isfinite(p).all() for p in params.values())
