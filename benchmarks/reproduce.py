@@ -53,6 +53,8 @@ def main() -> None:
                         help="seconds of training per family (default: the paper's iterations)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="meta-iterations (default: the paper's for the family)")
+    parser.add_argument("--fisher-fraction", type=float, default=None,
+                        help="fraction of trajectories for Fisher-vector products")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="evaluate checkpoints/<Family>.safetensors without training")
     parser.add_argument("--seed", type=int, default=0)
@@ -72,7 +74,9 @@ def main() -> None:
         if not args.evaluate_only:
             config = TrainConfig(family=family,
                                  iterations=args.iterations or paper_iterations or 100,
-                                 time_budget=args.time_budget, seed=args.seed)
+                                 time_budget=args.time_budget, seed=args.seed,
+                                 **({} if args.fisher_fraction is None
+                                    else {"fisher_fraction": args.fisher_fraction}))
             latest = run / "checkpoints" / "latest.safetensors"
             start = time.perf_counter()
             train(config, run, resume=latest.exists())

@@ -64,8 +64,9 @@ class TrainConfig:
     """Conjugate-gradient iterations of the TRPO step."""
     cg_damping: float = 1e-5
     """Damping added to the Fisher-vector products."""
-    fisher_fraction: float = 0.25
-    """Fraction of each task's trajectories the Fisher-vector products use."""
+    fisher_fraction: float = 1.0
+    """Fraction of each task's trajectories the Fisher-vector products use (less is faster;
+    on HalfCheetahDir 0.25 learned markedly worse than 1.0)."""
     max_backtracks: int = 15
     """Line-search steps of TRPO (ratio 0.8)."""
     reptile_epsilon: float = 0.1
