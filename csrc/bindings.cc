@@ -58,8 +58,8 @@ std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addr
                                         const std::vector<RewardTuple>& reward,
                                         const std::vector<TermTuple>& termination,
                                         int frame_skip, int horizon, double qpos_noise,
-                                        double qvel_noise, bool uniform_noise, int init_key,
-                                        int nparam,
+                                        double qvel_noise, bool uniform_noise,
+                                        bool normalized_actions, int init_key, int nparam,
                                         const std::vector<double>& params, uint64_t seed,
                                         int nthread, bool autoreset) {
   metarobot::FamilySpec spec;
@@ -77,6 +77,7 @@ std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addr
   spec.qpos_noise = qpos_noise;
   spec.qvel_noise = qvel_noise;
   spec.uniform_noise = uniform_noise;
+  spec.normalized_actions = normalized_actions;
   spec.init_key = init_key;
   spec.nparam = nparam;
   std::vector<const mjModel*> models;
@@ -129,7 +130,7 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init(&MakeEngine), py::arg("model_addresses"), py::arg("obs_terms"),
            py::arg("reward_terms"), py::arg("termination_terms"), py::arg("frame_skip"),
            py::arg("horizon"), py::arg("qpos_noise"), py::arg("qvel_noise"),
-           py::arg("uniform_noise"), py::arg("init_key"), py::arg("nparam"), py::arg("params"),
+           py::arg("uniform_noise"), py::arg("normalized_actions"), py::arg("init_key"), py::arg("nparam"), py::arg("params"),
            py::arg("seed"),
            py::arg("nthread"), py::arg("autoreset"))
       .def_property_readonly("nsim", &BatchEngine::nsim)

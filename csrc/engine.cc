@@ -272,7 +272,14 @@ void BatchEngine::ComputeStages(const mjModel* m, mjData* d, bool carry) const {
 
 bool BatchEngine::Advance(const mjModel* m, mjData* d, const double* action,
                           bool carry) const {
-  for (int i = 0; i < act_dim_; ++i) d->ctrl[i] = action[i];
+  if (spec_.normalized_actions) {
+    for (int i = 0; i < act_dim_; ++i) {
+      const double lo = m->actuator_ctrlrange[2 * i], hi = m->actuator_ctrlrange[2 * i + 1];
+      d->ctrl[i] = std::min(std::max(lo + (action[i] + 1.0) * 0.5 * (hi - lo), lo), hi);
+    }
+  } else {
+    for (int i = 0; i < act_dim_; ++i) d->ctrl[i] = action[i];
+  }
   const int warnings = DivergenceWarnings(d);
   for (int k = 0; k < spec_.frame_skip; ++k) {
     if (k == 0 && carry && split_step_ && need_posvel_ && !need_acc_) {
@@ -356,7 +363,7 @@ double BatchEngine::Reward(const mjModel* m, const mjData* d, int sim, const dou
       }
       case kRewardControlCost:
         for (int i = 0; i < m->nu; ++i) {
-          double a = action[i];
+          double a = spec_.normalized_actions ? d->ctrl[i] : action[i];
           if (t.flag) {
             a = std::min(std::max(a, m->actuator_ctrlrange[2 * i]),
                          m->actuator_ctrlrange[2 * i + 1]);

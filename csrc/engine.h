@@ -84,6 +84,9 @@ struct FamilySpec {
   double qvel_noise = 0;   // reset: qvel = init + N(0, qvel_noise)
   int init_key = -1;       // keyframe of the initial state, -1: qpos0 and zero velocity
   bool uniform_noise = false;  // reset noise U(-noise, noise) instead of N(0, noise)
+  // actions in [-1, 1] map affinely onto each actuator's control range (then clipped), as
+  // rllab's normalize(); control costs then see the applied controls
+  bool normalized_actions = false;
   int nparam = 0;          // task parameters per simulation
 };
 

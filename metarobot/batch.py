@@ -142,10 +142,14 @@ class BatchSim:
         self.action_dim = self._engine.act_dim
         model = self.models[0]
         limited = model.actuator_ctrllimited.astype(bool)
-        self.action_low = np.where(limited, model.actuator_ctrlrange[:, 0], -np.inf).astype(
-            np.float32)
-        self.action_high = np.where(limited, model.actuator_ctrlrange[:, 1], np.inf).astype(
-            np.float32)
+        if family.normalize_actions:
+            limited = np.ones_like(limited)
+            model = None
+        ranges = (np.tile([-1.0, 1.0], (len(limited), 1)) if model is None
+                  else self.models[0].actuator_ctrlrange)
+        # policy actions: [-1, 1] when normalised onto the control ranges
+        self.action_low = np.where(limited, ranges[:, 0], -np.inf).astype(np.float32)
+        self.action_high = np.where(limited, ranges[:, 1], np.inf).astype(np.float32)
         self._started = False
 
     def _task_models(self) -> List[mujoco.MjModel]:

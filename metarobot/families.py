@@ -100,6 +100,9 @@ class TaskFamily:
     reset_qvel_noise: float = 0.0  # std of the Gaussian noise added to qvel at reset
     init_keyframe: Optional[str] = None  # keyframe of the initial state; None: qpos0
     reset_noise: str = "normal"  # reset noise N(0, s) ('normal') or U(-s, s) ('uniform')
+    # actions in [-1, 1] mapped onto the control ranges (rllab's normalize(), as the MAML
+    # paper's runs); control costs then see the applied controls
+    normalize_actions: bool = False
     description: str = ""
 
     def __post_init__(self):
@@ -233,6 +236,7 @@ class TaskFamily:
             qpos_noise=float(self.reset_qpos_noise),
             qvel_noise=float(self.reset_qvel_noise),
             uniform_noise=self.reset_noise == "uniform",
+            normalized_actions=bool(self.normalize_actions),
             init_key=init_key,
             nparam=len(index),
         )
@@ -294,7 +298,7 @@ def _cheetah(name, reward, parameters, description):
     return TaskFamily(name=name, model_file="half_cheetah.xml", frame_skip=1, horizon=200,
                       observation=_CHEETAH_OBS, reward=reward, termination=(),
                       parameters=parameters, reset_qpos_noise=0.01, reset_qvel_noise=0.1,
-                      description=description)
+                      normalize_actions=True, description=description)
 
 
 def _ant(name, reward, parameters, description):
@@ -302,7 +306,7 @@ def _ant(name, reward, parameters, description):
                       observation=_ANT_OBS, reward=reward + _ANT_COSTS,
                       termination=_ANT_TERMINATION, parameters=parameters,
                       reset_qpos_noise=0.01, reset_qvel_noise=0.1, init_keyframe="init",
-                      description=description)
+                      normalize_actions=True, description=description)
 
 
 def _planar_params(name, model_file, termination, description):

@@ -31,6 +31,15 @@ def observation(family, m, d):
                            d.xmat[torso], d.subtree_com[torso]])
 
 
+def applied(family, m, action):
+    """The controls an action becomes: the MAML families map [-1, 1] onto the control range
+    and clip (rllab's normalize)."""
+    if family.startswith(("HalfCheetah", "Ant")):
+        lo, hi = m.actuator_ctrlrange[:, 0], m.actuator_ctrlrange[:, 1]
+        return np.clip(lo + (np.asarray(action) + 1.0) * 0.5 * (hi - lo), lo, hi)
+    return np.asarray(action)
+
+
 def reward(family, task, m, d, action, x_before=None):
     if family in ("HopperParams", "Walker2DParams"):
         dt = m.opt.timestep * 4
@@ -42,7 +51,7 @@ def reward(family, task, m, d, action, x_before=None):
         if family == "HalfCheetahVel":
             return -abs(vx - task["goal_velocity"]) - ctrl_cost
         return task["direction"] * vx - ctrl_cost
-    costs = (0.005 * np.sum(np.square(action / 150.0))
+    costs = (0.005 * np.sum(np.square(applied(family, m, action) / 150.0))
              + 0.0005 * np.sum(np.square(np.clip(d.cfrc_ext, -1.0, 1.0))))
     if family == "AntVel":
         return -abs(vx - task["goal_velocity"]) + 1.0 - costs + 0.05
@@ -66,9 +75,9 @@ def terminated(family, d):
     return not (np.isfinite(state).all() and 0.2 <= d.qpos[2] <= 1.0)
 
 
-def step(m, d, action, frame_skip):
+def step(m, d, action, frame_skip, family=""):
     """The plain loop: controls, then mj_step frame_skip times."""
-    d.ctrl[:] = action
+    d.ctrl[:] = applied(family, m, action)
     for _ in range(frame_skip):
         mujoco.mj_step(m, d)
 

@@ -53,7 +53,7 @@ def test_scaled_models_match_a_plain_loop():
         sim.step(a)
         q, v = sim.get_state()
         for i, (m, d) in enumerate(zip(models, datas)):
-            ref.step(m, d, a[i], fam.frame_skip)
+            ref.step(m, d, a[i], fam.frame_skip, fam.name)
             np.testing.assert_array_equal(q[i], d.qpos)
             np.testing.assert_array_equal(v[i], d.qvel)
     # the tasks' masses differ, so their trajectories do
