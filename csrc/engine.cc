@@ -151,6 +151,7 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
           throw std::invalid_argument("reward axis " + Str(t.axis) + " is out of range");
         }
         const bool needs_param = t.kind != kRewardForwardVelocity;
+        if (t.kind != kRewardGoalDistance) need_subtree_vel_ = true;
         if ((needs_param || t.param >= 0) && (t.param < 0 || t.param + ndim > spec_.nparam)) {
           throw std::invalid_argument("reward task parameter " + Str(t.param) +
                                       " is outside the " + Str(spec_.nparam) + " parameters");
@@ -268,6 +269,8 @@ void BatchEngine::ComputeStages(const mjModel* m, mjData* d, bool carry) const {
       mj_comVel(m, d);
     }
   }
+  // subtree centre-of-mass velocities, for velocity rewards (from the stages above)
+  if (need_subtree_vel_) mj_subtreeVel(m, d);
 }
 
 bool BatchEngine::Advance(const mjModel* m, mjData* d, const double* action,
@@ -342,9 +345,9 @@ double BatchEngine::Reward(const mjModel* m, const mjData* d, int sim, const dou
         break;
       case kRewardForwardVelocity:
       case kRewardVelocityError: {
-        mjtNum vel[6];  // rotational then translational velocity, world frame, at the COM
-        mj_objectVelocity(m, d, mjOBJ_BODY, t.body, vel, 0);
-        const double v = vel[3 + t.axis];
+        // the subtree's centre of mass, as the reference code's body_comvels: the whole robot
+        // for the root body, steadier than the root body's own velocity
+        const double v = d->subtree_linvel[3 * t.body + t.axis];
         if (t.kind == kRewardForwardVelocity) {
           value = (t.param >= 0 ? p[t.param] : 1.0) * v;
         } else {

@@ -40,7 +40,8 @@ struct ObsTerm {
 // Reward terms; reward = sum(weight * value).
 enum RewardKind : int {
   kRewardConstant = 0,         // value 1 (alive bonus)
-  kRewardForwardVelocity = 1,  // param[param] (or 1 if param < 0) * v_axis of body's COM, m/s
+  kRewardForwardVelocity = 1,  // param[param] (or 1 if param < 0) * v_axis, v the velocity of
+                               // the centre of mass of body's subtree (world frame), m/s
   kRewardVelocityError = 2,    // |v_axis - param[param]|, m/s
   kRewardGoalDistance = 3,     // ||xpos[body][:axis] - param[param : param + axis]||, m
   kRewardControlCost = 4,      // sum((a / scale)^2), a clipped to ctrlrange if flag
@@ -191,7 +192,7 @@ class BatchEngine {
   int nsim_ = 0, obs_dim_ = 0, act_dim_ = 0, nq_ = 0, nv_ = 0;
   int qpos_offset_ = 0, qvel_offset_ = 0, nstate_ = 0;
   bool autoreset_ = true;
-  bool split_step_ = false, need_acc_ = false, need_posvel_ = false;
+  bool split_step_ = false, need_acc_ = false, need_posvel_ = false, need_subtree_vel_ = false;
 
  public:
   const double* params(int sim) const {

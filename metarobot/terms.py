@@ -153,8 +153,9 @@ class Constant:
 
 @dataclasses.dataclass(frozen=True)
 class ForwardVelocity:
-    """weight * direction * v, v the world velocity of a body's centre of mass along axis (m/s);
-    direction is a task parameter (+-1) or 1 when None."""
+    """weight * direction * v, v the world velocity along axis of the centre of mass of body and
+    its descendants (m/s; for the root body, the whole robot's, as the MAML paper's code
+    measures it); direction is a task parameter (+-1) or 1 when None."""
 
     name: str
     body: str

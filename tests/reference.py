@@ -6,10 +6,19 @@ import numpy as np
 
 
 def body_velocity(m, d, body):
-    """World-frame linear velocity of a body's centre of mass."""
-    vel = np.zeros(6)
-    mujoco.mj_objectVelocity(m, d, mujoco.mjtObj.mjOBJ_BODY, body, vel, 0)
-    return vel[3:]
+    """World-frame linear velocity of the centre of mass of body's subtree, as rllab's
+    body_comvels: mass-weighted body COM velocities from mj_objectVelocity, summed up the
+    tree."""
+    momentum = np.zeros((m.nbody, 3))
+    mass = m.body_mass.copy()
+    for i in range(m.nbody):
+        vel = np.zeros(6)
+        mujoco.mj_objectVelocity(m, d, mujoco.mjtObj.mjOBJ_BODY, i, vel, 0)
+        momentum[i] = vel[3:] * mass[i]
+    for i in range(m.nbody - 1, 0, -1):
+        momentum[m.body_parentid[i]] += momentum[i]
+        mass[m.body_parentid[i]] += mass[i]
+    return momentum[body] / mass[body]
 
 
 def derived(m, d):
