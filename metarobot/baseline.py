@@ -6,6 +6,8 @@ regularised least squares on the discounted returns, refit on each task's batch.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 
@@ -18,9 +20,15 @@ def features(obs: torch.Tensor, t_index: torch.Tensor) -> torch.Tensor:
 
 
 def fit_linear_baseline(obs: np.ndarray, t_index: np.ndarray, returns: np.ndarray,
-                        valid: np.ndarray, ntask: int, reg: float = 1e-5) -> np.ndarray:
+                        valid: np.ndarray, ntask: int, reg: float = 1e-5,
+                        carry: Optional[np.ndarray] = None, return_last: bool = False):
     """Values (T, N) float64 of a rollout (simulation i of task i // (N / ntask)), each task's
-    baseline fit on its own valid steps. The ridge term grows tenfold while the solve fails."""
+    baseline fit on its own valid steps. The ridge term grows tenfold while the solve fails.
+
+    carry, when given (coefficients, (2 obs_dim + 4,)), switches to the order of the reference
+    code's sampler, whose one baseline predicts with the fit of the batch processed before and
+    is refit afterwards: task i's values come from task i-1's fit, task 0's from carry. With
+    return_last, also returns the last task's coefficients, the carry of the next batch."""
     T, N = returns.shape
     k = N // ntask
     def per_task(x):
@@ -45,6 +53,15 @@ def fit_linear_baseline(obs: np.ndarray, t_index: np.ndarray, returns: np.ndarra
         if torch.isfinite(coeffs).all():
             break
         reg *= 10.0
-    values = (feats @ coeffs).squeeze(-1)  # (M, T k)
-    values = values.reshape(ntask, T, k).movedim(0, 1).reshape(T, N)
-    return values.numpy()
+    used = coeffs
+    if carry is not None:
+        first = torch.as_tensor(np.asarray(carry, dtype=np.float64)).reshape(1, -1, 1)
+        if first.shape[1] != coeffs.shape[1]:
+            raise ValueError(f"baseline carry has {first.shape[1]} coefficients, the features "
+                             f"{coeffs.shape[1]}")
+        used = torch.cat([first, coeffs[:-1]], dim=0)
+    values = (feats @ used).squeeze(-1)  # (M, T k)
+    values = values.reshape(ntask, T, k).movedim(0, 1).reshape(T, N).numpy()
+    if return_last:
+        return values, coeffs[-1, :, 0].numpy().copy()
+    return values

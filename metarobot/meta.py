@@ -38,6 +38,7 @@ class TaskBatch:
     mask: torch.Tensor
     returns: torch.Tensor          # (M,) mean undiscounted return per trajectory, per task
     horizon: int = 1               # T: S = T x trajectories per task, time-major within a task
+    baseline_carry: Optional[np.ndarray] = None  # the last task's baseline coefficients
     old_log_prob: Optional[torch.Tensor] = None  # (M, S) under the sampling policy
     old_mean: Optional[torch.Tensor] = None      # (M, S, act_dim)
     old_log_std: Optional[torch.Tensor] = None   # (M, act_dim)
@@ -53,10 +54,11 @@ def _per_task(x: np.ndarray, ntask: int) -> torch.Tensor:
 
 
 def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
-            normalize: bool = True) -> TaskBatch:
+            normalize: bool = True, carry: Optional[np.ndarray] = None) -> TaskBatch:
     """Advantages of a rollout with the linear feature baseline refit per task (as the MAML
     paper's code): discounted returns, baseline values, GAE with no bootstrap past an episode's
-    end, advantages normalised per task."""
+    end, advantages normalised per task. carry: see baseline.fit_linear_baseline; the batch's
+    baseline_carry is then the carry of the next batch."""
     valid = traj.valid
     rewards = np.where(valid, traj.rewards, 0.0).astype(np.float64)
     ended = traj.terminated | traj.truncated | ~valid
@@ -65,7 +67,8 @@ def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
     k = N // ntask
     # time index of each step within its episode: every episode starts at t = 0
     t_index = np.broadcast_to(np.arange(T, dtype=np.float64)[:, None], (T, N))
-    values = fit_linear_baseline(traj.observations, t_index, returns, valid, ntask)
+    values, last = fit_linear_baseline(traj.observations, t_index, returns, valid, ntask,
+                                       carry=carry, return_last=True)
     next_values = np.zeros_like(values)
     next_values[:-1] = values[1:]
     # the paper's code ends every path at a zero value, truncated or not
@@ -82,7 +85,8 @@ def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
     return TaskBatch(obs=_per_task(traj.observations, ntask),
                      actions=_per_task(traj.actions, ntask),
                      advantages=adv_t, mask=mask_t,
-                     returns=torch.from_numpy(ep_returns.astype(np.float64)), horizon=T)
+                     returns=torch.from_numpy(ep_returns.astype(np.float64)), horizon=T,
+                     baseline_carry=last)
 
 
 def subsample(batch: TaskBatch, fraction: float) -> TaskBatch:

@@ -58,6 +58,9 @@ class TrainConfig:
     """Discount."""
     gae_lambda: float = 1.0
     """GAE lambda of the advantages (1: Monte Carlo returns minus the baseline)."""
+    baseline_fit: str = "current"
+    """current: each task's baseline is fit on its own batch; previous: the reference code's
+    order, predicting with the fit of the batch processed just before (the previous task's)."""
     max_kl: float = 0.01
     """TRPO's KL bound per outer step."""
     cg_iters: int = 10
@@ -106,6 +109,9 @@ class TrainConfig:
             if not (isinstance(value, (int, float)) and low <= value <= high
                     and math.isfinite(value)):
                 raise ValueError(f"{name} should be a number in [{low}, {high}], got {value!r}")
+        if self.baseline_fit not in ("current", "previous"):
+            raise ValueError(f"baseline_fit should be 'current' or 'previous', got "
+                             f"{self.baseline_fit!r}")
         if self.fisher_fraction == 0 or self.max_kl == 0:
             raise ValueError("fisher_fraction and max_kl should be > 0")
         make_family(self.family, **self.family_overrides)  # raises for unknown names and fields
@@ -155,11 +161,16 @@ class IterationResult:
     post_return: float
     times: Dict[str, float]
     info: Dict[str, float]
+    carry: Optional[np.ndarray] = None
 
 
 def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPPolicy,
-                   theta: meta.Params, iteration: int) -> Tuple[meta.Params, IterationResult]:
-    """One meta-iteration; returns the new parameters and what it measured."""
+                   theta: meta.Params, iteration: int, carry: Optional[np.ndarray] = None
+                   ) -> Tuple[meta.Params, IterationResult]:
+    """One meta-iteration; returns the new parameters and what it measured. carry: the
+    baseline coefficients carried between batches (baseline_fit 'previous'); the result's
+    carry is the next iteration's."""
+    carry = _initial_carry(config, family, carry)
     spec = meta.PolicySpec(policy.nlayers, policy.activation)
     times = {"sampling": 0.0, "returns": 0.0, "inner": 0.0, "outer": 0.0}
     tasks = family.sample_tasks(config.meta_batch_size, _seed(config.seed, TRAIN_STREAM,
@@ -176,7 +187,8 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         t0 = time.perf_counter()
         traj = sim.rollout(policy, params=sampling_params)
         t1 = time.perf_counter()
-        batches.append(meta.process(traj, ntask, config.gamma, config.gae_lambda))
+        batches.append(meta.process(traj, ntask, config.gamma, config.gae_lambda, carry=carry))
+        carry = _next_carry(config, batches[-1])
         t2 = time.perf_counter()
         # the values of the adapted parameters, for sampling; the outer step differentiates
         # through the adaptation itself
@@ -196,19 +208,22 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         # the return of the final adapted policies, for the log
         post_traj = sim.rollout(policy, params=sampling_params)
         t1 = time.perf_counter()
-        post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda)
+        post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry)
+        carry = _next_carry(config, post)
         t2 = time.perf_counter()
         new_theta = meta.reptile_update(theta, adapted, config.reptile_epsilon)
         t3 = time.perf_counter()
         times["sampling"] += t1 - t0
         times["returns"] += t2 - t1
         times["outer"] += t3 - t2
-        return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info)
+        return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info,
+                                          carry)
 
     t0 = time.perf_counter()
     post_traj = sim.rollout(policy, params=sampling_params)
     t1 = time.perf_counter()
-    post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda)
+    post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry)
+    carry = _next_carry(config, post)
     t2 = time.perf_counter()
     post = meta.record_old(spec, adapted, post)
 
@@ -235,7 +250,23 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     times["outer"] += t3 - t2
     info.update(kl=trpo.kl, backtracks=trpo.backtracks, accepted=float(trpo.accepted),
                 surrogate_before=trpo.surrogate_before, surrogate_after=trpo.surrogate_after)
-    return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info)
+    return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info, carry)
+
+
+def _initial_carry(config: TrainConfig, family: TaskFamily,
+                   carry: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """None for baseline_fit 'current'; else the given carry, or zeros (the reference code's
+    unfitted baseline predicts 0)."""
+    if config.baseline_fit != "previous":
+        return None
+    if carry is not None:
+        return np.asarray(carry, dtype=np.float64)
+    model = family.load_model()
+    return np.zeros(2 * family.observation_dim(model) + 4)
+
+
+def _next_carry(config: TrainConfig, batch: meta.TaskBatch) -> Optional[np.ndarray]:
+    return batch.baseline_carry if config.baseline_fit == "previous" else None
 
 
 class _Progress:
@@ -280,6 +311,7 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
     out = Path(out_dir)
     latest = out / "checkpoints" / "latest.safetensors"
     start, wall0 = 0, 0.0
+    carry = None
     if resume:
         params, info = checkpoint.load(latest)
         saved = TrainConfig.from_dict(info["config"])
@@ -290,6 +322,7 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
         config = saved
         start = int(info["iteration"]) + 1
         wall0 = float(info.get("wall_clock", 0.0))
+        carry = info.get("baseline_carry")
     elif latest.exists():
         raise ValueError(f"{str(out)!r} already holds a run; resume it (--resume) or choose "
                          f"another directory")
@@ -321,7 +354,8 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
             iteration = start - 1
             for iteration in range(start, config.iterations):
                 t0 = time.perf_counter()
-                theta, result = meta_iteration(config, family, policy, theta, iteration)
+                theta, result = meta_iteration(config, family, policy, theta, iteration, carry)
+                carry = result.carry
                 total = time.perf_counter() - t0
                 wall = wall0 + time.perf_counter() - t_start
                 row = {"iteration": iteration, "pre_return": f"{result.pre_return:.4f}",
@@ -343,7 +377,7 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
                 over = config.time_budget is not None and \
                     time.perf_counter() - t_start > config.time_budget
                 if last or over or stop["now"] or (iteration + 1) % config.checkpoint_every == 0:
-                    _save(out, theta, config, iteration, wall, keep=True)
+                    _save(out, theta, config, iteration, wall, keep=True, carry=carry)
                 if over or stop["now"]:
                     break
     except KeyboardInterrupt:
@@ -360,8 +394,9 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
 
 
 def _save(out: Path, theta: meta.Params, config: TrainConfig, iteration: int, wall: float,
-          keep: bool) -> None:
+          keep: bool, carry: Optional[np.ndarray] = None) -> None:
     info = {"config": config.to_dict(), "iteration": iteration, "wall_clock": wall,
+            "baseline_carry": None if carry is None else [float(x) for x in carry],
             "family": config.family, "policy": {
                 "hidden_sizes": list(config.hidden_sizes), "activation": config.activation}}
     checkpoint.save(out / "checkpoints" / "latest.safetensors", theta, info)
@@ -421,7 +456,8 @@ def load_policy(path: Union[str, Path], family: Optional[str] = None
 def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Sequence[Task],
                      steps: int, trajectories: int, lr: Union[float, Sequence[float]],
                      seed: int, gamma: float = 0.99, gae_lambda: float = 1.0,
-                     threads: int = 0) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
+                     threads: int = 0, baseline_fit: str = "current"
+                     ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
     """Mean return per task after 0..steps vanilla policy-gradient steps: (steps + 1, M), and
     the adapted parameters of each task after the last step."""
     lrs = [lr] * steps if isinstance(lr, (int, float)) else list(lr)
@@ -434,9 +470,11 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
     returns = []
     current: Any = theta
     adapted: Optional[meta.Params] = None
+    carry = (np.zeros(2 * sim.observation_dim + 4) if baseline_fit == "previous" else None)
     for step in range(steps + 1):
         traj = sim.rollout(policy, params=current)
-        batch = meta.process(traj, ntask, gamma, gae_lambda)
+        batch = meta.process(traj, ntask, gamma, gae_lambda, carry=carry)
+        carry = batch.baseline_carry if carry is not None else None
         returns.append(batch.returns.numpy())
         if step < steps:
             source = theta if adapted is None else adapted
@@ -461,7 +499,7 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     k = trajectories or (40 if config.family == "AntDir" else 20)
     curve, _ = adaptation_curve(policy, family, held_out, steps, k, lr,
                                 _seed(seed, EVAL_STREAM, 1), config.gamma, config.gae_lambda,
-                                threads)
+                                threads, config.baseline_fit)
     mean = curve.mean(1)
     stderr = curve.std(1, ddof=1) / math.sqrt(tasks) if tasks > 1 else np.zeros_like(mean)
     result = {"family": config.family, "checkpoint": str(path),
@@ -510,7 +548,7 @@ def adapt_to_task(path: Union[str, Path], task: Union[Task, Dict[str, float]], s
         raise ValueError(f"steps should be an integer >= 1, got {steps!r}")
     curve, per_task = adaptation_curve(policy, family, [task], steps, trajectories, lr,
                                        _seed(seed, ADAPT_STREAM, 0), config.gamma,
-                                       config.gae_lambda, threads)
+                                       config.gae_lambda, threads, config.baseline_fit)
     adapted = per_task[0]
     if out is not None:
         info = dict(info, adapted_to=task.as_dict(), adaptation_steps=steps,

@@ -175,3 +175,34 @@ def test_rollout_with_one_policy_per_task():
                                    rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="one dict per task"):
         sim.rollout(policy, params=[a])
+
+
+def test_linear_baseline_in_the_reference_order():
+    """carry: each task predicts with the previous task's fit, the first with carry."""
+    rng = np.random.default_rng(1)
+    T, ntask, k, od = 10, 3, 2, 2
+    obs = rng.normal(size=(T, ntask * k, od)).astype(np.float32)
+    returns = rng.normal(size=(T, ntask * k))
+    valid = np.ones((T, ntask * k), bool)
+    t_index = np.broadcast_to(np.arange(T, dtype=float)[:, None], (T, ntask * k))
+    own = fit_linear_baseline(obs, t_index, returns, valid, ntask)
+    carry = rng.normal(size=2 * od + 4)
+    shifted, last = fit_linear_baseline(obs, t_index, returns, valid, ntask, carry=carry,
+                                        return_last=True)
+
+    def feats(c):
+        o = np.clip(obs[:, c].astype(float), -10, 10)
+        al = np.arange(T)[:, None] / 100
+        return np.concatenate([o, o ** 2, al, al ** 2, al ** 3, np.ones((T, 1))], axis=1)
+    np.testing.assert_allclose(shifted[:, 0], feats(0) @ carry, rtol=1e-10)
+    # task 1 with task 0's coefficients: solve task 0's fit independently
+    X = np.concatenate([feats(0), feats(1)])
+    y = np.concatenate([returns[:, 0], returns[:, 1]])
+    coef0 = np.linalg.solve(X.T @ X + 1e-5 * np.eye(X.shape[1]), X.T @ y)
+    np.testing.assert_allclose(shifted[:, 2], feats(2) @ coef0, rtol=1e-6, atol=1e-8)
+    # the last task's own fit is the next carry
+    X = np.concatenate([feats(4), feats(5)])
+    y = np.concatenate([returns[:, 4], returns[:, 5]])
+    np.testing.assert_allclose(last, np.linalg.solve(X.T @ X + 1e-5 * np.eye(X.shape[1]),
+                                                     X.T @ y), rtol=1e-6, atol=1e-8)
+    assert not np.allclose(own, shifted)

@@ -30,12 +30,14 @@ def rows(path):
     return (Path(path) / "progress.csv").read_text().splitlines()
 
 
-@pytest.mark.parametrize("algo", ["maml-trpo", "fomaml-trpo", "reptile"])
-def test_resume_gives_the_uninterrupted_run(tmp_path, algo):
-    full = train(tiny(algo=algo), tmp_path / "full", progress=False)
-    train(tiny(algo=algo, iterations=2), tmp_path / "part", progress=False)
-    resumed = train(tiny(algo=algo, iterations=3), tmp_path / "part", resume=True,
-                    progress=False)
+@pytest.mark.parametrize("algo, baseline", [("maml-trpo", "current"), ("fomaml-trpo", "current"),
+                                           ("reptile", "current"), ("maml-trpo", "previous")])
+def test_resume_gives_the_uninterrupted_run(tmp_path, algo, baseline):
+    full = train(tiny(algo=algo, baseline_fit=baseline), tmp_path / "full", progress=False)
+    train(tiny(algo=algo, iterations=2, baseline_fit=baseline), tmp_path / "part",
+          progress=False)
+    resumed = train(tiny(algo=algo, iterations=3, baseline_fit=baseline), tmp_path / "part",
+                    resume=True, progress=False)
     a, info_a = checkpoint.load(full)
     b, info_b = checkpoint.load(resumed)
     assert info_a["iteration"] == info_b["iteration"] == 2
