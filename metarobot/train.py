@@ -203,28 +203,21 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         times["inner"] += t3 - t2
     pre_return = float(batches[0].returns.mean())
     info: Dict[str, float] = {}
-    if config.algo == "reptile":
-        t0 = time.perf_counter()
-        # the return of the final adapted policies, for the log
-        post_traj = sim.rollout(policy, params=sampling_params)
-        t1 = time.perf_counter()
-        post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry)
-        carry = _next_carry(config, post)
-        t2 = time.perf_counter()
-        new_theta = meta.reptile_update(theta, adapted, config.reptile_epsilon)
-        t3 = time.perf_counter()
-        times["sampling"] += t1 - t0
-        times["returns"] += t2 - t1
-        times["outer"] += t3 - t2
-        return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info,
-                                          carry)
-
+    # the adapted policies' own samples: the outer step's data (for Reptile, only the log's)
     t0 = time.perf_counter()
     post_traj = sim.rollout(policy, params=sampling_params)
     t1 = time.perf_counter()
     post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry)
     carry = _next_carry(config, post)
     t2 = time.perf_counter()
+    times["sampling"] += t1 - t0
+    times["returns"] += t2 - t1
+    if config.algo == "reptile":
+        new_theta = meta.reptile_update(theta, adapted, config.reptile_epsilon)
+        times["outer"] += time.perf_counter() - t2
+        return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info,
+                                          carry)
+
     post = meta.record_old(spec, adapted, post)
 
     def adapt_fn(p: meta.Params) -> meta.Params:
@@ -244,10 +237,7 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     new_theta, trpo = meta.trpo_step(theta, loss_fn, kl_fn, config.max_kl, config.cg_iters,
                                      config.cg_damping, max_backtracks=config.max_backtracks,
                                      hessian_product=product)
-    t3 = time.perf_counter()
-    times["sampling"] += t1 - t0
-    times["returns"] += t2 - t1
-    times["outer"] += t3 - t2
+    times["outer"] += time.perf_counter() - t2
     info.update(kl=trpo.kl, backtracks=trpo.backtracks, accepted=float(trpo.accepted),
                 surrogate_before=trpo.surrogate_before, surrogate_after=trpo.surrogate_after)
     return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info, carry)
