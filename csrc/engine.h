@@ -173,7 +173,6 @@ class BatchEngine {
   // simulation diverged. carry: d holds this simulation's stages from ComputeStages(carry).
   bool Advance(const mjModel* m, mjData* d, const double* action, bool carry) const;
 
-  const FamilySpec& spec() const { return spec_; }
   SimSlot& slot(int sim) { return slots_[sim]; }
   float* last_obs(int sim) { return last_obs_.data() + static_cast<size_t>(sim) * obs_dim_; }
   bool autoreset() const { return autoreset_; }

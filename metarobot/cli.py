@@ -46,7 +46,6 @@ def _describe(dist) -> str:
 
 
 def _rollout(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
     import metarobot
     torch.manual_seed(args.seed)

@@ -1,7 +1,5 @@
 """Same seed, same bits: at any thread count and any split into tasks x envs_per_task."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 

@@ -2,7 +2,6 @@
 definitions written out from MjData."""
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 import pytest
 

@@ -2,7 +2,6 @@
 seconds."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
