@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -49,9 +50,14 @@ T* Checked(py::handle obj, const char* name, std::vector<py::ssize_t> shape, boo
   return static_cast<T*>(arr.mutable_data());
 }
 
-using ObsTuple = std::tuple<int, int, int, int, double, double>;
-using RewardTuple = std::tuple<int, double, int, int, int, double, double, double, int>;
-using TermTuple = std::tuple<int, int, double, double>;
+using ObsTuple = std::tuple<int, int, int, int, double, double, int, int>;
+using RewardTuple = std::tuple<int, double, int, int, int, double, double, double, int, int>;
+using TermTuple = std::tuple<int, int, double, double, int>;
+
+metarobot::RewardTerm ToRewardTerm(const RewardTuple& r) {
+  const auto& [kind, weight, body, axis, param, scale, lo, hi, flag, other] = r;
+  return {kind, weight, body, axis, param, scale, lo, hi, flag, other};
+}
 
 std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addresses,
                                         const std::vector<ObsTuple>& obs,
@@ -61,16 +67,20 @@ std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addr
                                         double qvel_noise, bool uniform_noise,
                                         bool normalized_actions, int init_key, int nparam,
                                         const std::vector<double>& params, uint64_t seed,
-                                        int nthread, bool autoreset) {
+                                        int nthread, bool autoreset,
+                                        const std::optional<std::tuple<RewardTuple, double>>& success) {
   metarobot::FamilySpec spec;
-  for (const auto& [kind, id, start, size, lo, hi] : obs) {
-    spec.obs.push_back({kind, id, start, size, lo, hi});
+  for (const auto& [kind, id, start, size, lo, hi, geom, columns] : obs) {
+    spec.obs.push_back({kind, id, start, size, lo, hi, geom, columns});
   }
-  for (const auto& [kind, weight, body, axis, param, scale, lo, hi, flag] : reward) {
-    spec.reward.push_back({kind, weight, body, axis, param, scale, lo, hi, flag});
+  for (const RewardTuple& r : reward) spec.reward.push_back(ToRewardTerm(r));
+  for (const auto& [kind, index, lo, hi, geom] : termination) {
+    spec.termination.push_back({kind, index, lo, hi, geom});
   }
-  for (const auto& [kind, index, lo, hi] : termination) {
-    spec.termination.push_back({kind, index, lo, hi});
+  if (success) {
+    spec.has_success = true;
+    spec.success_term = ToRewardTerm(std::get<0>(*success));
+    spec.success_threshold = std::get<1>(*success);
   }
   spec.frame_skip = frame_skip;
   spec.horizon = horizon;
@@ -132,7 +142,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("horizon"), py::arg("qpos_noise"), py::arg("qvel_noise"),
            py::arg("uniform_noise"), py::arg("normalized_actions"), py::arg("init_key"), py::arg("nparam"), py::arg("params"),
            py::arg("seed"),
-           py::arg("nthread"), py::arg("autoreset"))
+           py::arg("nthread"), py::arg("autoreset"), py::arg("success") = py::none())
       .def_property_readonly("nsim", &BatchEngine::nsim)
       .def_property_readonly("obs_dim", &BatchEngine::obs_dim)
       .def_property_readonly("act_dim", &BatchEngine::act_dim)
@@ -152,7 +162,7 @@ PYBIND11_MODULE(_core, m) {
            [](BatchEngine& e, py::object actions, py::object obs, py::object reward,
               py::object terminated, py::object truncated, py::object diverged,
               py::object final_obs, py::object ended, py::object episode_return,
-              py::object episode_length) {
+              py::object episode_length, py::object success) {
              const py::ssize_t n = e.nsim(), od = e.obs_dim();
              const double* a = Checked<double>(actions, "actions", {n, e.act_dim()}, false);
              metarobot::StepOutputs out;
@@ -165,6 +175,7 @@ PYBIND11_MODULE(_core, m) {
              out.ended = Checked<uint8_t>(ended, "ended", {n}, true);
              out.episode_return = Checked<double>(episode_return, "episode_return", {n}, true);
              out.episode_length = Checked<int32_t>(episode_length, "episode_length", {n}, true);
+             out.success = Checked<uint8_t>(success, "success", {n}, true);
              py::gil_scoped_release release;
              e.Step(a, out);
            })
@@ -172,7 +183,8 @@ PYBIND11_MODULE(_core, m) {
            [](BatchEngine& e, const std::vector<py::tuple>& policies, py::object policy_index,
               int horizon, bool deterministic, py::object obs, py::object actions,
               py::object rewards, py::object terminated, py::object truncated, py::object valid,
-              py::object final_obs, py::object length, py::object diverged) {
+              py::object final_obs, py::object length, py::object diverged,
+              py::object success) {
              // each policy: (sizes, weights (in, out) float32, biases, log_std, activation)
              std::vector<metarobot::MlpPolicy> converted;
              for (const py::tuple& p : policies) {
@@ -216,6 +228,7 @@ PYBIND11_MODULE(_core, m) {
              out.final_obs = Checked<float>(final_obs, "final_observations", {n, od}, true);
              out.length = Checked<int32_t>(length, "lengths", {n}, true);
              out.diverged = Checked<uint8_t>(diverged, "diverged", {n}, true);
+             out.success = Checked<uint8_t>(success, "success", {T, n}, true);
              py::gil_scoped_release release;
              e.Rollout(converted, index, horizon, deterministic, out);
            })

@@ -37,6 +37,15 @@ std::string Str(int x) { return std::to_string(x); }
 
 }  // namespace
 
+double TerrainHeight(const mjModel* m, const mjData* d, int geom, double x, double y) {
+  const double* pos = d->geom_xpos + 3 * geom;
+  const double top = pos[2] + m->hfield_size[4 * m->geom_dataid[geom] + 2] + 1.0;
+  const mjtNum pnt[3] = {x, y, top};
+  const mjtNum down[3] = {0, 0, -1};
+  const double dist = mj_rayHfield(m, d, geom, pnt, down, nullptr);
+  return dist < 0 ? pos[2] : top - dist;
+}
+
 int ObsTermSize(const ObsTerm& term, const mjModel* m) {
   switch (term.kind) {
     case kObsCfrcExt:
@@ -85,6 +94,12 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
   nv_ = m0->nv;
   act_dim_ = m0->nu;
   auto body_ok = [&](int b) { return b >= 0 && b < m0->nbody; };
+  auto check_hfield = [&](int g, const char* what) {
+    if (g < 0 || g >= m0->ngeom || m0->geom_type[g] != mjGEOM_HFIELD) {
+      throw std::invalid_argument(std::string(what) + ": geom id " + Str(g) +
+                                  " is not a heightfield geom of the model");
+    }
+  };
   obs_dim_ = 0;
   for (const ObsTerm& t : spec_.obs) {
     switch (t.kind) {
@@ -109,6 +124,23 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
       case kObsCfrcExt:
         need_acc_ = true;
         break;
+      case kObsZeros:
+        if (t.size < 0) throw std::invalid_argument("observation of zeros has size < 0");
+        break;
+      case kObsHeightScan:
+        check_hfield(t.geom, "height scan");
+        if (!body_ok(t.id)) {
+          throw std::invalid_argument("height scan body id " + Str(t.id) + " is not in [0, " +
+                                      Str(m0->nbody) + ")");
+        }
+        if (t.columns < 1 || t.size < 1 || t.size % t.columns != 0 || !(t.lo > 0)) {
+          throw std::invalid_argument("height scan of " + Str(t.size) + " points in " +
+                                      Str(t.columns) + " columns, spacing " +
+                                      std::to_string(t.lo) + ": expected size a multiple of "
+                                      "columns >= 1 and spacing > 0");
+        }
+        need_posvel_ = true;
+        break;
       case kObsBodyXmat:
       case kObsSubtreeCom:
       case kObsBodyXpos:
@@ -123,7 +155,15 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
     }
     obs_dim_ += ObsTermSize(t, m0);
   }
-  for (const RewardTerm& t : spec_.reward) {
+  std::vector<RewardTerm> reward_like = spec_.reward;
+  if (spec_.has_success) {
+    if (spec_.success_term.kind != kRewardGoalDistance &&
+        spec_.success_term.kind != kRewardBodyDistance) {
+      throw std::invalid_argument("the success condition should measure a goal or body distance");
+    }
+    reward_like.push_back(spec_.success_term);
+  }
+  for (const RewardTerm& t : reward_like) {
     switch (t.kind) {
       case kRewardConstant:
         break;
@@ -138,6 +178,13 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
           throw std::invalid_argument("reward qpos index " + Str(t.axis) + " is not in [0, " +
                                       Str(nq_) + ")");
         }
+        break;
+      case kRewardBodyDistance:
+        if (!body_ok(t.body) || !body_ok(t.other)) {
+          throw std::invalid_argument("reward body ids " + Str(t.body) + ", " + Str(t.other) +
+                                      " are not both in [0, " + Str(m0->nbody) + ")");
+        }
+        need_posvel_ = true;
         break;
       case kRewardForwardVelocity:
       case kRewardVelocityError:
@@ -174,6 +221,13 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
         throw std::invalid_argument("termination state index " + Str(t.index) +
                                     " is not in [0, " + Str(nq_ + nv_) + ")");
       }
+    } else if (t.kind == kTermHeightAboveTerrain) {
+      check_hfield(t.geom, "termination height above terrain");
+      if (!body_ok(t.index)) {
+        throw std::invalid_argument("termination body id " + Str(t.index) + " is not in [0, " +
+                                    Str(m0->nbody) + ")");
+      }
+      need_posvel_ = true;
     } else if (t.kind != kTermNonFinite) {
       throw std::invalid_argument("unknown termination term kind " + Str(t.kind));
     }
@@ -328,66 +382,100 @@ void BatchEngine::Observe(const mjModel* m, const mjData* d, int sim, float* out
         for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(p[t.start + i]);
         break;
       }
+      case kObsZeros:
+        for (int i = 0; i < t.size; ++i) out[i] = 0.0f;
+        break;
+      case kObsHeightScan: {
+        const double* body = d->xpos + 3 * t.id;
+        const int rows = t.size / t.columns;
+        for (int r = 0; r < rows; ++r) {
+          const double y = body[1] + (r - 0.5 * (rows - 1)) * t.lo;
+          for (int c = 0; c < t.columns; ++c) {
+            const double x = body[0] + t.hi + (c - 0.5 * (t.columns - 1)) * t.lo;
+            out[r * t.columns + c] = static_cast<float>(body[2] - TerrainHeight(m, d, t.geom, x, y));
+          }
+        }
+        break;
+      }
     }
     out += ObsTermSize(t, m);
   }
 }
 
+double BatchEngine::TermValue(const RewardTerm& t, const mjModel* m, const mjData* d, int sim,
+                              const double* action, const double* qpos_before) const {
+  const double* p = params(sim);
+  double value = 0;
+  switch (t.kind) {
+    case kRewardConstant:
+      value = 1;
+      break;
+    case kRewardForwardVelocity:
+    case kRewardVelocityError: {
+      // the subtree's centre of mass, as the reference code's body_comvels: the whole robot
+      // for the root body, steadier than the root body's own velocity
+      const double v = d->subtree_linvel[3 * t.body + t.axis];
+      if (t.kind == kRewardForwardVelocity) {
+        value = (t.param >= 0 ? p[t.param] : 1.0) * v;
+      } else {
+        value = std::fabs(v - p[t.param]);
+      }
+      break;
+    }
+    case kRewardGoalDistance: {
+      double sq = 0;
+      for (int i = 0; i < t.axis; ++i) {
+        const double diff = d->xpos[3 * t.body + i] - p[t.param + i];
+        sq += diff * diff;
+      }
+      value = std::sqrt(sq);
+      break;
+    }
+    case kRewardBodyDistance: {
+      double sq = 0;
+      for (int i = 0; i < 3; ++i) {
+        const double diff = d->xpos[3 * t.body + i] - d->xpos[3 * t.other + i];
+        sq += diff * diff;
+      }
+      value = std::sqrt(sq);
+      break;
+    }
+    case kRewardControlCost:
+      for (int i = 0; i < m->nu; ++i) {
+        double a = spec_.normalized_actions ? d->ctrl[i] : action[i];
+        if (t.flag) {
+          a = std::min(std::max(a, m->actuator_ctrlrange[2 * i]),
+                       m->actuator_ctrlrange[2 * i + 1]);
+        }
+        a /= t.scale;
+        value += a * a;
+      }
+      break;
+    case kRewardContactCost:
+      for (int i = 0; i < 6 * m->nbody; ++i) {
+        const double f = std::min(std::max(d->cfrc_ext[i], t.lo), t.hi);
+        value += f * f;
+      }
+      break;
+    case kRewardQposRate:
+      value = (d->qpos[t.axis] - qpos_before[t.axis]) / (spec_.frame_skip * m->opt.timestep);
+      break;
+  }
+  return value;
+}
+
 double BatchEngine::Reward(const mjModel* m, const mjData* d, int sim, const double* action,
                            const double* qpos_before) const {
-  const double* p = params(sim);
   double reward = 0;
   for (const RewardTerm& t : spec_.reward) {
-    double value = 0;
-    switch (t.kind) {
-      case kRewardConstant:
-        value = 1;
-        break;
-      case kRewardForwardVelocity:
-      case kRewardVelocityError: {
-        // the subtree's centre of mass, as the reference code's body_comvels: the whole robot
-        // for the root body, steadier than the root body's own velocity
-        const double v = d->subtree_linvel[3 * t.body + t.axis];
-        if (t.kind == kRewardForwardVelocity) {
-          value = (t.param >= 0 ? p[t.param] : 1.0) * v;
-        } else {
-          value = std::fabs(v - p[t.param]);
-        }
-        break;
-      }
-      case kRewardGoalDistance: {
-        double sq = 0;
-        for (int i = 0; i < t.axis; ++i) {
-          const double diff = d->xpos[3 * t.body + i] - p[t.param + i];
-          sq += diff * diff;
-        }
-        value = std::sqrt(sq);
-        break;
-      }
-      case kRewardControlCost:
-        for (int i = 0; i < m->nu; ++i) {
-          double a = spec_.normalized_actions ? d->ctrl[i] : action[i];
-          if (t.flag) {
-            a = std::min(std::max(a, m->actuator_ctrlrange[2 * i]),
-                         m->actuator_ctrlrange[2 * i + 1]);
-          }
-          a /= t.scale;
-          value += a * a;
-        }
-        break;
-      case kRewardContactCost:
-        for (int i = 0; i < 6 * m->nbody; ++i) {
-          const double f = std::min(std::max(d->cfrc_ext[i], t.lo), t.hi);
-          value += f * f;
-        }
-        break;
-      case kRewardQposRate:
-        value = (d->qpos[t.axis] - qpos_before[t.axis]) / (spec_.frame_skip * m->opt.timestep);
-        break;
-    }
-    reward += t.weight * value;
+    reward += t.weight * TermValue(t, m, d, sim, action, qpos_before);
   }
   return reward;
+}
+
+bool BatchEngine::Success(const mjModel* m, const mjData* d, int sim) const {
+  if (!spec_.has_success) return false;
+  return TermValue(spec_.success_term, m, d, sim, nullptr, nullptr) < spec_.success_threshold;
 }
 
 bool BatchEngine::Terminated(const mjModel* m, const mjData* d) const {
@@ -402,6 +490,10 @@ bool BatchEngine::Terminated(const mjModel* m, const mjData* d) const {
         const double x = i < m->nq ? d->qpos[i] : d->qvel[i - m->nq];
         if (!(std::fabs(x) < t.hi)) return true;
       }
+    } else if (t.kind == kTermHeightAboveTerrain) {
+      const double* body = d->xpos + 3 * t.index;
+      const double h = body[2] - TerrainHeight(m, d, t.geom, body[0], body[1]);
+      if (!(h >= t.lo && h <= t.hi)) return true;
     }
   }
   return false;
@@ -479,11 +571,12 @@ void StepFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   std::memcpy(qpos_before, d->qpos, sizeof(double) * m->nq);
   const bool ok = e->Advance(m, d, action, false);
   double reward = 0;
-  bool terminated = true;
+  bool terminated = true, success = false;
   if (ok) {
     e->Observe(m, d, sim, obs);
     reward = e->Reward(m, d, sim, action, qpos_before);
     terminated = e->Terminated(m, d);
+    success = e->Success(m, d, sim);
   } else {
     // MuJoCo reset the diverged state: the last sound observation ends the episode
     std::memcpy(obs, e->last_obs(sim), sizeof(float) * od);
@@ -496,6 +589,7 @@ void StepFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   out.truncated[sim] = truncated;
   out.diverged[sim] = !ok;
   out.ended[sim] = 0;
+  if (out.success) out.success[sim] = success;
   if (terminated || truncated) EndEpisode(e, m, d, sim, out, obs);
   std::memcpy(e->last_obs(sim), obs, sizeof(float) * od);
 }
@@ -552,11 +646,12 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
     std::memcpy(qpos_before, d->qpos, sizeof(double) * m->nq);
     ok = e->Advance(m, d, action, true);
     double reward = 0;
-    bool terminated = true;
+    bool terminated = true, success = false;
     if (ok) {
       e->Observe(m, d, sim, next_obs);
       reward = e->Reward(m, d, sim, action, qpos_before);
       terminated = e->Terminated(m, d);
+      success = e->Success(m, d, sim);
     } else {
       std::memcpy(next_obs, obs, sizeof(float) * od);
     }
@@ -566,6 +661,7 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
     out.terminated[row] = terminated;
     out.truncated[row] = !terminated && t + 1 == T;
     out.valid[row] = 1;
+    if (out.success) out.success[row] = success;
     std::swap(obs, next_obs);
     std::memcpy(e->last_obs(sim), obs, sizeof(float) * od);
     if (terminated) {
@@ -582,6 +678,7 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
     out.terminated[row] = 0;
     out.truncated[row] = 0;
     out.valid[row] = 0;
+    if (out.success) out.success[row] = 0;
   }
   std::memcpy(out.final_obs + static_cast<size_t>(sim) * od, obs, sizeof(float) * od);
   out.length[sim] = t;
@@ -623,6 +720,7 @@ void BatchEngine::Step(const double* actions, const StepOutputs& out) {
     out.truncated[sim] = 0;
     out.diverged[sim] = 1;
     out.ended[sim] = 1;
+    if (out.success) out.success[sim] = 0;
     std::memcpy(out.final_obs + static_cast<size_t>(sim) * obs_dim_, obs,
                 sizeof(float) * obs_dim_);
     out.episode_return[sim] = s.ret;
@@ -672,6 +770,7 @@ void BatchEngine::Rollout(const std::vector<MlpPolicy>& policies, const int* pol
       out.rewards[row] = 0;
       out.terminated[row] = 0;
       out.truncated[row] = 0;
+      if (out.success) out.success[row] = 0;
     }
     if (len > 0) {
       const size_t row = static_cast<size_t>(len - 1) * nsim_ + sim;

@@ -26,6 +26,10 @@ enum ObsKind : int {
   kObsSubtreeCom = 4,  // subtree_com of body id (3)
   kObsBodyXpos = 5,    // xpos of body id (3)
   kObsTaskParam = 6,   // task parameters [start : start + size]
+  kObsHeightScan = 7,  // body id's height above the heightfield geom at a grid of size points
+                       // around it: columns along x, size / columns rows along y, lo metres
+                       // apart, centred hi metres ahead (+x) of the body (world axes), m
+  kObsZeros = 8,       // size zeros (a slot kept for a hidden quantity)
 };
 
 struct ObsTerm {
@@ -33,8 +37,10 @@ struct ObsTerm {
   int id = 0;     // body id for body terms
   int start = 0;  // first element for slice terms
   int size = 0;   // number of elements this term writes
-  double lo = 0;  // clip range (kObsCfrcExt)
-  double hi = 0;
+  double lo = 0;  // clip range (kObsCfrcExt, kObsQvel); spacing (kObsHeightScan)
+  double hi = 0;  // clip range; forward offset (kObsHeightScan)
+  int geom = -1;     // heightfield geom id (kObsHeightScan)
+  int columns = 0;   // grid points along x (kObsHeightScan)
 };
 
 // Reward terms; reward = sum(weight * value).
@@ -47,6 +53,7 @@ enum RewardKind : int {
   kRewardControlCost = 4,      // sum((a / scale)^2), a clipped to ctrlrange if flag
   kRewardContactCost = 5,      // sum(clip(cfrc_ext, lo, hi)^2)
   kRewardQposRate = 6,         // (qpos[axis] after - before) / env step duration (m/s)
+  kRewardBodyDistance = 7,     // ||xpos[body] - xpos[other]||, m
 };
 
 struct RewardTerm {
@@ -59,6 +66,7 @@ struct RewardTerm {
   double lo = 0;
   double hi = 0;
   int flag = 0;
+  int other = -1;  // second body id (kRewardBodyDistance)
 };
 
 // Termination terms: the episode ends when any holds.
@@ -66,6 +74,7 @@ enum TerminationKind : int {
   kTermQposOutside = 0,  // qpos[index] outside [lo, hi]
   kTermNonFinite = 1,    // any qpos or qvel not finite
   kTermStateBound = 2,   // any |s[i]| >= hi, s = (qpos, qvel), i >= index
+  kTermHeightAboveTerrain = 3,  // body index's height above heightfield geom outside [lo, hi]
 };
 
 struct TerminationTerm {
@@ -73,6 +82,7 @@ struct TerminationTerm {
   int index = 0;
   double lo = 0;
   double hi = 0;
+  int geom = -1;  // heightfield geom id (kTermHeightAboveTerrain)
 };
 
 struct FamilySpec {
@@ -89,6 +99,11 @@ struct FamilySpec {
   // rllab's normalize(); control costs then see the applied controls
   bool normalized_actions = false;
   int nparam = 0;          // task parameters per simulation
+  // success: the value of success_term (a distance reward term, weight ignored) is below
+  // success_threshold after a step
+  bool has_success = false;
+  RewardTerm success_term;
+  double success_threshold = 0;
 };
 
 // Caller-allocated outputs of step(); pointers may be null where noted.
@@ -102,6 +117,7 @@ struct StepOutputs {
   uint8_t* ended = nullptr;      // (nsim,) an episode ended: final_obs row is valid
   double* episode_return = nullptr;  // (nsim,) return of the ended episode
   int32_t* episode_length = nullptr; // (nsim,) length of the ended episode
+  uint8_t* success = nullptr;    // (nsim,) the step reached the family's success condition
 };
 
 // Caller-allocated outputs of rollout(); time-major.
@@ -115,6 +131,7 @@ struct RolloutOutputs {
   float* final_obs = nullptr;     // (nsim, obs_dim) observation after the last valid step
   int32_t* length = nullptr;      // (nsim,) number of valid steps
   uint8_t* diverged = nullptr;    // (nsim,)
+  uint8_t* success = nullptr;     // (T, nsim) the step reached the success condition; may be null
 };
 
 class BatchEngine {
@@ -161,6 +178,9 @@ class BatchEngine {
     bool ended = true;        // the episode ended and no reset followed (or never reset)
   };
   void ResetSim(const mjModel* m, mjData* d, int sim);
+  // Unweighted value of one reward term at d's state.
+  double TermValue(const RewardTerm& t, const mjModel* m, const mjData* d, int sim,
+                   const double* action, const double* qpos_before) const;
   // Computes what the observation and reward terms read at d's state. carry: the next call on
   // d is this simulation's next step (within a rollout), which may then skip work done here.
   void ComputeStages(const mjModel* m, mjData* d, bool carry) const;
@@ -169,6 +189,8 @@ class BatchEngine {
   double Reward(const mjModel* m, const mjData* d, int sim, const double* action,
                 const double* qpos_before) const;
   bool Terminated(const mjModel* m, const mjData* d) const;
+  // The family's success condition after a step (false when it has none).
+  bool Success(const mjModel* m, const mjData* d, int sim) const;
   // Applies action, runs frame_skip substeps, computes the stages; returns false if the
   // simulation diverged. carry: d holds this simulation's stages from ComputeStages(carry).
   bool Advance(const mjModel* m, mjData* d, const double* action, bool carry) const;
@@ -198,6 +220,10 @@ class BatchEngine {
     return params_.data() + static_cast<size_t>(sim) * spec_.nparam;
   }
 };
+
+// Height of the heightfield geom's surface at world (x, y), m; the geom's base height where
+// (x, y) is outside it. Needs d's geom positions (mj_kinematics).
+double TerrainHeight(const mjModel* m, const mjData* d, int geom, double x, double y);
 
 // Number of float32 entries an observation term writes for model m.
 int ObsTermSize(const ObsTerm& term, const mjModel* m);

@@ -45,6 +45,8 @@ class Trajectories:
       diverged: (N,) bool, the simulation diverged and its episode was cut.
       task_index: (N,) int64, the task each simulation ran.
       tasks: the tasks, in order.
+      success: (T, N) bool, the step met the family's success condition (all False for
+        families without one).
     """
 
     observations: np.ndarray
@@ -58,6 +60,14 @@ class Trajectories:
     diverged: np.ndarray
     task_index: np.ndarray
     tasks: Tuple[Task, ...]
+    success: Optional[np.ndarray] = None
+
+    @property
+    def succeeded(self) -> np.ndarray:
+        """(N,) bool, the episode met the success condition at some step."""
+        if self.success is None:
+            return np.zeros(self.rewards.shape[1], np.bool_)
+        return (self.success & self.valid).any(axis=0)
 
     @property
     def dones(self) -> np.ndarray:
@@ -204,8 +214,9 @@ class BatchSim:
           rewards (N,) float32, terminated (N,) bool, truncated (N,) bool, and info with
           'final_obs' (N, obs_dim) float32 valid where '_final_obs' (N,) bool is set (the
           episode ended this step), 'episode_return' (N,) float64 and 'episode_length' (N,)
-          int32 of those episodes, and 'diverged' (N,) bool (the simulation failed and its
-          episode was ended, terminated).
+          int32 of those episodes, 'diverged' (N,) bool (the simulation failed and its
+          episode was ended, terminated) and 'success' (N,) bool (the step met the family's
+          success condition; always False for families without one).
         """
         if not self._started:
             raise RuntimeError("call reset() before step()")
@@ -220,11 +231,12 @@ class BatchSim:
         ended = np.zeros(n, np.bool_)
         ep_return = np.zeros(n, np.float64)
         ep_length = np.zeros(n, np.int32)
+        success = np.zeros(n, np.bool_)
         self._engine.step(a, obs, reward, terminated.view(np.uint8), truncated.view(np.uint8),
                           diverged.view(np.uint8), final_obs, ended.view(np.uint8), ep_return,
-                          ep_length)
+                          ep_length, success.view(np.uint8))
         info = {"final_obs": final_obs, "_final_obs": ended, "episode_return": ep_return,
-                "episode_length": ep_length, "diverged": diverged}
+                "episode_length": ep_length, "diverged": diverged, "success": success}
         return obs, reward, terminated, truncated, info
 
     def rollout(self, policy: Any, horizon: Optional[int] = None,
@@ -271,6 +283,7 @@ class BatchSim:
             diverged=np.empty(n, np.bool_),
             task_index=self.task_index.copy(),
             tasks=self.tasks,
+            success=np.zeros((T, n), np.bool_),
         )
         policies = [(e["sizes"], e["weights"], e["biases"], e["log_std"], e["activation"])
                     for e in exported]
@@ -278,7 +291,7 @@ class BatchSim:
                              out.observations, out.actions, out.rewards,
                              out.terminated.view(np.uint8), out.truncated.view(np.uint8),
                              out.valid.view(np.uint8), out.final_observations, out.lengths,
-                             out.diverged.view(np.uint8))
+                             out.diverged.view(np.uint8), out.success.view(np.uint8))
         self._started = False
         return out
 

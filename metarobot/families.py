@@ -24,6 +24,7 @@ import mujoco
 import numpy as np
 
 from . import terms as T
+from .terrain import Terrain
 
 _HERE = Path(__file__).resolve().parent
 
@@ -83,9 +84,11 @@ class TaskFamily:
     Fields that make_family(name, **overrides) accepts by name: horizon, frame_skip,
     model_file, reset_qpos_noise, reset_qvel_noise; each task parameter by its name (a
     (low, high) pair for a uniform one, a sequence of values for a choice, the radius for a
-    disc); each reward term's weight as '<term>_weight'; and dynamics, a dict of model fields
-    to vary per task (body_mass, body_inertia, geom_friction, dof_damping, actuator_gear) with
-    their ranges of scale factors (see terms.DynamicsScale).
+    disc, terrain kinds or {'kinds': ..., 'difficulty': (low, high)} for a terrain); each
+    reward term's weight as '<term>_weight'; dynamics, a dict of model fields to vary per task
+    (body_mass, body_inertia, geom_friction, dof_damping, actuator_gear) with their ranges of
+    scale factors (see terms.DynamicsScale); and observe_task (True shows the task parameters
+    that the observation otherwise holds as zeros, e.g. the arm families' goal).
     """
 
     name: str
@@ -103,6 +106,9 @@ class TaskFamily:
     # actions in [-1, 1] mapped onto the control ranges (rllab's normalize(), as the MAML
     # paper's runs); control costs then see the applied controls
     normalize_actions: bool = False
+    # task parameters written into each task's model (goal markers, object placement, mass)
+    writes: Tuple[T.WriteField, ...] = ()
+    success: Optional[T.Success] = None  # per-step success condition (info['success'])
     description: str = ""
 
     def __post_init__(self):
@@ -123,6 +129,8 @@ class TaskFamily:
         names = self.parameter_names
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: task parameter names repeat: {names}")
+        for write in self.writes:
+            write.validate(names)
         if not self.model_path.is_file():
             raise ValueError(f"{self.name}: model_file {str(self.model_path)!r} does not exist")
 
@@ -147,20 +155,27 @@ class TaskFamily:
     def dynamics(self) -> Tuple[T.DynamicsScale, ...]:
         return tuple(d for d in self.parameters if isinstance(d, T.DynamicsScale))
 
+    @property
+    def changes_model(self) -> bool:
+        """Whether tasks run their own model variants (dynamics, terrain, written fields)."""
+        return bool(self.writes) or any(hasattr(d, "apply") for d in self.parameters)
+
     def task_model(self, base: mujoco.MjModel, task: Task) -> mujoco.MjModel:
-        """The model a task runs: base itself when the family varies no dynamics, else a copy
-        with the task's scale factors applied and mj_setConst run on it."""
-        if not self.dynamics:
+        """The model a task runs: base itself when the family's tasks do not change the
+        model, else a copy with the task's dynamics scales, terrain and written fields applied
+        and mj_setConst run on it (derived constants such as subtree masses follow)."""
+        if not self.changes_model:
             return base
         model = copy.copy(base)
         values = task.as_dict()
-        for scale in self.dynamics:
-            field = getattr(model, scale.field)
-            if field.size != scale.size:
-                raise ValueError(f"{self.name}: {scale.field} has {field.size} elements, the "
-                                 f"family scales {scale.size}")
-            factors = scale.factors([values[n] for n in scale.names])
-            field[...] = field * factors.reshape(field.shape)
+        try:
+            for dist in self.parameters:
+                if hasattr(dist, "apply"):
+                    dist.apply(model, values)
+            for write in self.writes:
+                write.apply(model, values)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
         mujoco.mj_setConst(model, mujoco.MjData(model))
         return model
 
@@ -215,8 +230,9 @@ class TaskFamily:
         for k, v in task.params:
             T._finite(v, f"task parameter {k}")
         values = task.as_dict()
-        for scale in self.dynamics:
-            scale.check_values(np.array([values[n] for n in scale.names]))
+        for dist in self.parameters:
+            if hasattr(dist, "check_values"):
+                dist.check_values(values)
 
     def compile(self, model: mujoco.MjModel) -> Dict[str, Any]:
         """The family's terms as the C++ core's tuples, resolved against model."""
@@ -239,7 +255,14 @@ class TaskFamily:
             normalized_actions=bool(self.normalize_actions),
             init_key=init_key,
             nparam=len(index),
+            success=None if self.success is None else self.success.compile(model, index),
         )
+
+    @property
+    def terrain(self) -> Optional[Any]:
+        """The family's terrain distribution (metarobot.terrain.Terrain), or None."""
+        hits = [d for d in self.parameters if isinstance(d, Terrain)]
+        return hits[0] if hits else None
 
     def observation_dim(self, model: Optional[mujoco.MjModel] = None) -> int:
         model = model or self.load_model()
@@ -249,6 +272,16 @@ class TaskFamily:
     def with_overrides(self, **overrides: Any) -> "TaskFamily":
         """A copy with the documented fields changed; an unknown field raises ValueError."""
         top = {"horizon", "frame_skip", "model_file", "reset_qpos_noise", "reset_qvel_noise"}
+        if "observe_task" in overrides:
+            shown = overrides.pop("observe_task")
+            if not isinstance(shown, bool):
+                raise ValueError(f"observe_task should be True or False, got {shown!r}")
+            if not any(isinstance(t, T.TaskParameters) for t in self.observation):
+                raise ValueError(f"{self.name} has no task parameters in its observation; "
+                                 f"observe_task does not apply")
+            obs = tuple(dataclasses.replace(t, hidden=not shown)
+                        if isinstance(t, T.TaskParameters) else t for t in self.observation)
+            return dataclasses.replace(self, observation=obs).with_overrides(**overrides)
         if "dynamics" in overrides:
             ranges = overrides.pop("dynamics")
             if not isinstance(ranges, dict):
@@ -277,8 +310,10 @@ class TaskFamily:
         return dataclasses.replace(self, parameters=tuple(params), reward=tuple(reward), **changes)
 
     def override_names(self) -> List[str]:
+        extra = (["observe_task"] if any(isinstance(t, T.TaskParameters)
+                                         for t in self.observation) else [])
         return (["horizon", "frame_skip", "model_file", "reset_qpos_noise", "reset_qvel_noise",
-                 "dynamics"]
+                 "dynamics"] + extra
                 + [d.name for d in self.parameters] + [f"{r.name}_weight" for r in self.reward])
 
 
@@ -362,6 +397,102 @@ _FAMILIES: Dict[str, TaskFamily] = {
              "walk to a 2-D goal uniform on a disc of radius 3 m"),
     )
 }
+
+
+def _terrain_ant(name, reward, parameters, description):
+    """The MAML ant on a heightfield terrain per task, with a 5 x 3 height scan (0.4 m apart)
+    around the torso; the health range is the torso's height above the ground under it."""
+    return TaskFamily(
+        name=name, model_file="ant_terrain.xml", frame_skip=1, horizon=200,
+        observation=_ANT_OBS + (T.HeightScan("torso", columns=5, rows=3, spacing=0.4),),
+        reward=reward + _ANT_COSTS,
+        termination=(T.HeightAboveTerrain("torso", 0.2, 1.0), T.NonFiniteState()),
+        parameters=parameters + (Terrain(),), reset_qpos_noise=0.01, reset_qvel_noise=0.1,
+        init_keyframe="init", normalize_actions=True, description=description)
+
+
+def _terrain_walker(name, reward, parameters, description):
+    """The planar biped on a heightfield terrain per task (flat within 0.5 m of the start),
+    with a 9-point height scan 0.2 m apart from 0.2 m behind to 1.4 m ahead of the torso."""
+    return TaskFamily(
+        name=name, model_file="walker2d_terrain.xml", frame_skip=4, horizon=200,
+        observation=(T.Qpos(1), T.Qvel(clip=10.0),
+                     T.HeightScan("torso", columns=9, spacing=0.2, forward=0.6)),
+        reward=reward + (T.Constant("alive", 1.0), T.ControlCost("ctrl_cost", weight=-1e-3)),
+        termination=(T.NonFiniteState(), T.HeightAboveTerrain("torso", 0.8, 2.0),
+                     T.QposOutside(2, -1.0, 1.0)),
+        parameters=parameters + (Terrain(spawn_radius=0.5),), reset_qpos_noise=0.005,
+        reset_qvel_noise=0.005, reset_noise="uniform", description=description)
+
+
+_ARM_OBS = (T.Qpos(0, 4), T.Qvel(0, 4), T.BodyPosition("fingertip"))
+_ARM_CTRL = T.ControlCost("ctrl_cost", weight=-0.01)
+_REACH_GOAL = ("goal_x", "goal_y", "goal_z")
+_PUSH_GOAL = ("goal_x", "goal_y")
+
+
+def _arm_reach():
+    goal = T.GoalDistance("goal_distance", body="fingertip", goal=_REACH_GOAL)
+    return TaskFamily(
+        name="ArmReach", model_file="arm_reach.xml", frame_skip=4, horizon=100,
+        observation=_ARM_OBS + (T.TaskParameters(_REACH_GOAL, hidden=True),),
+        reward=(goal, _ARM_CTRL), termination=(T.NonFiniteState(),),
+        parameters=(T.Uniform("goal_x", 0.25, 0.6), T.Uniform("goal_y", -0.35, 0.35),
+                    T.Uniform("goal_z", 0.05, 0.35)),
+        writes=tuple(T.WriteField(n, "site_pos", "goal", i) for i, n in enumerate(_REACH_GOAL)),
+        success=T.Success(goal, 0.05), reset_qpos_noise=0.02, reset_qvel_noise=0.02,
+        description="move the fingertip to a 3-D goal; success within 5 cm")
+
+
+def _arm_push():
+    to_goal = T.GoalDistance("object_goal_distance", body="object", goal=_PUSH_GOAL)
+    return TaskFamily(
+        name="ArmPush", model_file="arm_push.xml", frame_skip=4, horizon=150,
+        observation=_ARM_OBS + (T.BodyPosition("object"),
+                                T.TaskParameters(_PUSH_GOAL, hidden=True)),
+        reward=(T.BodyDistance("fingertip_object_distance", "fingertip", "object", weight=-0.5),
+                to_goal, _ARM_CTRL),
+        termination=(T.NonFiniteState(),),
+        # the goal lies 10 to 32 cm beyond the puck's start: every task needs a push
+        parameters=(T.Uniform("goal_x", 0.5, 0.62), T.Uniform("goal_y", -0.3, 0.3),
+                    T.Uniform("object_x", 0.3, 0.4), T.Uniform("object_y", -0.15, 0.15),
+                    T.Uniform("object_mass", 0.1, 1.0), T.Uniform("object_friction", 0.3, 1.2)),
+        writes=(T.WriteField("goal_x", "site_pos", "goal", 0),
+                T.WriteField("goal_y", "site_pos", "goal", 1),
+                T.WriteField("object_x", "qpos0", "object", 0),
+                T.WriteField("object_y", "qpos0", "object", 1),
+                T.WriteField("object_mass", "body_mass", "object"),
+                T.WriteField("object_friction", "geom_friction", "object", 0)),
+        success=T.Success(to_goal, 0.05), reset_qpos_noise=0.01, reset_qvel_noise=0.01,
+        description="push a puck to a goal on the table; puck start, mass and friction vary; "
+                    "success within 5 cm")
+
+
+for _family in (
+        _terrain_ant("AntTerrainVel",
+                     (T.VelocityError("velocity", body="torso", goal="goal_velocity",
+                                      weight=-1.0), T.Constant("velocity_offset", 1.0)),
+                     (T.Uniform("goal_velocity", 0.0, 2.0),),
+                     "walk at a goal velocity v* ~ U[0, 2] m/s over rough ground, slopes, "
+                     "stairs or waves"),
+        _terrain_ant("AntTerrainDir",
+                     (T.ForwardVelocity("velocity", body="torso", direction="direction"),),
+                     (T.Choice("direction", (-1.0, 1.0)),),
+                     "walk forward (+1) or backward (-1) over rough ground, slopes, stairs or "
+                     "waves"),
+        _terrain_walker("Walker2DTerrainVel",
+                        (T.VelocityError("velocity", body="torso", goal="goal_velocity",
+                                         weight=-1.0),),
+                        (T.Uniform("goal_velocity", 0.0, 2.0),),
+                        "walk at a goal velocity v* ~ U[0, 2] m/s over rough ground, slopes, "
+                        "stairs or waves"),
+        _terrain_walker("Walker2DTerrainDir",
+                        (T.ForwardVelocity("velocity", body="torso", direction="direction"),),
+                        (T.Choice("direction", (-1.0, 1.0)),),
+                        "walk forward (+1) or backward (-1) over rough ground, slopes, stairs "
+                        "or waves"),
+        _arm_reach(), _arm_push()):
+    _FAMILIES[_family.name] = _family
 
 
 def list_families() -> List[str]:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import mujoco
 import numpy as np
 
 # Kind numbers shared with csrc/engine.h.
-_OBS_QPOS, _OBS_QVEL, _OBS_CFRC_EXT, _OBS_XMAT, _OBS_SUBTREE_COM, _OBS_XPOS, _OBS_PARAM = range(7)
+(_OBS_QPOS, _OBS_QVEL, _OBS_CFRC_EXT, _OBS_XMAT, _OBS_SUBTREE_COM, _OBS_XPOS, _OBS_PARAM,
+ _OBS_HEIGHT_SCAN, _OBS_ZEROS) = range(9)
 (_R_CONSTANT, _R_FORWARD_VELOCITY, _R_VELOCITY_ERROR, _R_GOAL_DISTANCE, _R_CONTROL_COST,
- _R_CONTACT_COST, _R_QPOS_RATE) = range(7)
-_T_QPOS_OUTSIDE, _T_NON_FINITE, _T_STATE_BOUND = range(3)
+ _R_CONTACT_COST, _R_QPOS_RATE, _R_BODY_DISTANCE) = range(8)
+_T_QPOS_OUTSIDE, _T_NON_FINITE, _T_STATE_BOUND, _T_HEIGHT_ABOVE_TERRAIN = range(4)
 
 
 def _body_id(model: mujoco.MjModel, body: str, what: str) -> int:
@@ -28,6 +29,16 @@ def _body_id(model: mujoco.MjModel, body: str, what: str) -> int:
         names = [model.body(i).name for i in range(model.nbody)]
         raise ValueError(f"{what}: the model has no body {body!r}; its bodies are {names}")
     return body_id
+
+
+def _hfield_geom(model: mujoco.MjModel, geom: str, what: str) -> int:
+    geom_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, geom)
+    if geom_id < 0 or model.geom_type[geom_id] != mujoco.mjtGeom.mjGEOM_HFIELD:
+        hfields = [model.geom(i).name for i in range(model.ngeom)
+                   if model.geom_type[i] == mujoco.mjtGeom.mjGEOM_HFIELD]
+        raise ValueError(f"{what}: the model has no heightfield geom {geom!r}; its heightfield "
+                         f"geoms are {hfields}")
+    return geom_id
 
 
 def _param(index: Mapping[str, int], name: str, what: str) -> int:
@@ -55,7 +66,7 @@ class Qpos:
 
     def compile(self, model, index):
         start, size = _slice(self.start, self.stop, model.nq, "Qpos")
-        return (_OBS_QPOS, 0, start, size, 0.0, 0.0)
+        return (_OBS_QPOS, 0, start, size, 0.0, 0.0, -1, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +81,11 @@ class Qvel:
     def compile(self, model, index):
         start, size = _slice(self.start, self.stop, model.nv, "Qvel")
         if self.clip is None:
-            return (_OBS_QVEL, 0, start, size, 0.0, 0.0)
+            return (_OBS_QVEL, 0, start, size, 0.0, 0.0, -1, 0)
         bound = _finite(self.clip, "Qvel clip")
         if not bound > 0:
             raise ValueError(f"Qvel: clip should be > 0, got {bound}")
-        return (_OBS_QVEL, 0, start, size, -bound, bound)
+        return (_OBS_QVEL, 0, start, size, -bound, bound, -1, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +99,7 @@ class ExternalForces:
     def compile(self, model, index):
         if not self.low <= self.high:
             raise ValueError(f"ExternalForces: clip range [{self.low}, {self.high}] is empty")
-        return (_OBS_CFRC_EXT, 0, 0, 6 * model.nbody, float(self.low), float(self.high))
+        return (_OBS_CFRC_EXT, 0, 0, 6 * model.nbody, float(self.low), float(self.high), -1, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +109,7 @@ class BodyRotation:
     body: str
 
     def compile(self, model, index):
-        return (_OBS_XMAT, _body_id(model, self.body, "BodyRotation"), 0, 9, 0.0, 0.0)
+        return (_OBS_XMAT, _body_id(model, self.body, "BodyRotation"), 0, 9, 0.0, 0.0, -1, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +119,8 @@ class SubtreeCom:
     body: str
 
     def compile(self, model, index):
-        return (_OBS_SUBTREE_COM, _body_id(model, self.body, "SubtreeCom"), 0, 3, 0.0, 0.0)
+        body = _body_id(model, self.body, "SubtreeCom")
+        return (_OBS_SUBTREE_COM, body, 0, 3, 0.0, 0.0, -1, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,20 +130,51 @@ class BodyPosition:
     body: str
 
     def compile(self, model, index):
-        return (_OBS_XPOS, _body_id(model, self.body, "BodyPosition"), 0, 3, 0.0, 0.0)
+        return (_OBS_XPOS, _body_id(model, self.body, "BodyPosition"), 0, 3, 0.0, 0.0, -1, 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskParameters:
-    """The task's own parameters, for families whose policy is told the task."""
+    """The task's own parameters (a goal position, a velocity), for a policy told its task. With
+    hidden=True the slot holds zeros: the policy must infer the task from rewards (meta-RL), as
+    Meta-World's ML1 benchmarks zero their goal."""
 
     names: Tuple[str, ...]
+    hidden: bool = False
 
     def compile(self, model, index):
         ids = [_param(index, n, "TaskParameters") for n in self.names]
         if ids != list(range(ids[0], ids[0] + len(ids))):
             raise ValueError("TaskParameters: names must be consecutive parameters of the family")
-        return (_OBS_PARAM, 0, ids[0], len(ids), 0.0, 0.0)
+        if self.hidden:
+            return (_OBS_ZEROS, 0, 0, len(ids), 0.0, 0.0, -1, 0)
+        return (_OBS_PARAM, 0, ids[0], len(ids), 0.0, 0.0, -1, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeightScan:
+    """Heights (m) of a body above the terrain at a grid of columns x rows points around it:
+    columns along x, rows along y, spacing metres apart, the grid centred forward metres ahead
+    of the body along +x (world axes). Flat ground under a body at 0.5 m reads 0.5 everywhere."""
+
+    body: str
+    columns: int
+    rows: int = 1
+    spacing: float = 0.2
+    forward: float = 0.0
+    geom: str = "terrain"
+
+    def compile(self, model, index):
+        for field in ("columns", "rows"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"HeightScan: {field} should be an integer >= 1, got {value!r}")
+        if not _finite(self.spacing, "HeightScan spacing") > 0:
+            raise ValueError(f"HeightScan: spacing should be > 0, got {self.spacing}")
+        geom = _hfield_geom(model, self.geom, "HeightScan")
+        body = _body_id(model, self.body, "HeightScan")
+        return (_OBS_HEIGHT_SCAN, body, 0, self.columns * self.rows, float(self.spacing),
+                _finite(self.forward, "HeightScan forward"), geom, self.columns)
 
 
 # ----------------------------------------------------------------------------------------- reward
@@ -148,7 +191,7 @@ class Constant:
         return self.value
 
     def compile(self, model, index):
-        return (_R_CONSTANT, float(self.value), 0, 0, -1, 1.0, 0.0, 0.0, 0)
+        return (_R_CONSTANT, float(self.value), 0, 0, -1, 1.0, 0.0, 0.0, 0, -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +211,7 @@ class ForwardVelocity:
             raise ValueError(f"{self.name}: axis should be 0, 1 or 2, got {self.axis}")
         p = -1 if self.direction is None else _param(index, self.direction, self.name)
         body = _body_id(model, self.body, self.name)
-        return (_R_FORWARD_VELOCITY, float(self.weight), body, self.axis, p, 1.0, 0.0, 0.0, 0)
+        return (_R_FORWARD_VELOCITY, float(self.weight), body, self.axis, p, 1.0, 0.0, 0.0, 0, -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +229,7 @@ class VelocityError:
             raise ValueError(f"{self.name}: axis should be 0, 1 or 2, got {self.axis}")
         p = _param(index, self.goal, self.name)
         body = _body_id(model, self.body, self.name)
-        return (_R_VELOCITY_ERROR, float(self.weight), body, self.axis, p, 1.0, 0.0, 0.0, 0)
+        return (_R_VELOCITY_ERROR, float(self.weight), body, self.axis, p, 1.0, 0.0, 0.0, 0, -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +246,23 @@ class GoalDistance:
         if not 1 <= len(ids) <= 3 or ids != list(range(ids[0], ids[0] + len(ids))):
             raise ValueError(f"{self.name}: goal must name 1 to 3 consecutive parameters")
         body = _body_id(model, self.body, self.name)
-        return (_R_GOAL_DISTANCE, float(self.weight), body, len(ids), ids[0], 1.0, 0.0, 0.0, 0)
+        return (_R_GOAL_DISTANCE, float(self.weight), body, len(ids), ids[0], 1.0, 0.0, 0.0, 0, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyDistance:
+    """weight * ||x_body - x_other||, the distance between two bodies' origins (m): the
+    fingertip to an object, an object to a goal marker."""
+
+    name: str
+    body: str
+    other: str
+    weight: float = -1.0
+
+    def compile(self, model, index):
+        body = _body_id(model, self.body, self.name)
+        other = _body_id(model, self.other, self.name)
+        return (_R_BODY_DISTANCE, float(self.weight), body, 0, -1, 1.0, 0.0, 0.0, 0, other)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +279,7 @@ class ControlCost:
         if not self.scale > 0:
             raise ValueError(f"{self.name}: scale should be > 0, got {self.scale}")
         return (_R_CONTROL_COST, float(self.weight), 0, 0, -1, float(self.scale), 0.0, 0.0,
-                int(self.clip))
+                int(self.clip), -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,7 +295,7 @@ class ContactCost:
         if not self.low <= self.high:
             raise ValueError(f"{self.name}: clip range [{self.low}, {self.high}] is empty")
         return (_R_CONTACT_COST, float(self.weight), 0, 0, -1, 1.0, float(self.low),
-                float(self.high), 0)
+                float(self.high), 0, -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +310,7 @@ class QposRate:
     def compile(self, model, index):
         if not 0 <= self.index < model.nq:
             raise ValueError(f"{self.name}: index {self.index} is not in [0, {model.nq})")
-        return (_R_QPOS_RATE, float(self.weight), 0, self.index, -1, 1.0, 0.0, 0.0, 0)
+        return (_R_QPOS_RATE, float(self.weight), 0, self.index, -1, 1.0, 0.0, 0.0, 0, -1)
 
 
 # ------------------------------------------------------------------------------------ termination
@@ -269,7 +328,7 @@ class QposOutside:
             raise ValueError(f"QposOutside: index {self.index} is not in [0, {model.nq})")
         if not self.low <= self.high:
             raise ValueError(f"QposOutside: range [{self.low}, {self.high}] is empty")
-        return (_T_QPOS_OUTSIDE, self.index, float(self.low), float(self.high))
+        return (_T_QPOS_OUTSIDE, self.index, float(self.low), float(self.high), -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +336,7 @@ class NonFiniteState:
     """The episode ends when qpos or qvel holds a NaN or an infinity."""
 
     def compile(self, model, index):
-        return (_T_NON_FINITE, 0, 0.0, 0.0)
+        return (_T_NON_FINITE, 0, 0.0, 0.0, -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,7 +352,44 @@ class StateBound:
                              f"{model.nq + model.nv})")
         if not _finite(self.bound, "StateBound bound") > 0:
             raise ValueError(f"StateBound: bound should be > 0, got {self.bound}")
-        return (_T_STATE_BOUND, self.start, 0.0, float(self.bound))
+        return (_T_STATE_BOUND, self.start, 0.0, float(self.bound), -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeightAboveTerrain:
+    """The episode ends when a body's height above the terrain under it leaves [low, high] (the
+    health range of a torso on uneven ground)."""
+
+    body: str
+    low: float
+    high: float
+    geom: str = "terrain"
+
+    def compile(self, model, index):
+        if not self.low <= self.high:
+            raise ValueError(f"HeightAboveTerrain: range [{self.low}, {self.high}] is empty")
+        body = _body_id(model, self.body, "HeightAboveTerrain")
+        geom = _hfield_geom(model, self.geom, "HeightAboveTerrain")
+        return (_T_HEIGHT_ABOVE_TERRAIN, body, float(self.low), float(self.high), geom)
+
+
+# ---------------------------------------------------------------------------------------- success
+
+@dataclasses.dataclass(frozen=True)
+class Success:
+    """A step succeeds when the distance term (a GoalDistance or BodyDistance; its weight is
+    ignored) is below threshold metres; reported as info['success'] and Trajectories.success."""
+
+    distance: Any
+    threshold: float
+
+    def compile(self, model, index):
+        if not isinstance(self.distance, (GoalDistance, BodyDistance)):
+            raise ValueError(f"Success: distance should be a GoalDistance or BodyDistance, got "
+                             f"{type(self.distance).__name__}")
+        if not _finite(self.threshold, "Success threshold") > 0:
+            raise ValueError(f"Success: threshold should be > 0, got {self.threshold}")
+        return (self.distance.compile(model, index), float(self.threshold))
 
 
 # ---------------------------------------------------------------------------- task distributions
@@ -439,8 +535,17 @@ class DynamicsScale:
         values = np.asarray(values, dtype=float)
         return self.log_base ** values if self.log_base is not None else values
 
-    def check_values(self, values: np.ndarray) -> None:
-        factors = self.factors(values)
+    def apply(self, model: mujoco.MjModel, values: Mapping[str, float]) -> None:
+        """Scales model.field by the task's factors."""
+        field = getattr(model, self.field)
+        if field.size != self.size:
+            raise ValueError(f"{self.field} has {field.size} elements, the family scales "
+                             f"{self.size}")
+        factors = self.factors([values[n] for n in self.names])
+        field[...] = field * factors.reshape(field.shape)
+
+    def check_values(self, values: Mapping[str, float]) -> None:
+        factors = self.factors(np.array([values[n] for n in self.names]))
         if not (np.isfinite(factors).all() and (factors > 0).all()):
             bad = factors[~(np.isfinite(factors) & (factors > 0))][0]
             raise ValueError(f"{self.field}: scale factors should be finite and > 0, got {bad}")
@@ -467,3 +572,58 @@ def dynamics_scale(field: str, value, size: int) -> DynamicsScale:
         scale = DynamicsScale(field, size, low, high)
     scale.validate()
     return scale
+
+
+# ------------------------------------------------------------------------- model fields per task
+
+_WRITABLE = {"body_pos": mujoco.mjtObj.mjOBJ_BODY, "body_mass": mujoco.mjtObj.mjOBJ_BODY,
+             "geom_pos": mujoco.mjtObj.mjOBJ_GEOM, "geom_friction": mujoco.mjtObj.mjOBJ_GEOM,
+             "site_pos": mujoco.mjtObj.mjOBJ_SITE, "qpos0": mujoco.mjtObj.mjOBJ_JOINT}
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteField:
+    """Writes a task parameter into one element of the task's model: field[element][index] =
+    value, element named in the model (a body, geom, site, or for qpos0 a joint, index then
+    counting from the joint's first qpos). Places goal markers and objects, sets an object's
+    mass or friction: per-task model variants of identical sizes, run in one batch.
+
+    >>> WriteField("object_mass", "body_mass", "object")
+    """
+
+    param: str
+    field: str
+    element: str
+    index: int = 0
+
+    def validate(self, parameter_names: Sequence[str]) -> None:
+        if self.field not in _WRITABLE:
+            raise ValueError(f"WriteField: field should be one of {sorted(_WRITABLE)}, got "
+                             f"{self.field!r}")
+        if self.param not in parameter_names:
+            raise ValueError(f"WriteField: the family has no task parameter {self.param!r}; it "
+                             f"has {list(parameter_names)}")
+
+    def apply(self, model: mujoco.MjModel, values: Mapping[str, float]) -> None:
+        obj = _WRITABLE[self.field]
+        element = mujoco.mj_name2id(model, obj, self.element)
+        if element < 0:
+            raise ValueError(f"WriteField {self.param}: the model has no "
+                             f"{obj.name[6:].lower()} {self.element!r}")
+        if self.field == "qpos0":
+            start = model.jnt_qposadr[element]
+            stop = model.jnt_qposadr[element + 1] if element + 1 < model.njnt else model.nq
+            if not 0 <= self.index < stop - start:
+                raise ValueError(f"WriteField {self.param}: joint {self.element!r} has "
+                                 f"{stop - start} qpos, index {self.index} is outside")
+            model.qpos0[start + self.index] = values[self.param]
+            return
+        arr = getattr(model, self.field)
+        width = 1 if arr.ndim == 1 else arr.shape[1]
+        if not 0 <= self.index < width:
+            raise ValueError(f"WriteField {self.param}: {self.field} has {width} entries "
+                             f"per element, index {self.index} is outside")
+        if arr.ndim == 1:
+            arr[element] = values[self.param]
+        else:
+            arr[element, self.index] = values[self.param]
