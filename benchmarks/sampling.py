@@ -15,6 +15,11 @@ Prints a markdown table of env-steps/s with the ratio to the ceiling at the same
   python benchmarks/sampling.py                       # N in 16, 256, 1024
   python benchmarks/sampling.py --sizes 16 256 --threads 2 --horizon 100
   python benchmarks/sampling.py --mixed              # also: mixed tasks vs one task per batch
+  python benchmarks/sampling.py --terrain            # only: mixed terrains vs one terrain
+
+--terrain times AntTerrainDir and Walker2DTerrainVel: 8 tasks on 8 terrains (every kind, then
+three more layouts) x 32 simulations in one call, against 256 simulations on each one of those
+terrains. Episodes there end when the robot falls, so rates count valid env-steps.
 """
 
 from __future__ import annotations
@@ -158,14 +163,45 @@ def bench_mixed(family_name: str, threads: int, horizon: int, repeats: int) -> L
     return rows
 
 
-def bench_rollout_tasks(family, tasks, per_task, threads, horizon, repeats):
+def bench_rollout_tasks(family, tasks, per_task, threads, horizon, repeats, policy=None):
     sim = metarobot.BatchSim(family, tasks, envs_per_task=per_task, num_threads=threads)
-    policy = metarobot.GaussianMLPPolicy(sim.observation_dim, sim.action_dim)
+    if policy is None:
+        policy = metarobot.GaussianMLPPolicy(sim.observation_dim, sim.action_dim)
 
     def run():
-        sim.rollout(policy, horizon=horizon)
-        return sim.num_envs * horizon
+        traj = sim.rollout(policy, horizon=horizon)
+        return int(traj.valid.sum())  # == num_envs * horizon without terminations
     return best_rate(run, repeats)
+
+
+def terrain_tasks(family) -> List:
+    """Eight tasks on eight terrains: every kind at difficulty 0.5, then rough, slopes and
+    stairs with other layouts and difficulty 1."""
+    from metarobot.terrain import KINDS
+    base = family.sample_tasks(1, seed=0)[0].as_dict()
+    layouts = [(k, 0.5, 1) for k in range(len(KINDS))] + [(1, 1.0, 2), (2, 1.0, 2), (3, 1.0, 2)]
+    return [family.task(**dict(base, terrain=float(k), difficulty=d, terrain_seed=float(s)))
+            for k, d, s in layouts]
+
+
+def bench_mixed_terrain(family_name: str, threads: int, horizon: int, repeats: int) -> List[Dict]:
+    """8 terrains x 32 simulations in one call against 256 simulations on each terrain."""
+    from metarobot.terrain import KINDS
+    family = metarobot.make_family(family_name)
+    tasks = terrain_tasks(family)
+    torch.manual_seed(0)
+    probe = metarobot.BatchSim(family, tasks[:1])
+    policy = metarobot.GaussianMLPPolicy(probe.observation_dim, probe.action_dim)
+    mixed = bench_rollout_tasks(family, tasks, 32, threads, horizon, repeats, policy)
+    singles = [bench_rollout_tasks(family, [t], 256, threads, horizon, repeats, policy)
+               for t in tasks]
+    rows = [dict(case=f"{family_name}: 8 terrains x 32 in one batch", rate=mixed,
+                 ratio=mixed / np.mean(singles))]
+    for t, rate in zip(tasks, singles):
+        rows.append(dict(case=f"{family_name}: 256 on {KINDS[int(t['terrain'])]} (difficulty "
+                              f"{t['difficulty']:g}, seed {int(t['terrain_seed'])})",
+                         rate=rate, ratio=rate / np.mean(singles)))
+    return rows
 
 
 def main() -> None:
@@ -179,8 +215,20 @@ def main() -> None:
     parser.add_argument("--skip-gymnasium", action="store_true")
     parser.add_argument("--mixed", action="store_true",
                         help="also time a batch of mixed tasks against one task per batch")
+    parser.add_argument("--terrain", action="store_true",
+                        help="only time batches of mixed terrains against one terrain each")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the policy is small; the simulation threads get the cores
+    if args.terrain:
+        threads = max(args.threads)
+        print(f"Mixed terrains in one call ({threads} threads, rollout, horizon {args.horizon}, "
+              f"MuJoCo {mujoco.__version__}); ratios to the mean of the one-terrain batches:\n")
+        print("| batch | valid env-steps/s | vs mean of one-terrain batches |")
+        print("| --- | --- | --- |")
+        for name in ("AntTerrainDir", "Walker2DTerrainVel"):
+            for row in bench_mixed_terrain(name, threads, args.horizon, args.repeats):
+                print(f"| {row['case']} | {row['rate']:,.0f} | {row['ratio']:.2f} |", flush=True)
+        return
 
     family = metarobot.make_family("HalfCheetahDir", frame_skip=FRAME_SKIP, horizon=args.horizon)
     model = family.load_model()

@@ -6,7 +6,14 @@ PyTorch meta-learners adapt controllers to new tasks in a few gradient steps.
 
 MUJOCO_VERSION = "4.0.0"  # the one MuJoCo release the C++ core is compiled against
 
-import mujoco as _mujoco
+import os as _os
+
+# MuJoCo picks its OpenGL platform when imported; without a display its default (GLFW) cannot
+# render, so headless machines get EGL unless the user chose (metarobot.render, docs images)
+if "MUJOCO_GL" not in _os.environ and not _os.environ.get("DISPLAY"):
+    _os.environ["MUJOCO_GL"] = "egl"
+
+import mujoco as _mujoco  # noqa: E402
 
 if _mujoco.__version__ != MUJOCO_VERSION:
     raise ImportError(
@@ -26,6 +33,7 @@ from .batch import BatchSim, Trajectories  # noqa: E402
 from .policy import GaussianMLPPolicy  # noqa: E402
 from .returns import cuda_available, discounted_returns, gae  # noqa: E402
 from . import terms  # noqa: E402
+from . import terrain  # noqa: E402
 from . import gym_envs as _gym_envs  # noqa: E402
 
 _gym_envs.register_all()
@@ -33,6 +41,6 @@ _gym_envs.register_all()
 __version__ = "0.1.0"
 __all__ = [
     "BatchSim", "GaussianMLPPolicy", "Task", "TaskFamily", "Trajectories", "list_families",
-    "make_family", "register_family", "terms", "MUJOCO_VERSION", "gae", "discounted_returns",
+    "make_family", "register_family", "terms", "terrain", "MUJOCO_VERSION", "gae", "discounted_returns",
     "cuda_available",
 ]

@@ -4,6 +4,7 @@
   metarobot evaluate runs/cheetah-dir --tasks 40 --steps 3 --json eval.json --plot eval.png
   metarobot adapt runs/cheetah-dir --task '{"direction": -1}' --out adapted.safetensors
   metarobot families                          the task families, their sizes and parameters
+  metarobot render AntTerrainDir --out ant.png  a frame of a task (MuJoCo's offscreen renderer)
   metarobot rollout HalfCheetahVel --tasks 8  episodes of a random policy, returns, throughput
 """
 
@@ -19,25 +20,47 @@ from typing import Any, Dict, List, Optional
 
 def _families(args: argparse.Namespace) -> int:
     import metarobot
-    print("| family | obs | act | horizon | frame_skip | task parameters | description |")
+    print("| family | obs | act | horizon (steps) | env step (s) | task parameters | "
+          "description |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in metarobot.list_families():
         fam = metarobot.make_family(name)
         model = fam.load_model()
-        params = ", ".join(_describe(d) for d in fam.parameters)
+        params = "; ".join(_describe(d) for d in fam.parameters)
+        step = model.opt.timestep * fam.frame_skip
         print(f"| {name} | {fam.observation_dim(model)} | {model.nu} | {fam.horizon} | "
-              f"{fam.frame_skip} | {params} | {fam.description} |")
+              f"{step:g} | {params} | {fam.description} |")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    import metarobot
+    from metarobot import render
+    names = metarobot.list_families() if args.family == "all" else [args.family]
+    out = Path(args.out)
+    for name in names:
+        family = metarobot.make_family(name)
+        task = (family.sample_tasks(1, seed=args.seed)[0] if args.task is None
+                else _parse_task(family, args.task))
+        image = render.frame(family, task, steps=args.steps, width=args.width,
+                             height=args.height, seed=args.seed)
+        path = render.save_png(image, out / f"{name}.png" if args.family == "all" else out)
+        print(f"{name}: {task} -> {path}")
     return 0
 
 
 def _describe(dist) -> str:
     from metarobot import terms
+    from metarobot.terrain import Terrain
     if isinstance(dist, terms.Uniform):
         return f"{dist.name} ~ U[{dist.low:g}, {dist.high:g}]"
     if isinstance(dist, terms.Choice):
         return f"{dist.name} in {{{', '.join(f'{v:g}' for v in dist.values)}}}"
     if isinstance(dist, terms.Disc):
         return f"({dist.x}, {dist.y}) on a disc of radius {dist.radius:g}"
+    if isinstance(dist, Terrain):
+        return (f"terrain in {{{', '.join(dist.kinds)}}}, difficulty ~ "
+                f"U[{dist.difficulty[0]:g}, {dist.difficulty[1]:g}], terrain_seed")
     if isinstance(dist, terms.DynamicsScale):
         factor = (f"{dist.log_base:g}^U[{dist.low:g}, {dist.high:g}]" if dist.log_base
                   else f"U[{dist.low:g}, {dist.high:g}]")
@@ -167,15 +190,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _adapt(args: argparse.Namespace) -> int:
-    from metarobot.train import adapt_to_task
+def _task_json(text: str) -> Dict[str, Any]:
     try:
-        task = json.loads(args.task)
+        task = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--task should be JSON such as '{{\"direction\": 1}}': {exc}") \
             from None
     if not isinstance(task, dict):
-        raise ValueError(f"--task should be a JSON object of task parameters, got {args.task!r}")
+        raise ValueError(f"--task should be a JSON object of task parameters, got {text!r}")
+    return task
+
+
+def _parse_task(family, text: str):
+    return family.task(**_task_json(text))
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from metarobot.train import adapt_to_task
+    task = _task_json(args.task)
     _, returns = adapt_to_task(args.checkpoint, task, steps=args.steps,
                                trajectories=args.trajectories, lr=args.lr, seed=args.seed,
                                out=args.out, threads=args.threads)
@@ -220,6 +252,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.set_defaults(func=_adapt)
     p = sub.add_parser("families", help="list the task families")
     p.set_defaults(func=_families)
+    p = sub.add_parser("render", help="render a frame of a family's task as PNG")
+    p.add_argument("family", help="a family name, or 'all' (then --out is a folder)")
+    p.add_argument("--out", required=True, help="PNG path (a folder with 'all')")
+    p.add_argument("--task", default=None, help="task parameters as JSON (default: sampled)")
+    p.add_argument("--steps", type=int, default=20, help="random env steps before the frame")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.set_defaults(func=_render)
     p = sub.add_parser("rollout", help="roll out a policy on sampled tasks")
     p.add_argument("family")
     p.add_argument("--tasks", type=int, default=8, help="tasks to sample (default 8)")
