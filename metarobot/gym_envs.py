@@ -48,6 +48,8 @@ class MetaRobotEnv(gym.Env):
         obs, reward, terminated, truncated, info = self._sim.step(
             np.asarray(action, dtype=np.float64).reshape(1, -1))
         out_info = {"diverged": bool(info["diverged"][0])}
+        if self.family.success is not None:
+            out_info["success"] = bool(info["success"][0])
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), out_info
 
     def render(self):
@@ -61,7 +63,8 @@ class MetaRobotEnv(gym.Env):
         qpos, qvel = self._sim.get_state()
         self._data.qpos[:], self._data.qvel[:] = qpos[0], qvel[0]
         mujoco.mj_forward(model, self._data)
-        self._renderer.update_scene(self._data, camera="track" if model.ncam else -1)
+        from .render import _camera
+        self._renderer.update_scene(self._data, camera=_camera(model, self._data, self.family))
         return self._renderer.render()
 
     def close(self):
