@@ -126,7 +126,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             kwargs.update(type=lambda x: x.lower() in ("1", "true", "yes"))
         elif isinstance(default, int):
             kwargs.update(type=int)
-        elif isinstance(default, float) or field.name == "time_budget":
+        elif isinstance(default, float) or field.name in ("time_budget", "max_kl"):
             kwargs.update(type=float)
         elif field.name == "trajectories_per_task":
             kwargs.update(type=int)
@@ -235,7 +235,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trajectories", type=int, default=None,
                    help="per task and step (default 20; 40 for AntDir)")
-    p.add_argument("--lr", type=float, nargs="+", default=[0.1], help="step size(s)")
+    p.add_argument("--lr", type=float, nargs="+", default=[0.1, 0.05],
+                   help="step size of each step, the last repeating (default: 0.1 then 0.05, "
+                        "the paper's evaluation)")
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--plot", default=None, help="write a PNG plot here")
     p.add_argument("--threads", type=int, default=0)

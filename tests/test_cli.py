@@ -18,7 +18,8 @@ def test_rollout_json(capsys):
 def test_families_table(capsys):
     assert cli.main(["families"]) == 0
     out = capsys.readouterr().out
-    assert "| HalfCheetahVel | 20 | 6 | 200 | 1 |" in out
+    assert "| HalfCheetahVel | 20 | 6 | 200 | 0.01 |" in out
+    assert "| AntTerrainDir | 140 | 8 | 200 | 0.02 |" in out
 
 
 def test_errors_are_reported_not_raised(capsys):
@@ -32,3 +33,13 @@ def test_console_script_runs():
                           "--tasks", "2", "--horizon", "10"], capture_output=True, text=True,
                          check=True).stdout
     assert "env steps" in out
+
+
+def test_paper_settings_per_family():
+    from metarobot.train import TrainConfig
+    assert TrainConfig(family="HalfCheetahDir").kl_bound == 0.02
+    assert TrainConfig(family="HalfCheetahVel").kl_bound == 0.01
+    assert TrainConfig(family="HalfCheetahDir", max_kl=0.005).kl_bound == 0.005
+    import pytest
+    with pytest.raises(ValueError, match="max_kl should be a number"):
+        TrainConfig(max_kl=-1.0)
