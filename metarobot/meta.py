@@ -307,15 +307,21 @@ def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
               cg_iters: int = 10, damping: float = 1e-5, backtrack_ratio: float = 0.8,
               max_backtracks: int = 15,
               hessian_product: Optional[Callable[[Params], Params]] = None,
+              loss_kl_fn: Optional[Callable[[Params], Tuple[torch.Tensor, torch.Tensor]]] = None,
               ) -> Tuple[Params, TrpoInfo]:
     """One TRPO step on params: the natural gradient direction by conjugate gradient on
     products with the Hessian of kl_fn at params (hessian_product, or by differentiating kl_fn),
     the largest step of KL max_kl along it, then backtracking until the loss improves and the KL
-    bound holds. Returns the new params (detached) and what happened."""
+    bound holds. loss_kl_fn, when given, returns (loss, kl) of a candidate at once (sharing
+    work such as the adaptation). Returns the new params (detached) and what happened."""
     names = sorted(params)
     theta = {n: params[n].detach() for n in names}
-    loss0 = loss_fn(theta)
-    g = _flat(grad(loss_fn)(theta), names).detach()
+    g, loss0 = torch.func.grad_and_value(loss_fn)(theta)
+    g = _flat(g, names).detach()
+    loss0 = loss0.detach()
+    if loss_kl_fn is None:
+        def loss_kl_fn(p: Params) -> Tuple[torch.Tensor, torch.Tensor]:
+            return loss_fn(p), kl_fn(p)
     product = hessian_product or kl_hessian_product(kl_fn, theta)
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
@@ -330,8 +336,7 @@ def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
     with torch.no_grad():
         for k in range(max_backtracks):
             candidate = _unflat(flat0 + (backtrack_ratio ** k) * step, theta, names)
-            loss = float(loss_fn(candidate))
-            kl = float(kl_fn(candidate))
+            loss, kl = (float(x) for x in loss_kl_fn(candidate))
             if math.isfinite(loss) and loss < float(loss0) and kl <= max_kl:
                 info = TrpoInfo(float(loss0), loss, kl, k, True)
                 return {n: t.clone() for n, t in candidate.items()}, info

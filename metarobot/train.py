@@ -240,6 +240,10 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     def kl_fn(p: meta.Params) -> torch.Tensor:
         return meta.mean_kl(spec, adapt_fn(p), post)
 
+    def loss_kl_fn(p: meta.Params) -> Tuple[torch.Tensor, torch.Tensor]:
+        phi = adapt_fn(p)  # once for both
+        return meta.surrogate(spec, phi, post), meta.mean_kl(spec, phi, post)
+
     fraction = config.fisher_fraction
     product = meta.maml_fisher_product(
         spec, {n: theta[n] for n in sorted(theta)},
@@ -247,7 +251,7 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         meta.subsample(post, fraction), phi=adapted, first_order=first_order)
     new_theta, trpo = meta.trpo_step(theta, loss_fn, kl_fn, config.kl_bound, config.cg_iters,
                                      config.cg_damping, max_backtracks=config.max_backtracks,
-                                     hessian_product=product)
+                                     hessian_product=product, loss_kl_fn=loss_kl_fn)
     times["outer"] += time.perf_counter() - t2
     info.update(kl=trpo.kl, backtracks=trpo.backtracks, accepted=float(trpo.accepted),
                 surrogate_before=trpo.surrogate_before, surrogate_after=trpo.surrogate_after)
