@@ -36,14 +36,19 @@ def main() -> None:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "families"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "families"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trajectories", type=int, default=10,
+                        help="trajectories per task in training (evaluation uses 20)")
+    parser.add_argument("--table", default="table.md", help="file name of the table in --out")
     args = parser.parse_args()
 
     lines = ["| family | iterations | training | 0 steps | 1 step | 2 steps | gain of 1 step "
-             "(paired) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "(paired) | gain of 2 steps (paired) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in args.families:
         lr = INNER_LR.get(name, 0.1)
         config = TrainConfig(family=name, iterations=10_000, time_budget=args.budget,
-                             meta_batch_size=20, trajectories_per_task=10, inner_lr=lr,
+                             meta_batch_size=20, trajectories_per_task=args.trajectories,
+                             inner_lr=lr,
                              seed=args.seed, checkpoint_every=1000)
         run = Path(args.runs) / name
         start = time.perf_counter()
@@ -53,17 +58,22 @@ def main() -> None:
         result = evaluate(ckpt, tasks=40, steps=2, seed=args.seed, trajectories=20, lr=lr,
                           json_path=Path(args.out) / f"{name}.json")
         per_task = np.array(result["per_task"])  # (tasks, steps + 1)
-        gain = per_task[:, 1] - per_task[:, 0]
-        gain_se = gain.std(ddof=1) / math.sqrt(len(gain))
+        gains = [per_task[:, k] - per_task[:, 0] for k in (1, 2)]
+        ses = [g.std(ddof=1) / math.sqrt(len(g)) for g in gains]
+        gain, gain_se = gains[0], ses[0]
         cells = [f"{m:.1f} +- {e:.1f}" for m, e in zip(result["mean_return"], result["stderr"])]
         lines.append(f"| {name} | {result['iteration']} | {wall:.0f} s | " + " | ".join(cells)
-                     + f" | {gain.mean():+.1f} +- {gain_se:.1f} |")
+                     + "".join(f" | {g.mean():+.1f} +- {e:.1f}" for g, e in zip(gains, ses))
+                     + " |")
         print(lines[-1], flush=True)
         summary = dict(result, training_seconds=wall, inner_lr=lr,
-                       gain_one_step=float(gain.mean()), gain_one_step_stderr=float(gain_se))
+                       trajectories_per_task=args.trajectories,
+                       gain_one_step=float(gain.mean()), gain_one_step_stderr=float(gain_se),
+                       gain_two_steps=float(gains[1].mean()),
+                       gain_two_steps_stderr=float(ses[1]))
         (Path(args.out) / f"{name}.json").write_text(json.dumps(summary, indent=2))
     print("\n" + "\n".join(lines))
-    table = Path(args.out) / "table.md"
+    table = Path(args.out) / args.table
     table.write_text("\n".join(lines) + "\n")
 
 
