@@ -1,8 +1,8 @@
 """Short MAML runs on every family beyond the MAML paper's: does adaptation help on held-out tasks?
 
 Meta-trains MAML-TRPO on each family for a fixed wall-clock budget with a small batch (20 tasks x
-10 trajectories), then evaluates on 40 held-out tasks: mean return +- standard error after 0, 1
-and 2 policy-gradient steps (20 trajectories each), and the per-task gain of one step with its
+10 trajectories by default), then evaluates on 40 held-out tasks: mean return +- standard error
+after 0, 1 and 2 policy-gradient steps (20 trajectories each by default), and the per-task gain of one step with its
 paired standard error. Writes benchmarks/results/families/<Family>.json and prints a table.
 
   python benchmarks/families_smoke.py                              # every family, 180 s each
@@ -37,7 +37,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "families"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trajectories", type=int, default=10,
-                        help="trajectories per task in training (evaluation uses 20)")
+                        help="trajectories per task in training")
+    parser.add_argument("--eval-trajectories", type=int, default=20,
+                        help="trajectories per task and adaptation step in evaluation")
     parser.add_argument("--table", default="table.md", help="file name of the table in --out")
     args = parser.parse_args()
 
@@ -55,7 +57,8 @@ def main() -> None:
         ckpt = train(config, run, resume=(run / "checkpoints" / "latest.safetensors").exists(),
                      progress=False)
         wall = time.perf_counter() - start
-        result = evaluate(ckpt, tasks=40, steps=2, seed=args.seed, trajectories=20, lr=lr,
+        result = evaluate(ckpt, tasks=40, steps=2, seed=args.seed,
+                          trajectories=args.eval_trajectories, lr=lr,
                           json_path=Path(args.out) / f"{name}.json")
         per_task = np.array(result["per_task"])  # (tasks, steps + 1)
         gains = [per_task[:, k] - per_task[:, 0] for k in (1, 2)]
@@ -68,6 +71,7 @@ def main() -> None:
         print(lines[-1], flush=True)
         summary = dict(result, training_seconds=wall, inner_lr=lr,
                        trajectories_per_task=args.trajectories,
+                       eval_trajectories=args.eval_trajectories,
                        gain_one_step=float(gain.mean()), gain_one_step_stderr=float(gain_se),
                        gain_two_steps=float(gains[1].mean()),
                        gain_two_steps_stderr=float(ses[1]))
