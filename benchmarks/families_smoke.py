@@ -3,7 +3,8 @@
 Meta-trains MAML-TRPO on each family for a fixed wall-clock budget with a small batch (20 tasks x
 10 trajectories by default), then evaluates on 40 held-out tasks: mean return +- standard error
 after 0, 1 and 2 policy-gradient steps (20 trajectories each by default), and the per-task gain of one step with its
-paired standard error. Writes benchmarks/results/families/<Family>.json and prints a table.
+paired standard error; and a control, the same evaluation with step size 0 (the "adapted"
+policy is the meta-policy itself), whose "gain" is the evaluation's noise floor. Writes benchmarks/results/families/<Family>.json and prints a table.
 
   python benchmarks/families_smoke.py                              # every family, 180 s each
   python benchmarks/families_smoke.py --families ArmReach --budget 60
@@ -41,11 +42,13 @@ def main() -> None:
     parser.add_argument("--eval-trajectories", type=int, default=20,
                         help="trajectories per task and adaptation step in evaluation")
     parser.add_argument("--table", default="table.md", help="file name of the table in --out")
+    parser.add_argument("--no-control", action="store_true",
+                        help="skip the step-size-0 control evaluation")
     args = parser.parse_args()
 
     lines = ["| family | iterations | training | 0 steps | 1 step | 2 steps | gain of 1 step "
-             "(paired) | gain of 2 steps (paired) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "(paired) | gain of 2 steps (paired) | control: gain of 1 step of size 0 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in args.families:
         lr = INNER_LR.get(name, 0.1)
         config = TrainConfig(family=name, iterations=10_000, time_budget=args.budget,
@@ -64,17 +67,25 @@ def main() -> None:
         gains = [per_task[:, k] - per_task[:, 0] for k in (1, 2)]
         ses = [g.std(ddof=1) / math.sqrt(len(g)) for g in gains]
         gain, gain_se = gains[0], ses[0]
+        control = float("nan"), float("nan")
+        if not args.no_control:
+            zero = np.array(evaluate(ckpt, tasks=40, steps=1, seed=args.seed,
+                                     trajectories=args.eval_trajectories, lr=0.0)["per_task"])
+            diff = zero[:, 1] - zero[:, 0]
+            control = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))
         cells = [f"{m:.1f} +- {e:.1f}" for m, e in zip(result["mean_return"], result["stderr"])]
         lines.append(f"| {name} | {result['iteration']} | {wall:.0f} s | " + " | ".join(cells)
                      + "".join(f" | {g.mean():+.1f} +- {e:.1f}" for g, e in zip(gains, ses))
-                     + " |")
+                     + f" | {control[0]:+.1f} +- {control[1]:.1f} |")
         print(lines[-1], flush=True)
         summary = dict(result, training_seconds=wall, inner_lr=lr,
                        trajectories_per_task=args.trajectories,
                        eval_trajectories=args.eval_trajectories,
                        gain_one_step=float(gain.mean()), gain_one_step_stderr=float(gain_se),
                        gain_two_steps=float(gains[1].mean()),
-                       gain_two_steps_stderr=float(ses[1]))
+                       gain_two_steps_stderr=float(ses[1]),
+                       control_gain_step_size_0=control[0],
+                       control_gain_step_size_0_stderr=control[1])
         (Path(args.out) / f"{name}.json").write_text(json.dumps(summary, indent=2))
     print("\n" + "\n".join(lines))
     table = Path(args.out) / args.table
