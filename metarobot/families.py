@@ -129,8 +129,15 @@ class TaskFamily:
         names = self.parameter_names
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: task parameter names repeat: {names}")
+        by_name = {n: dist for dist in self.parameters for n in dist.names}
         for write in self.writes:
             write.validate(names)
+            # every value the distribution can draw must fit the field
+            dist = by_name[write.param]
+            extremes = ((dist.low, dist.high) if isinstance(dist, T.Uniform)
+                        else dist.values if isinstance(dist, T.Choice) else ())
+            for value in extremes:
+                write.check_value(float(value))
         if not self.model_path.is_file():
             raise ValueError(f"{self.name}: model_file {str(self.model_path)!r} does not exist")
 
@@ -233,6 +240,8 @@ class TaskFamily:
         for dist in self.parameters:
             if hasattr(dist, "check_values"):
                 dist.check_values(values)
+        for write in self.writes:
+            write.check_value(values[write.param])
 
     def compile(self, model: mujoco.MjModel) -> Dict[str, Any]:
         """The family's terms as the C++ core's tuples, resolved against model."""

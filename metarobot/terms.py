@@ -576,6 +576,9 @@ def dynamics_scale(field: str, value, size: int) -> DynamicsScale:
 
 # ------------------------------------------------------------------------- model fields per task
 
+# the values a written field can take: a body's mass > 0, a friction coefficient >= 0
+_WRITE_LOWER_BOUND = {"body_mass": (0.0, False), "geom_friction": (0.0, True)}
+
 _WRITABLE = {"body_pos": mujoco.mjtObj.mjOBJ_BODY, "body_mass": mujoco.mjtObj.mjOBJ_BODY,
              "geom_pos": mujoco.mjtObj.mjOBJ_GEOM, "geom_friction": mujoco.mjtObj.mjOBJ_GEOM,
              "site_pos": mujoco.mjtObj.mjOBJ_SITE, "qpos0": mujoco.mjtObj.mjOBJ_JOINT}
@@ -603,6 +606,15 @@ class WriteField:
         if self.param not in parameter_names:
             raise ValueError(f"WriteField: the family has no task parameter {self.param!r}; it "
                              f"has {list(parameter_names)}")
+
+    def check_value(self, value: float) -> None:
+        """Raises ValueError if value cannot go into the field (a mass <= 0, a friction < 0)."""
+        if self.field not in _WRITE_LOWER_BOUND:
+            return
+        bound, inclusive = _WRITE_LOWER_BOUND[self.field]
+        if not (value >= bound if inclusive else value > bound):
+            raise ValueError(f"{self.param} is written into {self.field}, which should be "
+                             f"{'>=' if inclusive else '>'} {bound:g}; got {value:g}")
 
     def apply(self, model: mujoco.MjModel, values: Mapping[str, float]) -> None:
         obj = _WRITABLE[self.field]

@@ -153,3 +153,13 @@ def test_manipulation_bad_input():
         metarobot.terms.WriteField("mass", "body_mass", "object").validate(["goal_x"])
     with pytest.raises(ValueError, match="tasks take parameters"):
         fam.task(goal_x=0.5)
+    # masses and frictions the physics cannot take: refused in ranges and in given tasks
+    with pytest.raises(ValueError, match="object_friction is written into geom_friction, which "
+                                         "should be >= 0; got -1"):
+        metarobot.make_family("ArmPush", object_friction=(-1.0, 2.0))
+    with pytest.raises(ValueError, match="object_mass is written into body_mass, which should "
+                                         "be > 0; got 0"):
+        metarobot.make_family("ArmPush", object_mass=(0.0, 1.0))
+    values = fam.sample_tasks(1, seed=0)[0].as_dict()
+    with pytest.raises(ValueError, match="body_mass, which should be > 0; got -0.2"):
+        metarobot.BatchSim(fam, [fam.task(**dict(values, object_mass=-0.2))])
