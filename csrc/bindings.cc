@@ -53,6 +53,7 @@ T* Checked(py::handle obj, const char* name, std::vector<py::ssize_t> shape, boo
 using ObsTuple = std::tuple<int, int, int, int, double, double, int, int>;
 using RewardTuple = std::tuple<int, double, int, int, int, double, double, double, int, int>;
 using TermTuple = std::tuple<int, int, double, double, int>;
+using SuccessTuple = std::optional<std::tuple<RewardTuple, double>>;
 
 metarobot::RewardTerm ToRewardTerm(const RewardTuple& r) {
   const auto& [kind, weight, body, axis, param, scale, lo, hi, flag, other] = r;
@@ -68,7 +69,7 @@ std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addr
                                         bool normalized_actions, int init_key, int nparam,
                                         const std::vector<double>& params, uint64_t seed,
                                         int nthread, bool autoreset,
-                                        const std::optional<std::tuple<RewardTuple, double>>& success) {
+                                        const SuccessTuple& success) {
   metarobot::FamilySpec spec;
   for (const auto& [kind, id, start, size, lo, hi, geom, columns] : obs) {
     spec.obs.push_back({kind, id, start, size, lo, hi, geom, columns});

@@ -35,6 +35,13 @@ std::vector<float>& Scratch(size_t n) {
 
 std::string Str(int x) { return std::to_string(x); }
 
+// Euclidean distance between the first n coordinates of a and b.
+double Distance(const double* a, const double* b, int n) {
+  double sq = 0;
+  for (int i = 0; i < n; ++i) sq += (a[i] - b[i]) * (a[i] - b[i]);
+  return std::sqrt(sq);
+}
+
 }  // namespace
 
 double TerrainHeight(const mjModel* m, const mjData* d, int geom, double x, double y) {
@@ -392,7 +399,8 @@ void BatchEngine::Observe(const mjModel* m, const mjData* d, int sim, float* out
           const double y = body[1] + (r - 0.5 * (rows - 1)) * t.lo;
           for (int c = 0; c < t.columns; ++c) {
             const double x = body[0] + t.hi + (c - 0.5 * (t.columns - 1)) * t.lo;
-            out[r * t.columns + c] = static_cast<float>(body[2] - TerrainHeight(m, d, t.geom, x, y));
+            const double ground = TerrainHeight(m, d, t.geom, x, y);
+            out[r * t.columns + c] = static_cast<float>(body[2] - ground);
           }
         }
         break;
@@ -422,24 +430,12 @@ double BatchEngine::TermValue(const RewardTerm& t, const mjModel* m, const mjDat
       }
       break;
     }
-    case kRewardGoalDistance: {
-      double sq = 0;
-      for (int i = 0; i < t.axis; ++i) {
-        const double diff = d->xpos[3 * t.body + i] - p[t.param + i];
-        sq += diff * diff;
-      }
-      value = std::sqrt(sq);
+    case kRewardGoalDistance:
+      value = Distance(d->xpos + 3 * t.body, p + t.param, t.axis);
       break;
-    }
-    case kRewardBodyDistance: {
-      double sq = 0;
-      for (int i = 0; i < 3; ++i) {
-        const double diff = d->xpos[3 * t.body + i] - d->xpos[3 * t.other + i];
-        sq += diff * diff;
-      }
-      value = std::sqrt(sq);
+    case kRewardBodyDistance:
+      value = Distance(d->xpos + 3 * t.body, d->xpos + 3 * t.other, 3);
       break;
-    }
     case kRewardControlCost:
       for (int i = 0; i < m->nu; ++i) {
         double a = spec_.normalized_actions ? d->ctrl[i] : action[i];

@@ -41,6 +41,7 @@ _gym_envs.register_all()
 __version__ = "0.1.0"
 __all__ = [
     "BatchSim", "GaussianMLPPolicy", "Task", "TaskFamily", "Trajectories", "list_families",
-    "make_family", "register_family", "terms", "terrain", "MUJOCO_VERSION", "gae", "discounted_returns",
+    "make_family", "register_family", "terms", "terrain", "MUJOCO_VERSION", "gae",
+    "discounted_returns",
     "cuda_available",
 ]

@@ -477,30 +477,26 @@ def _arm_push():
                     "success within 5 cm")
 
 
-for _family in (
-        _terrain_ant("AntTerrainVel",
-                     (T.VelocityError("velocity", body="torso", goal="goal_velocity",
-                                      weight=-1.0), T.Constant("velocity_offset", 1.0)),
-                     (T.Uniform("goal_velocity", 0.0, 2.0),),
-                     "walk at a goal velocity v* ~ U[0, 2] m/s over rough ground, slopes, "
-                     "stairs or waves"),
-        _terrain_ant("AntTerrainDir",
-                     (T.ForwardVelocity("velocity", body="torso", direction="direction"),),
-                     (T.Choice("direction", (-1.0, 1.0)),),
-                     "walk forward (+1) or backward (-1) over rough ground, slopes, stairs or "
-                     "waves"),
-        _terrain_walker("Walker2DTerrainVel",
-                        (T.VelocityError("velocity", body="torso", goal="goal_velocity",
-                                         weight=-1.0),),
-                        (T.Uniform("goal_velocity", 0.0, 2.0),),
-                        "walk at a goal velocity v* ~ U[0, 2] m/s over rough ground, slopes, "
-                        "stairs or waves"),
-        _terrain_walker("Walker2DTerrainDir",
-                        (T.ForwardVelocity("velocity", body="torso", direction="direction"),),
-                        (T.Choice("direction", (-1.0, 1.0)),),
-                        "walk forward (+1) or backward (-1) over rough ground, slopes, stairs "
-                        "or waves"),
-        _arm_reach(), _arm_push()):
+_TERRAIN_WORDS = "over rough ground, slopes, stairs or waves"
+# (name suffix, reward terms, task parameters, description) of the terrain families' goals
+_TERRAIN_GOALS = (
+    ("Vel", (T.VelocityError("velocity", body="torso", goal="goal_velocity", weight=-1.0),),
+     (T.Uniform("goal_velocity", 0.0, 2.0),),
+     "walk at a goal velocity v* ~ U[0, 2] m/s " + _TERRAIN_WORDS),
+    ("Dir", (T.ForwardVelocity("velocity", body="torso", direction="direction"),),
+     (T.Choice("direction", (-1.0, 1.0)),),
+     "walk forward (+1) or backward (-1) " + _TERRAIN_WORDS),
+)
+_terrain_families = [
+    make(f"{robot}Terrain{suffix}",
+         # the ant's velocity task keeps AntVel's offset of 1 per step
+         reward + ((T.Constant("velocity_offset", 1.0),) if (robot, suffix) == ("Ant", "Vel")
+                   else ()),
+         params, description)
+    for robot, make in (("Ant", _terrain_ant), ("Walker2D", _terrain_walker))
+    for suffix, reward, params, description in _TERRAIN_GOALS]
+
+for _family in (*_terrain_families, _arm_reach(), _arm_push()):
     _FAMILIES[_family.name] = _family
 
 

@@ -63,8 +63,9 @@ class MetaRobotEnv(gym.Env):
         qpos, qvel = self._sim.get_state()
         self._data.qpos[:], self._data.qvel[:] = qpos[0], qvel[0]
         mujoco.mj_forward(model, self._data)
-        from .render import _camera
-        self._renderer.update_scene(self._data, camera=_camera(model, self._data, self.family))
+        from .render import scene_camera
+        camera = scene_camera(model, self._data, self.family)
+        self._renderer.update_scene(self._data, camera=camera)
         return self._renderer.render()
 
     def close(self):

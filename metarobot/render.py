@@ -19,7 +19,8 @@ import numpy as np
 from .families import Task, TaskFamily, make_family
 
 
-def _camera(model: mujoco.MjModel, data: mujoco.MjData, family: TaskFamily) -> mujoco.MjvCamera:
+def scene_camera(model: mujoco.MjModel, data: mujoco.MjData,
+                 family: TaskFamily) -> mujoco.MjvCamera:
     """The model's camera 'overview' when it has one, else a free camera on the robot."""
     cam = mujoco.MjvCamera()
     overview = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "overview")
@@ -65,7 +66,7 @@ def frame(family: Union[str, TaskFamily], task: Optional[Task] = None, steps: in
     model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
     model.vis.global_.offheight = max(model.vis.global_.offheight, height)
     with mujoco.Renderer(model, height, width) as renderer:
-        renderer.update_scene(data, camera=_camera(model, data, family))
+        renderer.update_scene(data, camera=scene_camera(model, data, family))
         return renderer.render().copy()
 
 

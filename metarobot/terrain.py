@@ -215,15 +215,19 @@ class Terrain:
 
     def heights(self, model: mujoco.MjModel, values: Dict[str, float]) -> np.ndarray:
         """The task's terrain (rows, columns), m, on the model's heightfield grid."""
-        self.check_values(values)
         _, shape, half, _, _ = self.layout(model)
+        return self._generate(values, shape, half)
+
+    def _generate(self, values: Dict[str, float], shape: Tuple[int, int],
+                  half: Tuple[float, float]) -> np.ndarray:
+        self.check_values(values)
         return generate(KINDS[int(values["terrain"])], values["difficulty"],
                         int(values["terrain_seed"]), shape, half, self.spawn_radius)
 
     def apply(self, model: mujoco.MjModel, values: Dict[str, float]) -> None:
         """Writes the task's terrain into model's heightfield data (normalised to [0, 1])."""
-        hid, shape, _, elevation, offset = self.layout(model)
-        h = self.heights(model, values)
+        hid, shape, half, elevation, offset = self.layout(model)
+        h = self._generate(values, shape, half)
         low, high = -offset, elevation - offset
         if h.min() < low - 1e-9 or h.max() > high + 1e-9:
             raise ValueError(f"terrain {KINDS[int(values['terrain'])]} (difficulty "

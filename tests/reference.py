@@ -91,6 +91,14 @@ def step(m, d, action, frame_skip, family=""):
         mujoco.mj_step(m, d)
 
 
+def plain_copies(sim):
+    """One plain MjData per simulation of a BatchSim, at its current state, on its task's
+    model: the start of a reference loop beside the batch."""
+    qpos, qvel = sim.get_state()
+    return [make_data(sim.models[sim.task_index[i]], qpos[i], qvel[i])
+            for i in range(sim.num_envs)]
+
+
 def make_data(m, qpos, qvel):
     d = mujoco.MjData(m)
     d.qpos[:] = qpos

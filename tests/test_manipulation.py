@@ -105,9 +105,7 @@ def test_push_matches_a_plain_loop_and_success_is_the_goal_distance():
     tasks = fam.sample_tasks(3, seed=4)
     sim = metarobot.BatchSim(fam, tasks, envs_per_task=2, seed=1)
     sim.reset()
-    qpos, qvel = sim.get_state()
-    datas = [ref.make_data(sim.models[sim.task_index[i]], qpos[i], qvel[i])
-             for i in range(sim.num_envs)]
+    datas = ref.plain_copies(sim)
     actions = np.random.default_rng(5).uniform(-1, 1, (40, sim.num_envs, 4))
     obj = sim.models[0].body("object").id
     tip = sim.models[0].body("fingertip").id

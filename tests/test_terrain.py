@@ -72,9 +72,7 @@ def test_mixed_terrains_in_one_batch_match_plain_loops_on_each_task_model():
     tasks = [task_on(fam, kind, seed=i) for i, kind in enumerate(terrain.KINDS)]
     sim = metarobot.BatchSim(fam, tasks, envs_per_task=2, seed=5)
     sim.reset()
-    qpos, qvel = sim.get_state()
-    datas = [ref.make_data(sim.models[sim.task_index[i]], qpos[i], qvel[i])
-             for i in range(sim.num_envs)]
+    datas = ref.plain_copies(sim)
     actions = np.random.default_rng(2).uniform(-0.3, 0.3, (40, sim.num_envs, 6))
     alive = np.ones(sim.num_envs, bool)
     for a in actions:
