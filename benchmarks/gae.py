@@ -124,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads, 0: all")
     args = parser.parse_args()
     torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))

@@ -25,6 +25,7 @@ Value targets are A + value: 2.5, 3, 1.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -80,6 +81,52 @@ class _Arg:
 def _torch_bool():
     import torch
     return torch.bool
+
+
+def _torch_cpu_fast(args: Tuple[Any, ...], gamma: Any, lam: Any, num_threads: int, out: Any):
+    """The common case, torch CPU (T, B) tensors of the right dtypes, checked with a few cheap
+    attribute reads (the general path's checks cost about 10 us, a quarter of a 1000 x 256
+    call). Returns None where anything differs; the general path then checks and explains."""
+    torch = sys.modules.get("torch")
+    if torch is None or type(gamma) is not float or type(lam) is not float:
+        return None
+    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
+        return None
+    reward = args[0]
+    if type(reward) is not torch.Tensor or not reward.is_cpu:
+        return None
+    dtype = reward.dtype
+    if dtype is torch.float32:
+        name = "float32"
+    elif dtype is torch.float64:
+        name = "float64"
+    else:
+        return None
+    shape = reward.shape
+    if len(shape) != 2:
+        return None
+    floats = len(args) - 2  # reward, value, next_value then done, terminated; or reward, done
+    ptrs: List[Any] = []
+    strides: List[int] = []
+    for k, x in enumerate(args):
+        if type(x) is not torch.Tensor or not x.is_cpu or x.shape != shape:
+            return None
+        if x.dtype is not (dtype if k < floats else torch.bool):
+            return None
+        ptrs.append(x.data_ptr())
+        strides += x.stride()
+    if floats == 1:  # discounted returns: no value, next_value, terminated
+        ptrs = [ptrs[0], None, None, ptrs[1], None]
+        strides = strides[:2] + [0, 0, 0, 0] + strides[2:] + [0, 0]
+    if out is None:
+        out = torch.empty(shape, dtype=dtype)
+    elif (type(out) is not torch.Tensor or not out.is_cpu or out.dtype is not dtype
+          or out.shape != shape or not out.is_contiguous()):
+        return None
+    if shape[0] and shape[1]:
+        _core.advantages(name, "cpu", shape[0], shape[1], ptrs, strides, gamma, lam,
+                         out.data_ptr(), 0, num_threads)
+    return out
 
 
 def _run(args: Dict[str, Any], gamma: float, lam: float, num_threads: int, out: Any = None):
@@ -171,10 +218,17 @@ def gae(reward, value, next_value, done, terminated, gamma: float, lam: float,
     Returns advantages with reward's type, dtype and device; value targets are
     advantages + value.
     """
+    fast = _torch_cpu_fast((reward, value, next_value, done, terminated), gamma, lam,
+                           num_threads, out)
+    if fast is not None:
+        return fast
     return _run(dict(reward=reward, value=value, next_value=next_value, done=done,
                      terminated=terminated), gamma, lam, num_threads, out)
 
 
 def discounted_returns(reward, done, gamma: float, num_threads: int = 0, out=None):
     """G_t = r_t + gamma * (1 - done_t) * G_{t+1}, (T, B) or (T,) like reward; no bootstrap."""
+    fast = _torch_cpu_fast((reward, done), gamma, 0.0, num_threads, out)
+    if fast is not None:
+        return fast
     return _run(dict(reward=reward, done=done), gamma, 0.0, num_threads, out)

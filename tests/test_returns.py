@@ -176,3 +176,43 @@ def test_out_argument_is_written_and_checked():
                                  out=t_out)
     np.testing.assert_allclose(t_out.numpy(), reference_returns(r[:, :1], d[:, :1], 0.9)[:, 0],
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_returns_and_out_match_reference(dtype):
+    rng = np.random.default_rng(4)
+    r, v, nv, d, term = random_inputs(70, 13, rng, p_done=0.1)
+    tr = torch.tensor(r, dtype=dtype)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    got = metarobot.discounted_returns(tr, torch.tensor(d), 0.97)
+    assert got.dtype == dtype and got.shape == (70, 13)
+    np.testing.assert_allclose(got.numpy(), reference_returns(r, d, 0.97), rtol=tol, atol=tol)
+    out = torch.full((70, 13), float("nan"), dtype=dtype)
+    res = metarobot.gae(tr, torch.tensor(v, dtype=dtype), torch.tensor(nv, dtype=dtype),
+                        torch.tensor(d), torch.tensor(term), 0.97, 0.9, out=out)
+    assert res is out
+    np.testing.assert_allclose(out.numpy(), reference_gae(r, v, nv, d, term, 0.97, 0.9),
+                               rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda a: {**a, "value": a["value"][:, :3]}, ["value", "shape"]),
+    (lambda a: {**a, "value": a["value"].double()}, ["value", "float32", "float64"]),
+    (lambda a: {**a, "reward": a["reward"].int()}, ["reward", "float32", "int32"]),
+    (lambda a: {**a, "done": a["done"].numpy()}, ["numpy", "torch"]),
+    (lambda a: {**a, "gamma": 1.5}, ["gamma", "[0, 1]", "1.5"]),
+    (lambda a: {**a, "lam": float("nan")}, ["lam"]),
+    (lambda a: {**a, "out": torch.zeros(5, 4, dtype=torch.float64)}, ["out", "float32"]),
+    (lambda a: {**a, "out": torch.zeros(4, 5).T}, ["C-contiguous"]),
+])
+def test_bad_torch_input_raises(change, words):
+    rng = np.random.default_rng(0)
+    r, v, nv, d, term = random_inputs(5, 4, rng)
+    args = dict(reward=torch.tensor(r, dtype=torch.float32),
+                value=torch.tensor(v, dtype=torch.float32),
+                next_value=torch.tensor(nv, dtype=torch.float32), done=torch.tensor(d),
+                terminated=torch.tensor(term), gamma=0.9, lam=0.9)
+    with pytest.raises(ValueError) as err:
+        metarobot.gae(**change(args))
+    for w in words:
+        assert w in str(err.value)
