@@ -76,6 +76,10 @@ class TrainConfig:
     on HalfCheetahDir 0.25 learned markedly worse than 1.0)."""
     max_backtracks: int = 15
     """Line-search steps of TRPO (ratio 0.8)."""
+    chunk_samples: int = 8192
+    """Samples per chunk of tasks in the outer step's computations (whole tasks, at least
+    one): the results are the same up to rounding; chunks whose activations fit the CPU's
+    caches run about twice as fast as all tasks at once."""
     reptile_epsilon: float = 0.1
     """Reptile's outer step size."""
     hidden_sizes: Tuple[int, ...] = (100, 100)
@@ -98,7 +102,7 @@ class TrainConfig:
         if self.algo not in ALGORITHMS:
             raise ValueError(f"algo should be one of {ALGORITHMS}, got {self.algo!r}")
         for name in ("iterations", "meta_batch_size", "inner_steps", "cg_iters",
-                     "checkpoint_every", "max_backtracks"):
+                     "checkpoint_every", "max_backtracks", "chunk_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} should be an integer >= 1, got {value!r}")
@@ -231,27 +235,42 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
 
     post = meta.record_old(spec, adapted, post)
 
-    def adapt_fn(p: meta.Params) -> meta.Params:
-        return meta.adapt(spec, p, batches, config.inner_lr, first_order)
-
-    def loss_fn(p: meta.Params) -> torch.Tensor:
-        return meta.surrogate(spec, adapt_fn(p), post)
-
-    def kl_fn(p: meta.Params) -> torch.Tensor:
-        return meta.mean_kl(spec, adapt_fn(p), post)
-
-    def loss_kl_fn(p: meta.Params) -> Tuple[torch.Tensor, torch.Tensor]:
-        phi = adapt_fn(p)  # once for both
-        return meta.surrogate(spec, phi, post), meta.mean_kl(spec, phi, post)
-
+    # The outer step's losses, gradients and Fisher products are means over tasks, computed
+    # over chunks of a few tasks at a time (meta.task_chunks) and summed with weights
+    # (tasks in the chunk) / (all tasks).
     fraction = config.fisher_fraction
-    product = meta.maml_fisher_product(
-        spec, {n: theta[n] for n in sorted(theta)},
-        [meta.subsample(b, fraction) for b in batches], config.inner_lr,
-        meta.subsample(post, fraction), phi=adapted, first_order=first_order)
-    new_theta, trpo = meta.trpo_step(theta, loss_fn, kl_fn, config.kl_bound, config.cg_iters,
-                                     config.cg_damping, max_backtracks=config.max_backtracks,
-                                     hessian_product=product, loss_kl_fn=loss_kl_fn)
+    theta_sorted = {n: theta[n] for n in sorted(theta)}
+    grads, losses, kls, losses_kls, products = [], [], [], [], []
+    for lo, hi in meta.task_chunks(post, config.chunk_samples):
+        weight = (hi - lo) / ntask
+        part_batches = [meta.task_slice(b, lo, hi) for b in batches]
+        part_post = meta.task_slice(post, lo, hi)
+
+        def part_loss(p: meta.Params, bs=part_batches, ps=part_post) -> torch.Tensor:
+            return meta.surrogate(spec, meta.adapt(spec, p, bs, config.inner_lr, first_order),
+                                  ps)
+
+        def part_kl(p: meta.Params, bs=part_batches, ps=part_post) -> torch.Tensor:
+            return meta.mean_kl(spec, meta.adapt(spec, p, bs, config.inner_lr, first_order), ps)
+
+        def part_loss_kl(p: meta.Params, bs=part_batches, ps=part_post
+                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+            phi = meta.adapt(spec, p, bs, config.inner_lr, first_order)  # once for both
+            return meta.surrogate(spec, phi, ps), meta.mean_kl(spec, phi, ps)
+
+        grads.append((weight, torch.func.grad_and_value(part_loss)))
+        losses.append((weight, part_loss))
+        kls.append((weight, part_kl))
+        losses_kls.append((weight, part_loss_kl))
+        products.append((weight, meta.maml_fisher_product(
+            spec, theta_sorted, [meta.subsample(b, fraction) for b in part_batches],
+            config.inner_lr, meta.subsample(part_post, fraction),
+            phi={k: v[lo:hi] for k, v in adapted.items()}, first_order=first_order)))
+    new_theta, trpo = meta.trpo_step(
+        theta, meta.weighted_sum(losses), meta.weighted_sum(kls), config.kl_bound,
+        config.cg_iters, config.cg_damping, max_backtracks=config.max_backtracks,
+        hessian_product=meta.weighted_sum(products), loss_kl_fn=meta.weighted_sum(losses_kls),
+        grad_fn=meta.weighted_sum(grads))
     times["outer"] += time.perf_counter() - t2
     info.update(kl=trpo.kl, backtracks=trpo.backtracks, accepted=float(trpo.accepted),
                 surrogate_before=trpo.surrogate_before, surrogate_after=trpo.surrogate_after)

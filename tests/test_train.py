@@ -170,3 +170,27 @@ def test_every_family_meta_trains(tmp_path, family):
     params, info = checkpoint.load(path)
     assert info["config"]["family"] == family
     assert all(torch.isfinite(p).all() for p in params.values())
+
+
+@pytest.mark.parametrize("algo, inner_steps", [("maml-trpo", 1), ("maml-trpo", 2),
+                                               ("fomaml-trpo", 1)])
+def test_outer_step_in_chunks_of_tasks_equals_all_tasks_at_once(algo, inner_steps):
+    from metarobot.train import make_policy, meta_iteration
+    results = []
+    for chunk in (10 ** 9, 40, 80):  # all 5 tasks at once; 1 task (40 samples); 2 tasks
+        config = tiny(algo=algo, inner_steps=inner_steps, meta_batch_size=5,
+                      chunk_samples=chunk)
+        family = metarobot.make_family(config.family, **config.family_overrides)
+        policy = make_policy(config, family)
+        theta = {n: p.detach().clone() for n, p in policy.params().items()}
+        new, result = meta_iteration(config, family, policy, theta, 0)
+        results.append((theta, new, result.info))
+    theta, whole, info = results[0]
+    assert info["accepted"] == 1.0
+    moved = sum(float((whole[n] - theta[n]).abs().max()) for n in theta)
+    assert moved > 1e-3
+    for _, new, other in results[1:]:
+        for n in whole:
+            torch.testing.assert_close(new[n], whole[n], rtol=1e-4, atol=1e-5)
+        assert other["backtracks"] == info["backtracks"]
+        assert abs(other["kl"] - info["kl"]) <= 1e-4 * abs(info["kl"]) + 1e-8
