@@ -489,8 +489,11 @@ _TERRAIN_GOALS = (
 )
 _terrain_families = [
     make(f"{robot}Terrain{suffix}",
-         # the ant's velocity task keeps AntVel's offset of 1 per step
+         # the ant's velocity task keeps AntVel's offset of 1 per step; its direction task
+         # gets the same 1 per step alive (ProMP's ant direction task has it too): without it,
+         # on rough ground a policy that falls early loses nothing and walking is slow to learn
          reward + ((T.Constant("velocity_offset", 1.0),) if (robot, suffix) == ("Ant", "Vel")
+                   else (T.Constant("alive_bonus", 1.0),) if (robot, suffix) == ("Ant", "Dir")
                    else ()),
          params, description)
     for robot, make in (("Ant", _terrain_ant), ("Walker2D", _terrain_walker))
