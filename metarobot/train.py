@@ -240,7 +240,7 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     # (tasks in the chunk) / (all tasks).
     fraction = config.fisher_fraction
     theta_sorted = {n: theta[n] for n in sorted(theta)}
-    grads, losses, kls, losses_kls, products = [], [], [], [], []
+    grads, losses, losses_kls, products = [], [], [], []
     for lo, hi in meta.task_chunks(post, config.chunk_samples):
         weight = (hi - lo) / ntask
         part_batches = [meta.task_slice(b, lo, hi) for b in batches]
@@ -250,9 +250,6 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
             return meta.surrogate(spec, meta.adapt(spec, p, bs, config.inner_lr, first_order),
                                   ps)
 
-        def part_kl(p: meta.Params, bs=part_batches, ps=part_post) -> torch.Tensor:
-            return meta.mean_kl(spec, meta.adapt(spec, p, bs, config.inner_lr, first_order), ps)
-
         def part_loss_kl(p: meta.Params, bs=part_batches, ps=part_post
                          ) -> Tuple[torch.Tensor, torch.Tensor]:
             phi = meta.adapt(spec, p, bs, config.inner_lr, first_order)  # once for both
@@ -260,16 +257,16 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
 
         grads.append((weight, torch.func.grad_and_value(part_loss)))
         losses.append((weight, part_loss))
-        kls.append((weight, part_kl))
         losses_kls.append((weight, part_loss_kl))
         products.append((weight, meta.maml_fisher_product(
             spec, theta_sorted, [meta.subsample(b, fraction) for b in part_batches],
             config.inner_lr, meta.subsample(part_post, fraction),
             phi={k: v[lo:hi] for k, v in adapted.items()}, first_order=first_order)))
+    loss_kl = meta.weighted_sum(losses_kls)
     new_theta, trpo = meta.trpo_step(
-        theta, meta.weighted_sum(losses), meta.weighted_sum(kls), config.kl_bound,
+        theta, meta.weighted_sum(losses), lambda p: loss_kl(p)[1], config.kl_bound,
         config.cg_iters, config.cg_damping, max_backtracks=config.max_backtracks,
-        hessian_product=meta.weighted_sum(products), loss_kl_fn=meta.weighted_sum(losses_kls),
+        hessian_product=meta.weighted_sum(products), loss_kl_fn=loss_kl,
         grad_fn=meta.weighted_sum(grads))
     times["outer"] += time.perf_counter() - t2
     info.update(kl=trpo.kl, backtracks=trpo.backtracks, accepted=float(trpo.accepted),
