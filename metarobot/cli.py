@@ -182,7 +182,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from metarobot.train import evaluate
     result = evaluate(args.checkpoint, tasks=args.tasks, steps=args.steps, seed=args.seed,
                       trajectories=args.trajectories, lr=args.lr, json_path=args.json,
-                      plot_path=args.plot, threads=args.threads)
+                      plot_path=args.plot, threads=args.threads,
+                      baseline_fit=args.baseline_fit)
     print(f"{result['family']} after {result['iteration']} iterations, {result['tasks']} "
           f"held-out tasks, {result['trajectories_per_task']} trajectories per step:")
     for k, m, e in zip(result["steps"], result["mean_return"], result["stderr"]):
@@ -241,6 +242,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--plot", default=None, help="write a PNG plot here")
     p.add_argument("--threads", type=int, default=0)
+    from metarobot.train import BASELINE_FITS
+    p.add_argument("--baseline-fit", default=None, choices=BASELINE_FITS,
+                   help="baseline order of the advantages (default: the checkpoint's training "
+                        "order; fresh: the paper's evaluation script, one new baseline per "
+                        "task, so the first step's advantages are the centred returns)")
     p.set_defaults(func=_evaluate)
     p = sub.add_parser("adapt", help="adapt a checkpoint's policy to one task")
     p.add_argument("checkpoint")

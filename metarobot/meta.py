@@ -39,6 +39,7 @@ class TaskBatch:
     returns: torch.Tensor          # (M,) mean undiscounted return per trajectory, per task
     horizon: int = 1               # T: S = T x trajectories per task, time-major within a task
     baseline_carry: Optional[np.ndarray] = None  # the last task's baseline coefficients
+    baseline_coeffs: Optional[np.ndarray] = None  # (M, F) every task's own baseline fit
     old_log_prob: Optional[torch.Tensor] = None  # (M, S) under the sampling policy
     old_mean: Optional[torch.Tensor] = None      # (M, S, act_dim)
     old_log_std: Optional[torch.Tensor] = None   # (M, act_dim)
@@ -54,11 +55,13 @@ def _per_task(x: np.ndarray, ntask: int) -> torch.Tensor:
 
 
 def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
-            normalize: bool = True, carry: Optional[np.ndarray] = None) -> TaskBatch:
+            normalize: bool = True, carry: Optional[np.ndarray] = None,
+            prior: Optional[np.ndarray] = None) -> TaskBatch:
     """Advantages of a rollout with the linear feature baseline refit per task (as the MAML
     paper's code): discounted returns, baseline values, GAE with no bootstrap past an episode's
-    end, advantages normalised per task. carry: see baseline.fit_linear_baseline; the batch's
-    baseline_carry is then the carry of the next batch."""
+    end, advantages normalised per task. carry and prior: see baseline.fit_linear_baseline; the
+    batch's baseline_carry is then the carry of the next batch, its baseline_coeffs the prior
+    of the same tasks' next batch."""
     valid = traj.valid
     rewards = np.where(valid, traj.rewards, 0.0).astype(np.float64)
     ended = traj.terminated | traj.truncated | ~valid
@@ -67,8 +70,9 @@ def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
     k = N // ntask
     # time index of each step within its episode: every episode starts at t = 0
     t_index = np.broadcast_to(np.arange(T, dtype=np.float64)[:, None], (T, N))
-    values, last = fit_linear_baseline(traj.observations, t_index, returns, valid, ntask,
-                                       carry=carry, return_last=True)
+    values, last, own = fit_linear_baseline(traj.observations, t_index, returns, valid, ntask,
+                                            carry=carry, return_last=True, prior=prior,
+                                            return_all=True)
     next_values = np.zeros_like(values)
     next_values[:-1] = values[1:]
     # the paper's code ends every path at a zero value, truncated or not
@@ -86,7 +90,7 @@ def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
                      actions=_per_task(traj.actions, ntask),
                      advantages=adv_t, mask=mask_t,
                      returns=torch.from_numpy(ep_returns.astype(np.float64)), horizon=T,
-                     baseline_carry=last)
+                     baseline_carry=last, baseline_coeffs=own)
 
 
 def subsample(batch: TaskBatch, fraction: float) -> TaskBatch:

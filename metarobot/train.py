@@ -29,6 +29,7 @@ from .families import Task, TaskFamily, make_family
 from .policy import GaussianMLPPolicy
 
 ALGORITHMS = ("maml-trpo", "fomaml-trpo", "reptile")
+BASELINE_FITS = ("current", "previous", "fresh")
 
 # Trajectories per task of the MAML paper's training runs (its fast batch size).
 PAPER_TRAJECTORIES = {"HalfCheetahDir": 20, "HalfCheetahVel": 10, "AntVel": 20, "AntDir": 40}
@@ -63,7 +64,9 @@ class TrainConfig:
     """GAE lambda of the advantages (1: Monte Carlo returns minus the baseline)."""
     baseline_fit: str = "current"
     """current: each task's baseline is fit on its own batch; previous: the reference code's
-    order, predicting with the fit of the batch processed just before (the previous task's)."""
+    training order, predicting with the fit of the batch processed just before (the previous
+    task's); fresh: the reference code's evaluation order, one baseline per task that predicts
+    each batch with the fit of the same task's batch before (0 for the first batch)."""
     max_kl: Optional[float] = None
     """TRPO's KL bound per outer step; None: the paper's run for the family (0.02 for
     HalfCheetahDir, else 0.01)."""
@@ -117,8 +120,8 @@ class TrainConfig:
             if not (isinstance(value, (int, float)) and low <= value <= high
                     and math.isfinite(value)):
                 raise ValueError(f"{name} should be a number in [{low}, {high}], got {value!r}")
-        if self.baseline_fit not in ("current", "previous"):
-            raise ValueError(f"baseline_fit should be 'current' or 'previous', got "
+        if self.baseline_fit not in BASELINE_FITS:
+            raise ValueError(f"baseline_fit should be one of {BASELINE_FITS}, got "
                              f"{self.baseline_fit!r}")
         if self.fisher_fraction == 0 or self.kl_bound == 0:
             raise ValueError("fisher_fraction and max_kl should be > 0")
@@ -198,12 +201,15 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     batches: List[meta.TaskBatch] = []
     sampling_params: Any = theta
     adapted: Optional[meta.Params] = None
+    prior = _first_prior(config.baseline_fit, ntask, sim.observation_dim)
     for step in range(config.inner_steps):
         t0 = time.perf_counter()
         traj = sim.rollout(policy, params=sampling_params)
         t1 = time.perf_counter()
-        batches.append(meta.process(traj, ntask, config.gamma, config.gae_lambda, carry=carry))
+        batches.append(meta.process(traj, ntask, config.gamma, config.gae_lambda, carry=carry,
+                                    prior=prior))
         carry = _next_carry(config, batches[-1])
+        prior = batches[-1].baseline_coeffs if prior is not None else None
         t2 = time.perf_counter()
         # the values of the adapted parameters, for sampling; the outer step differentiates
         # through the adaptation itself
@@ -222,7 +228,8 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     t0 = time.perf_counter()
     post_traj = sim.rollout(policy, params=sampling_params)
     t1 = time.perf_counter()
-    post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry)
+    post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry,
+                        prior=prior)
     carry = _next_carry(config, post)
     t2 = time.perf_counter()
     times["sampling"] += t1 - t0
@@ -288,6 +295,12 @@ def _initial_carry(config: TrainConfig, family: TaskFamily,
 
 def _next_carry(config: TrainConfig, batch: meta.TaskBatch) -> Optional[np.ndarray]:
     return batch.baseline_carry if config.baseline_fit == "previous" else None
+
+
+def _first_prior(baseline_fit: str, ntask: int, obs_dim: int) -> Optional[np.ndarray]:
+    """baseline_fit 'fresh': every task's first batch is predicted by an unfitted baseline,
+    which predicts 0 (as the reference code's), (ntask, 2 obs_dim + 4) zero coefficients."""
+    return np.zeros((ntask, 2 * obs_dim + 4)) if baseline_fit == "fresh" else None
 
 
 class _Progress:
@@ -491,11 +504,15 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
     returns = []
     current: Any = theta
     adapted: Optional[meta.Params] = None
+    if baseline_fit not in BASELINE_FITS:
+        raise ValueError(f"baseline_fit should be one of {BASELINE_FITS}, got {baseline_fit!r}")
     carry = (np.zeros(2 * sim.observation_dim + 4) if baseline_fit == "previous" else None)
+    prior = _first_prior(baseline_fit, ntask, sim.observation_dim)
     for step in range(steps + 1):
         traj = sim.rollout(policy, params=current)
-        batch = meta.process(traj, ntask, gamma, gae_lambda, carry=carry)
+        batch = meta.process(traj, ntask, gamma, gae_lambda, carry=carry, prior=prior)
         carry = batch.baseline_carry if carry is not None else None
+        prior = batch.baseline_coeffs if prior is not None else None
         returns.append(batch.returns.numpy())
         if step < steps:
             source = theta if adapted is None else adapted
@@ -510,12 +527,18 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
              trajectories: Optional[int] = None,
              lr: Union[float, Sequence[float]] = (0.1, 0.05),
              json_path: Optional[Union[str, Path]] = None,
-             plot_path: Optional[Union[str, Path]] = None, threads: int = 0) -> Dict[str, Any]:
+             plot_path: Optional[Union[str, Path]] = None, threads: int = 0,
+             baseline_fit: Optional[str] = None) -> Dict[str, Any]:
     """Held-out evaluation of a checkpoint: tasks drawn from a stream disjoint from training's,
     mean return and standard error over tasks after 0..steps adaptation steps. lr: the step
     size of each step (the last repeats); the default is the MAML paper's evaluation, 0.1 for
-    the first step and 0.05 after (its VPG's initial step, then half)."""
+    the first step and 0.05 after (its VPG's initial step, then half). baseline_fit: the
+    advantages' baseline order (see TrainConfig.baseline_fit); default the checkpoint's
+    training order; 'fresh' is the order of the paper's evaluation script."""
     policy, config, family, info = load_policy(path)
+    baseline_fit = config.baseline_fit if baseline_fit is None else baseline_fit
+    if baseline_fit not in BASELINE_FITS:
+        raise ValueError(f"baseline_fit should be one of {BASELINE_FITS}, got {baseline_fit!r}")
     for name, value, low in (("tasks", tasks, 1), ("steps", steps, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
@@ -523,12 +546,13 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     k = trajectories or (40 if config.family == "AntDir" else 20)
     curve, _ = adaptation_curve(policy, family, held_out, steps, k, lr,
                                 _seed(seed, EVAL_STREAM, 1), config.gamma, config.gae_lambda,
-                                threads, config.baseline_fit)
+                                threads, baseline_fit)
     mean = curve.mean(1)
     stderr = curve.std(1, ddof=1) / math.sqrt(tasks) if tasks > 1 else np.zeros_like(mean)
     result = {"family": config.family, "checkpoint": str(path),
               "iteration": int(info.get("iteration", -1)) + 1, "tasks": tasks,
-              "trajectories_per_task": k, "steps": list(range(steps + 1)),
+              "trajectories_per_task": k, "baseline_fit": baseline_fit,
+              "steps": list(range(steps + 1)),
               "mean_return": [float(x) for x in mean], "stderr": [float(x) for x in stderr],
               "per_task": curve.T.tolist(), "held_out_tasks": [t.as_dict() for t in held_out]}
     if json_path is not None:

@@ -206,3 +206,61 @@ def test_linear_baseline_in_the_reference_order():
     np.testing.assert_allclose(last, np.linalg.solve(X.T @ X + 1e-5 * np.eye(X.shape[1]),
                                                      X.T @ y), rtol=1e-6, atol=1e-8)
     assert not np.allclose(own, shifted)
+
+
+def test_linear_baseline_with_a_prior_per_task():
+    """prior: task i predicts with prior[i] (zeros: values 0, the unfitted baseline); its own
+    fit comes back for the next batch of the same task; bad shapes raise."""
+    rng = np.random.default_rng(2)
+    T, ntask, k, od = 10, 3, 2, 2
+    obs = rng.normal(size=(T, ntask * k, od)).astype(np.float32)
+    returns = rng.normal(size=(T, ntask * k))
+    valid = np.ones((T, ntask * k), bool)
+    t_index = np.broadcast_to(np.arange(T, dtype=float)[:, None], (T, ntask * k))
+    F = 2 * od + 4
+    zero, own = fit_linear_baseline(obs, t_index, returns, valid, ntask,
+                                    prior=np.zeros((ntask, F)), return_all=True)
+    assert np.all(zero == 0.0)
+
+    def feats(c):
+        o = np.clip(obs[:, c].astype(float), -10, 10)
+        al = np.arange(T)[:, None] / 100
+        return np.concatenate([o, o ** 2, al, al ** 2, al ** 3, np.ones((T, 1))], axis=1)
+    for task in range(ntask):
+        X = np.concatenate([feats(2 * task), feats(2 * task + 1)])
+        y = np.concatenate([returns[:, 2 * task], returns[:, 2 * task + 1]])
+        np.testing.assert_allclose(own[task], np.linalg.solve(
+            X.T @ X + 1e-5 * np.eye(F), X.T @ y), rtol=1e-6, atol=1e-8)
+    prior = rng.normal(size=(ntask, F))
+    values = fit_linear_baseline(obs, t_index, returns, valid, ntask, prior=prior)
+    np.testing.assert_allclose(values[:, 3], feats(3) @ prior[1], rtol=1e-10)
+    with pytest.raises(ValueError, match=r"prior should have shape \(3, 8\)"):
+        fit_linear_baseline(obs, t_index, returns, valid, ntask, prior=prior[:2])
+    with pytest.raises(ValueError, match="carry or prior"):
+        fit_linear_baseline(obs, t_index, returns, valid, ntask, prior=prior,
+                            carry=np.zeros(F))
+
+
+def test_fresh_baseline_first_batch_advantages_are_centred_returns():
+    """prior zeros (the first batch of baseline_fit 'fresh'): the advantages are each task's
+    discounted returns-to-go, centred and scaled, as a plain loop computes them."""
+    family = metarobot.make_family("HalfCheetahDir", horizon=15)
+    tasks = family.sample_tasks(2, seed=4)
+    sim = metarobot.BatchSim(family, tasks, 3, seed=5, num_threads=1)
+    policy = metarobot.GaussianMLPPolicy(sim.observation_dim, sim.action_dim, hidden_sizes=(8,))
+    traj = sim.rollout(policy)
+    F = 2 * sim.observation_dim + 4
+    batch = meta.process(traj, 2, 0.9, 1.0, prior=np.zeros((2, F)))
+    T, N = traj.rewards.shape
+    ret = np.zeros((T, N))
+    acc = np.zeros(N)
+    for t in reversed(range(T)):
+        acc = traj.rewards[t].astype(float) + 0.9 * acc
+        ret[t] = acc
+    for task in range(2):
+        r = ret[:, 3 * task:3 * task + 3].reshape(-1)  # time-major within the task
+        expect = (r - r.mean()) / (r.std() + 1e-8)
+        np.testing.assert_allclose(batch.advantages[task].numpy(), expect, rtol=1e-4, atol=1e-5)
+    assert batch.baseline_coeffs.shape == (2, F)
+    current = meta.process(traj, 2, 0.9, 1.0)
+    assert not np.allclose(current.advantages.numpy(), batch.advantages.numpy())

@@ -30,7 +30,8 @@ def rows(path):
 
 
 @pytest.mark.parametrize("algo, baseline", [("maml-trpo", "current"), ("fomaml-trpo", "current"),
-                                           ("reptile", "current"), ("maml-trpo", "previous")])
+                                           ("reptile", "current"), ("maml-trpo", "previous"),
+                                           ("maml-trpo", "fresh")])
 def test_resume_gives_the_uninterrupted_run(tmp_path, algo, baseline):
     full = train(tiny(algo=algo, baseline_fit=baseline), tmp_path / "full", progress=False)
     train(tiny(algo=algo, iterations=2, baseline_fit=baseline), tmp_path / "part",
