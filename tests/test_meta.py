@@ -177,68 +177,65 @@ def test_rollout_with_one_policy_per_task():
         sim.rollout(policy, params=[a])
 
 
+class BaselineProblem:
+    """Random observations and returns of 3 tasks x 2 simulations x 10 steps, and the
+    reference code's features and least-squares fit written out in numpy."""
+
+    T, ntask, k, od = 10, 3, 2, 2
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        T, N = self.T, self.ntask * self.k
+        self.obs = self.rng.normal(size=(T, N, self.od)).astype(np.float32)
+        self.returns = self.rng.normal(size=(T, N))
+        self.valid = np.ones((T, N), bool)
+        self.t_index = np.broadcast_to(np.arange(T, dtype=float)[:, None], (T, N))
+        self.nfeat = 2 * self.od + 4
+
+    def fit(self, **kw):
+        return fit_linear_baseline(self.obs, self.t_index, self.returns, self.valid,
+                                   self.ntask, **kw)
+
+    def feats(self, sim):
+        o = np.clip(self.obs[:, sim].astype(float), -10, 10)
+        al = np.arange(self.T)[:, None] / 100
+        return np.concatenate([o, o ** 2, al, al ** 2, al ** 3, np.ones((self.T, 1))], axis=1)
+
+    def task_fit(self, task):
+        sims = range(task * self.k, (task + 1) * self.k)
+        X = np.concatenate([self.feats(c) for c in sims])
+        y = np.concatenate([self.returns[:, c] for c in sims])
+        return np.linalg.solve(X.T @ X + 1e-5 * np.eye(self.nfeat), X.T @ y)
+
+
 def test_linear_baseline_in_the_reference_order():
     """carry: each task predicts with the previous task's fit, the first with carry."""
-    rng = np.random.default_rng(1)
-    T, ntask, k, od = 10, 3, 2, 2
-    obs = rng.normal(size=(T, ntask * k, od)).astype(np.float32)
-    returns = rng.normal(size=(T, ntask * k))
-    valid = np.ones((T, ntask * k), bool)
-    t_index = np.broadcast_to(np.arange(T, dtype=float)[:, None], (T, ntask * k))
-    own = fit_linear_baseline(obs, t_index, returns, valid, ntask)
-    carry = rng.normal(size=2 * od + 4)
-    shifted, last = fit_linear_baseline(obs, t_index, returns, valid, ntask, carry=carry,
-                                        return_last=True)
-
-    def feats(c):
-        o = np.clip(obs[:, c].astype(float), -10, 10)
-        al = np.arange(T)[:, None] / 100
-        return np.concatenate([o, o ** 2, al, al ** 2, al ** 3, np.ones((T, 1))], axis=1)
-    np.testing.assert_allclose(shifted[:, 0], feats(0) @ carry, rtol=1e-10)
-    # task 1 with task 0's coefficients: solve task 0's fit independently
-    X = np.concatenate([feats(0), feats(1)])
-    y = np.concatenate([returns[:, 0], returns[:, 1]])
-    coef0 = np.linalg.solve(X.T @ X + 1e-5 * np.eye(X.shape[1]), X.T @ y)
-    np.testing.assert_allclose(shifted[:, 2], feats(2) @ coef0, rtol=1e-6, atol=1e-8)
+    b = BaselineProblem(1)
+    own = b.fit()
+    carry = b.rng.normal(size=b.nfeat)
+    shifted, last = b.fit(carry=carry, return_last=True)
+    np.testing.assert_allclose(shifted[:, 0], b.feats(0) @ carry, rtol=1e-10)
+    # task 1 with task 0's coefficients
+    np.testing.assert_allclose(shifted[:, 2], b.feats(2) @ b.task_fit(0), rtol=1e-6, atol=1e-8)
     # the last task's own fit is the next carry
-    X = np.concatenate([feats(4), feats(5)])
-    y = np.concatenate([returns[:, 4], returns[:, 5]])
-    np.testing.assert_allclose(last, np.linalg.solve(X.T @ X + 1e-5 * np.eye(X.shape[1]),
-                                                     X.T @ y), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(last, b.task_fit(2), rtol=1e-6, atol=1e-8)
     assert not np.allclose(own, shifted)
 
 
 def test_linear_baseline_with_a_prior_per_task():
     """prior: task i predicts with prior[i] (zeros: values 0, the unfitted baseline); its own
     fit comes back for the next batch of the same task; bad shapes raise."""
-    rng = np.random.default_rng(2)
-    T, ntask, k, od = 10, 3, 2, 2
-    obs = rng.normal(size=(T, ntask * k, od)).astype(np.float32)
-    returns = rng.normal(size=(T, ntask * k))
-    valid = np.ones((T, ntask * k), bool)
-    t_index = np.broadcast_to(np.arange(T, dtype=float)[:, None], (T, ntask * k))
-    F = 2 * od + 4
-    zero, own = fit_linear_baseline(obs, t_index, returns, valid, ntask,
-                                    prior=np.zeros((ntask, F)), return_all=True)
+    b = BaselineProblem(2)
+    zero, own = b.fit(prior=np.zeros((b.ntask, b.nfeat)), return_all=True)
     assert np.all(zero == 0.0)
-
-    def feats(c):
-        o = np.clip(obs[:, c].astype(float), -10, 10)
-        al = np.arange(T)[:, None] / 100
-        return np.concatenate([o, o ** 2, al, al ** 2, al ** 3, np.ones((T, 1))], axis=1)
-    for task in range(ntask):
-        X = np.concatenate([feats(2 * task), feats(2 * task + 1)])
-        y = np.concatenate([returns[:, 2 * task], returns[:, 2 * task + 1]])
-        np.testing.assert_allclose(own[task], np.linalg.solve(
-            X.T @ X + 1e-5 * np.eye(F), X.T @ y), rtol=1e-6, atol=1e-8)
-    prior = rng.normal(size=(ntask, F))
-    values = fit_linear_baseline(obs, t_index, returns, valid, ntask, prior=prior)
-    np.testing.assert_allclose(values[:, 3], feats(3) @ prior[1], rtol=1e-10)
+    for task in range(b.ntask):
+        np.testing.assert_allclose(own[task], b.task_fit(task), rtol=1e-6, atol=1e-8)
+    prior = b.rng.normal(size=(b.ntask, b.nfeat))
+    np.testing.assert_allclose(b.fit(prior=prior)[:, 3], b.feats(3) @ prior[1], rtol=1e-10)
     with pytest.raises(ValueError, match=r"prior should have shape \(3, 8\)"):
-        fit_linear_baseline(obs, t_index, returns, valid, ntask, prior=prior[:2])
+        b.fit(prior=prior[:2])
     with pytest.raises(ValueError, match="carry or prior"):
-        fit_linear_baseline(obs, t_index, returns, valid, ntask, prior=prior,
-                            carry=np.zeros(F))
+        b.fit(prior=prior, carry=np.zeros(b.nfeat))
 
 
 def test_fresh_baseline_first_batch_advantages_are_centred_returns():
