@@ -57,7 +57,7 @@ __attribute__((always_inline)) inline void ContiguousRow(const GaeInputs<T>& in,
 // vector code, the branches of the recurrence into blends.
 template <typename T, bool kGae>
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
 void ContiguousColumns(const GaeInputs<T>& in, T* out, int64_t b0, int64_t b1) {
   const int64_t B = in.batch, last = in.steps - 1;
