@@ -120,9 +120,7 @@ class TrainConfig:
             if not (isinstance(value, (int, float)) and low <= value <= high
                     and math.isfinite(value)):
                 raise ValueError(f"{name} should be a number in [{low}, {high}], got {value!r}")
-        if self.baseline_fit not in BASELINE_FITS:
-            raise ValueError(f"baseline_fit should be one of {BASELINE_FITS}, got "
-                             f"{self.baseline_fit!r}")
+        _check_baseline_fit(self.baseline_fit)
         if self.fisher_fraction == 0 or self.kl_bound == 0:
             raise ValueError("fisher_fraction and max_kl should be > 0")
         make_family(self.family, **self.family_overrides)  # raises for unknown names and fields
@@ -295,6 +293,12 @@ def _initial_carry(config: TrainConfig, family: TaskFamily,
 
 def _next_carry(config: TrainConfig, batch: meta.TaskBatch) -> Optional[np.ndarray]:
     return batch.baseline_carry if config.baseline_fit == "previous" else None
+
+
+def _check_baseline_fit(value: Any) -> str:
+    if value not in BASELINE_FITS:
+        raise ValueError(f"baseline_fit should be one of {BASELINE_FITS}, got {value!r}")
+    return value
 
 
 def _first_prior(baseline_fit: str, ntask: int, obs_dim: int) -> Optional[np.ndarray]:
@@ -504,8 +508,7 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
     returns = []
     current: Any = theta
     adapted: Optional[meta.Params] = None
-    if baseline_fit not in BASELINE_FITS:
-        raise ValueError(f"baseline_fit should be one of {BASELINE_FITS}, got {baseline_fit!r}")
+    _check_baseline_fit(baseline_fit)
     carry = (np.zeros(2 * sim.observation_dim + 4) if baseline_fit == "previous" else None)
     prior = _first_prior(baseline_fit, ntask, sim.observation_dim)
     for step in range(steps + 1):
@@ -536,9 +539,8 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     advantages' baseline order (see TrainConfig.baseline_fit); default the checkpoint's
     training order; 'fresh' is the order of the paper's evaluation script."""
     policy, config, family, info = load_policy(path)
-    baseline_fit = config.baseline_fit if baseline_fit is None else baseline_fit
-    if baseline_fit not in BASELINE_FITS:
-        raise ValueError(f"baseline_fit should be one of {BASELINE_FITS}, got {baseline_fit!r}")
+    baseline_fit = _check_baseline_fit(config.baseline_fit if baseline_fit is None
+                                       else baseline_fit)
     for name, value, low in (("tasks", tasks, 1), ("steps", steps, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")

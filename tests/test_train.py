@@ -113,6 +113,14 @@ def test_evaluate_writes_json_and_plot(tmp_path):
     assert len(saved["stderr"]) == 3 and all(np.isfinite(saved["stderr"]))
     assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
     assert len(result["held_out_tasks"]) == 3
+    assert saved["baseline_fit"] == "current"  # the checkpoint's training order
+    fresh = evaluate(run, tasks=3, steps=1, trajectories=2, baseline_fit="fresh")
+    assert fresh["baseline_fit"] == "fresh"
+    # the same rollouts before adapting; the first step's advantages differ, so its returns do
+    assert fresh["mean_return"][0] == result["mean_return"][0]
+    assert fresh["mean_return"][1] != result["mean_return"][1]
+    with pytest.raises(ValueError, match="baseline_fit should be one of"):
+        evaluate(run, tasks=3, steps=1, trajectories=2, baseline_fit="bogus")
 
 
 def test_held_out_tasks_are_not_training_tasks():
