@@ -21,21 +21,22 @@ def features(obs: torch.Tensor, t_index: torch.Tensor) -> torch.Tensor:
 
 def fit_linear_baseline(obs: np.ndarray, t_index: np.ndarray, returns: np.ndarray,
                         valid: np.ndarray, ntask: int, reg: float = 1e-5,
-                        carry: Optional[np.ndarray] = None, return_last: bool = False,
+                        carry: Optional[np.ndarray] = None,
                         prior: Optional[np.ndarray] = None, return_all: bool = False):
     """Values (T, N) float64 of a rollout (simulation i of task i // (N / ntask)), each task's
     baseline fit on its own valid steps. The ridge term grows tenfold while the solve fails.
 
     carry, when given (coefficients, (2 obs_dim + 4,)), switches to the order of the reference
     code's sampler, whose one baseline predicts with the fit of the batch processed before and
-    is refit afterwards: task i's values come from task i-1's fit, task 0's from carry. With
-    return_last, also returns the last task's coefficients, the carry of the next batch.
+    is refit afterwards: task i's values come from task i-1's fit, task 0's from carry.
 
     prior, when given ((ntask, 2 obs_dim + 4) coefficients), predicts task i's values with
     prior[i] instead of its own fit: the order of the reference code's evaluation, one baseline
     per task predicting each step's batch with the fit of the step before (zeros, the unfitted
-    baseline, for the first step). With return_all, also returns every task's own fit,
-    (ntask, 2 obs_dim + 4), the prior of the task's next batch."""
+    baseline, for the first step).
+
+    With return_all, also returns every task's own fit, (ntask, 2 obs_dim + 4): row i is the
+    prior of task i's next batch, the last row the carry of the next batch."""
     if carry is not None and prior is not None:
         raise ValueError("give carry or prior, not both")
     T, N = returns.shape
@@ -76,9 +77,6 @@ def fit_linear_baseline(obs: np.ndarray, t_index: np.ndarray, returns: np.ndarra
                              f"(tasks, coefficients), got {tuple(used.shape[:-1])}")
     values = (feats @ used).squeeze(-1)  # (M, T k)
     values = values.reshape(ntask, T, k).movedim(0, 1).reshape(T, N).numpy()
-    extra = []
-    if return_last:
-        extra.append(coeffs[-1, :, 0].numpy().copy())
     if return_all:
-        extra.append(coeffs[:, :, 0].numpy().copy())
-    return (values, *extra) if extra else values
+        return values, coeffs[:, :, 0].numpy().copy()
+    return values

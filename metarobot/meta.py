@@ -38,11 +38,15 @@ class TaskBatch:
     mask: torch.Tensor
     returns: torch.Tensor          # (M,) mean undiscounted return per trajectory, per task
     horizon: int = 1               # T: S = T x trajectories per task, time-major within a task
-    baseline_carry: Optional[np.ndarray] = None  # the last task's baseline coefficients
     baseline_coeffs: Optional[np.ndarray] = None  # (M, F) every task's own baseline fit
     old_log_prob: Optional[torch.Tensor] = None  # (M, S) under the sampling policy
     old_mean: Optional[torch.Tensor] = None      # (M, S, act_dim)
     old_log_std: Optional[torch.Tensor] = None   # (M, act_dim)
+
+    @property
+    def baseline_carry(self) -> Optional[np.ndarray]:
+        """The last task's baseline coefficients (F,): the carry of the next batch."""
+        return None if self.baseline_coeffs is None else self.baseline_coeffs[-1].copy()
 
 
 def _per_task(x: np.ndarray, ntask: int) -> torch.Tensor:
@@ -70,9 +74,8 @@ def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
     k = N // ntask
     # time index of each step within its episode: every episode starts at t = 0
     t_index = np.broadcast_to(np.arange(T, dtype=np.float64)[:, None], (T, N))
-    values, last, own = fit_linear_baseline(traj.observations, t_index, returns, valid, ntask,
-                                            carry=carry, return_last=True, prior=prior,
-                                            return_all=True)
+    values, own = fit_linear_baseline(traj.observations, t_index, returns, valid, ntask,
+                                      carry=carry, prior=prior, return_all=True)
     next_values = np.zeros_like(values)
     next_values[:-1] = values[1:]
     # the paper's code ends every path at a zero value, truncated or not
@@ -90,7 +93,7 @@ def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
                      actions=_per_task(traj.actions, ntask),
                      advantages=adv_t, mask=mask_t,
                      returns=torch.from_numpy(ep_returns.astype(np.float64)), horizon=T,
-                     baseline_carry=last, baseline_coeffs=own)
+                     baseline_coeffs=own)
 
 
 def subsample(batch: TaskBatch, fraction: float) -> TaskBatch:

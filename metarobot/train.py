@@ -186,7 +186,6 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     """One meta-iteration; returns the new parameters and what it measured. carry: the
     baseline coefficients carried between batches (baseline_fit 'previous'); the result's
     carry is the next iteration's."""
-    carry = _initial_carry(config, family, carry)
     spec = meta.PolicySpec(policy.nlayers, policy.activation)
     times = {"sampling": 0.0, "returns": 0.0, "inner": 0.0, "outer": 0.0}
     tasks = family.sample_tasks(config.meta_batch_size, _seed(config.seed, TRAIN_STREAM,
@@ -199,15 +198,14 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     batches: List[meta.TaskBatch] = []
     sampling_params: Any = theta
     adapted: Optional[meta.Params] = None
-    prior = _first_prior(config.baseline_fit, ntask, sim.observation_dim)
+    carry, prior = _baseline_start(config.baseline_fit, ntask, sim.observation_dim, carry)
     for step in range(config.inner_steps):
         t0 = time.perf_counter()
         traj = sim.rollout(policy, params=sampling_params)
         t1 = time.perf_counter()
         batches.append(meta.process(traj, ntask, config.gamma, config.gae_lambda, carry=carry,
                                     prior=prior))
-        carry = _next_carry(config, batches[-1])
-        prior = batches[-1].baseline_coeffs if prior is not None else None
+        carry, prior = _baseline_next(config.baseline_fit, batches[-1])
         t2 = time.perf_counter()
         # the values of the adapted parameters, for sampling; the outer step differentiates
         # through the adaptation itself
@@ -228,7 +226,7 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     t1 = time.perf_counter()
     post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry,
                         prior=prior)
-    carry = _next_carry(config, post)
+    carry, _ = _baseline_next(config.baseline_fit, post)
     t2 = time.perf_counter()
     times["sampling"] += t1 - t0
     times["returns"] += t2 - t1
@@ -279,32 +277,30 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info, carry)
 
 
-def _initial_carry(config: TrainConfig, family: TaskFamily,
-                   carry: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    """None for baseline_fit 'current'; else the given carry, or zeros (the reference code's
-    unfitted baseline predicts 0)."""
-    if config.baseline_fit != "previous":
-        return None
-    if carry is not None:
-        return np.asarray(carry, dtype=np.float64)
-    model = family.load_model()
-    return np.zeros(2 * family.observation_dim(model) + 4)
-
-
-def _next_carry(config: TrainConfig, batch: meta.TaskBatch) -> Optional[np.ndarray]:
-    return batch.baseline_carry if config.baseline_fit == "previous" else None
-
-
-def _check_baseline_fit(value: Any) -> str:
+def _check_baseline_fit(value: Any) -> None:
     if value not in BASELINE_FITS:
         raise ValueError(f"baseline_fit should be one of {BASELINE_FITS}, got {value!r}")
-    return value
 
 
-def _first_prior(baseline_fit: str, ntask: int, obs_dim: int) -> Optional[np.ndarray]:
-    """baseline_fit 'fresh': every task's first batch is predicted by an unfitted baseline,
-    which predicts 0 (as the reference code's), (ntask, 2 obs_dim + 4) zero coefficients."""
-    return np.zeros((ntask, 2 * obs_dim + 4)) if baseline_fit == "fresh" else None
+def _baseline_start(baseline_fit: str, ntask: int, obs_dim: int,
+                    carry: Optional[np.ndarray] = None
+                    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(carry, prior) of a round's first batch (see meta.process). 'previous': the given carry
+    (the run's last batch), else zeros; 'fresh': zeros for every task. An unfitted baseline of
+    the reference code predicts 0, which zero coefficients do; 2 obs_dim + 4 features."""
+    nfeat = 2 * obs_dim + 4
+    if baseline_fit == "previous":
+        return (np.zeros(nfeat) if carry is None else np.asarray(carry, dtype=np.float64)), None
+    if baseline_fit == "fresh":
+        return None, np.zeros((ntask, nfeat))
+    return None, None
+
+
+def _baseline_next(baseline_fit: str, batch: meta.TaskBatch
+                   ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(carry, prior) of the batch after this one, of the same tasks."""
+    return (batch.baseline_carry if baseline_fit == "previous" else None,
+            batch.baseline_coeffs if baseline_fit == "fresh" else None)
 
 
 class _Progress:
@@ -498,6 +494,7 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
                      ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
     """Mean return per task after 0..steps vanilla policy-gradient steps: (steps + 1, M), and
     the adapted parameters of each task after the last step."""
+    _check_baseline_fit(baseline_fit)
     lrs = [lr] * steps if isinstance(lr, (int, float)) else list(lr)
     if len(lrs) < steps:
         lrs += [lrs[-1]] * (steps - len(lrs))
@@ -508,14 +505,11 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
     returns = []
     current: Any = theta
     adapted: Optional[meta.Params] = None
-    _check_baseline_fit(baseline_fit)
-    carry = (np.zeros(2 * sim.observation_dim + 4) if baseline_fit == "previous" else None)
-    prior = _first_prior(baseline_fit, ntask, sim.observation_dim)
+    carry, prior = _baseline_start(baseline_fit, ntask, sim.observation_dim)
     for step in range(steps + 1):
         traj = sim.rollout(policy, params=current)
         batch = meta.process(traj, ntask, gamma, gae_lambda, carry=carry, prior=prior)
-        carry = batch.baseline_carry if carry is not None else None
-        prior = batch.baseline_coeffs if prior is not None else None
+        carry, prior = _baseline_next(baseline_fit, batch)
         returns.append(batch.returns.numpy())
         if step < steps:
             source = theta if adapted is None else adapted
@@ -539,8 +533,7 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     advantages' baseline order (see TrainConfig.baseline_fit); default the checkpoint's
     training order; 'fresh' is the order of the paper's evaluation script."""
     policy, config, family, info = load_policy(path)
-    baseline_fit = _check_baseline_fit(config.baseline_fit if baseline_fit is None
-                                       else baseline_fit)
+    baseline_fit = config.baseline_fit if baseline_fit is None else baseline_fit
     for name, value, low in (("tasks", tasks, 1), ("steps", steps, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")

@@ -213,7 +213,8 @@ def test_linear_baseline_in_the_reference_order():
     b = BaselineProblem(1)
     own = b.fit()
     carry = b.rng.normal(size=b.nfeat)
-    shifted, last = b.fit(carry=carry, return_last=True)
+    shifted, fits = b.fit(carry=carry, return_all=True)
+    last = fits[-1]
     np.testing.assert_allclose(shifted[:, 0], b.feats(0) @ carry, rtol=1e-10)
     # task 1 with task 0's coefficients
     np.testing.assert_allclose(shifted[:, 2], b.feats(2) @ b.task_fit(0), rtol=1e-6, atol=1e-8)
