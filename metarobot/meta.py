@@ -153,18 +153,50 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
 
 
+INNER_OBJECTIVES = ("pg", "lvc")
+
+
 def pg_loss(spec: PolicySpec, params: Params, obs, actions, advantages, mask) -> torch.Tensor:
     """Vanilla policy-gradient loss of one task: -mean(log pi(a|s) * A) over valid steps."""
     return -_masked_mean(spec.log_prob(params, obs, actions) * advantages, mask)
 
 
+def lvc_loss(spec: PolicySpec, params: Params, obs, actions, advantages, mask,
+             sample_log_prob) -> torch.Tensor:
+    """ProMP's low-variance curvature loss of one task: -mean(pi(a|s) / pi_s(a|s) * A), pi_s
+    the sampling policy (its log-probabilities are data, constant at every order). At the
+    sampling parameters its gradient is pg_loss's; its Hessian adds the score's outer product,
+    sum_t grad log pi_t grad log pi_t^T A_t, the term through which the adapted policy's
+    return depends on the pre-update policy's exploration."""
+    ratio = torch.exp(spec.log_prob(params, obs, actions) - sample_log_prob)
+    return -_masked_mean(ratio * advantages, mask)
+
+
+def _check_objective(objective: str) -> None:
+    if objective not in INNER_OBJECTIVES:
+        raise ValueError(f"inner objective should be one of {INNER_OBJECTIVES}, got "
+                         f"{objective!r}")
+
+
 def inner_step(spec: PolicySpec, params: Params, batch: TaskBatch, lr: float,
-               first_order: bool, batched: bool) -> Params:
+               first_order: bool, batched: bool, objective: str = "pg") -> Params:
     """One policy-gradient step per task: params (shared, or (M, ...) per task if batched) ->
-    (M, ...) adapted params. Second-order unless first_order (the gradient is then a constant)."""
-    task_grad = grad(lambda p, o, a, adv, m: pg_loss(spec, p, o, a, adv, m))
-    grads = vmap(task_grad, in_dims=(0 if batched else None, 0, 0, 0, 0))(
-        params, batch.obs, batch.actions, batch.advantages, batch.mask)
+    (M, ...) adapted params. Second-order unless first_order (the gradient is then a constant).
+    objective 'lvc' differentiates lvc_loss (needs batch.old_log_prob, see record_sampling);
+    its step is pg's, its second derivatives are not."""
+    _check_objective(objective)
+    pdim = 0 if batched else None
+    if objective == "lvc":
+        if batch.old_log_prob is None:
+            raise ValueError("the 'lvc' inner objective needs the batch's sampling "
+                             "log-probabilities (meta.record_sampling)")
+        task_grad = grad(lambda p, o, a, adv, m, lp: lvc_loss(spec, p, o, a, adv, m, lp))
+        grads = vmap(task_grad, in_dims=(pdim, 0, 0, 0, 0, 0))(
+            params, batch.obs, batch.actions, batch.advantages, batch.mask, batch.old_log_prob)
+    else:
+        task_grad = grad(lambda p, o, a, adv, m: pg_loss(spec, p, o, a, adv, m))
+        grads = vmap(task_grad, in_dims=(pdim, 0, 0, 0, 0))(
+            params, batch.obs, batch.actions, batch.advantages, batch.mask)
     out = {}
     for name, p in params.items():
         g = grads[name].detach() if first_order else grads[name]
@@ -173,13 +205,13 @@ def inner_step(spec: PolicySpec, params: Params, batch: TaskBatch, lr: float,
 
 
 def adapt(spec: PolicySpec, params: Params, batches: Sequence[TaskBatch], lr: float,
-          first_order: bool) -> Params:
+          first_order: bool, objective: str = "pg") -> Params:
     """K >= 1 inner steps, step j on batches[j] (sampled with the params of step j): (M, ...)."""
     if not batches:
         raise ValueError("adapt needs at least one batch")
     adapted, batched = params, False
     for batch in batches:
-        adapted = inner_step(spec, adapted, batch, lr, first_order, batched)
+        adapted = inner_step(spec, adapted, batch, lr, first_order, batched, objective)
         batched = True
     return adapted
 
@@ -199,6 +231,17 @@ def mean_kl(spec: PolicySpec, adapted: Params, post: TaskBatch) -> torch.Tensor:
         kl = gaussian_kl(old_mean, old_log_std, spec.mean(p, o), p["log_std"])
         return _masked_mean(kl, m)
     return vmap(task)(adapted, post.obs, post.mask, post.old_mean, post.old_log_std).mean()
+
+
+def record_sampling(spec: PolicySpec, params: Params, batch: TaskBatch,
+                    batched: bool) -> TaskBatch:
+    """Adds the log-probabilities of the batch's actions under the policy that sampled them
+    (params shared, or (M, ...) per task if batched): the data of the 'lvc' objective."""
+    with torch.no_grad():
+        detached = {k: v.detach() for k, v in params.items()}
+        batch.old_log_prob = vmap(spec.log_prob, in_dims=(0 if batched else None, 0, 0))(
+            detached, batch.obs, batch.actions)
+    return batch
 
 
 def record_old(spec: PolicySpec, adapted: Params, post: TaskBatch) -> TaskBatch:
@@ -266,7 +309,8 @@ def kl_hessian_product(kl_fn: Callable[[Params], torch.Tensor], theta: Params
 
 def maml_fisher_product(spec: "PolicySpec", theta: Params, batches: Sequence["TaskBatch"],
                         lr: float, post: "TaskBatch", phi: Optional[Params] = None,
-                        first_order: bool = False) -> Callable[[Params], Params]:
+                        first_order: bool = False, objective: str = "pg"
+                        ) -> Callable[[Params], Params]:
     """v -> H v, H the Hessian at theta of the mean KL between the sampling and the adapted
     policies, KL(theta) = mean_KL(adapt(theta, batches)). KL's gradient in the adapted
     parameters vanishes at theta, so H = J^T F J exactly: J the Jacobian of the adaptation
@@ -289,8 +333,8 @@ def maml_fisher_product(spec: "PolicySpec", theta: Params, batches: Sequence["Ta
     elif len(batches) == 1:
         theta_b = {k: v.unsqueeze(0).expand(ntask, *v.shape).contiguous()
                    for k, v in theta.items()}
-        phi_b, step_vjp = vjp(lambda p: inner_step(spec, p, batches[0], lr, False, True),
-                              theta_b)
+        phi_b, step_vjp = vjp(
+            lambda p: inner_step(spec, p, batches[0], lr, False, True, objective), theta_b)
 
         def jac(v: Params) -> Params:
             return step_vjp({k: x.unsqueeze(0).expand(ntask, *x.shape) for k, x in v.items()})[0]
@@ -299,7 +343,7 @@ def maml_fisher_product(spec: "PolicySpec", theta: Params, batches: Sequence["Ta
             return {k: x.sum(0) for k, x in step_vjp(u)[0].items()}
     else:
         def adapt_fn(p: Params) -> Params:
-            return adapt(spec, p, batches, lr, False)
+            return adapt(spec, p, batches, lr, False, objective)
         phi_b, adapt_vjp = vjp(adapt_fn, theta)
 
         def jac(v: Params) -> Params:

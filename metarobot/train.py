@@ -58,6 +58,10 @@ class TrainConfig:
     """Policy-gradient steps of the adaptation."""
     inner_lr: float = 0.1
     """Step size of the adaptation steps."""
+    inner_objective: str = "pg"
+    """What the adaptation step differentiates: pg, the policy-gradient loss (the MAML
+    paper's); lvc, ProMP's low-variance curvature loss, the same step with the score's outer
+    product in its second derivatives (maml-trpo only)."""
     gamma: float = 0.99
     """Discount."""
     gae_lambda: float = 1.0
@@ -121,6 +125,7 @@ class TrainConfig:
                     and math.isfinite(value)):
                 raise ValueError(f"{name} should be a number in [{low}, {high}], got {value!r}")
         _check_baseline_fit(self.baseline_fit)
+        meta._check_objective(self.inner_objective)
         if self.fisher_fraction == 0 or self.kl_bound == 0:
             raise ValueError("fisher_fraction and max_kl should be > 0")
         make_family(self.family, **self.family_overrides)  # raises for unknown names and fields
@@ -205,13 +210,17 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         t1 = time.perf_counter()
         batches.append(meta.process(traj, ntask, config.gamma, config.gae_lambda, carry=carry,
                                     prior=prior))
+        if config.inner_objective == "lvc":
+            # the sampling policy's log-probabilities: constants of the 'lvc' loss
+            meta.record_sampling(spec, theta if adapted is None else adapted, batches[-1],
+                                 batched=adapted is not None)
         carry, prior = _baseline_next(config.baseline_fit, batches[-1])
         t2 = time.perf_counter()
         # the values of the adapted parameters, for sampling; the outer step differentiates
         # through the adaptation itself
         source = theta if adapted is None else {k: v.detach() for k, v in adapted.items()}
         adapted = meta.inner_step(spec, source, batches[-1], config.inner_lr, True,
-                                  adapted is not None)
+                                  adapted is not None, config.inner_objective)
         adapted = {k: v.detach() for k, v in adapted.items()}
         sampling_params = _per_task_params(adapted, ntask)
         t3 = time.perf_counter()
@@ -250,12 +259,13 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         part_post = meta.task_slice(post, lo, hi)
 
         def part_loss(p: meta.Params, bs=part_batches, ps=part_post) -> torch.Tensor:
-            return meta.surrogate(spec, meta.adapt(spec, p, bs, config.inner_lr, first_order),
-                                  ps)
+            return meta.surrogate(spec, meta.adapt(spec, p, bs, config.inner_lr, first_order,
+                                                   config.inner_objective), ps)
 
         def part_loss_kl(p: meta.Params, bs=part_batches, ps=part_post
                          ) -> Tuple[torch.Tensor, torch.Tensor]:
-            phi = meta.adapt(spec, p, bs, config.inner_lr, first_order)  # once for both
+            phi = meta.adapt(spec, p, bs, config.inner_lr, first_order,
+                             config.inner_objective)  # once for both
             return meta.surrogate(spec, phi, ps), meta.mean_kl(spec, phi, ps)
 
         grads.append((weight, torch.func.grad_and_value(part_loss)))
@@ -264,7 +274,8 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         products.append((weight, meta.maml_fisher_product(
             spec, theta_sorted, [meta.subsample(b, fraction) for b in part_batches],
             config.inner_lr, meta.subsample(part_post, fraction),
-            phi={k: v[lo:hi] for k, v in adapted.items()}, first_order=first_order)))
+            phi={k: v[lo:hi] for k, v in adapted.items()}, first_order=first_order,
+            objective=config.inner_objective)))
     loss_kl = meta.weighted_sum(losses_kls)
     new_theta, trpo = meta.trpo_step(
         theta, meta.weighted_sum(losses), lambda p: loss_kl(p)[1], config.kl_bound,

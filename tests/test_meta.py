@@ -85,17 +85,70 @@ def test_first_order_ignores_the_adaptation_jacobian():
     assert (tiny_first - tiny_second).norm() < 1e-6 * tiny_second.norm()
 
 
-@pytest.mark.parametrize("inner_steps, first_order", [(1, False), (2, False), (1, True)])
-def test_fisher_product_equals_kl_hessian(inner_steps, first_order):
+def test_lvc_step_is_the_policy_gradient_step_with_the_score_outer_product():
+    """ProMP's low-variance curvature objective: the same adapted parameters as the policy
+    gradient at the sampling parameters; the adaptation's Jacobian differs from pg's by
+    lr x (per task) mean_t A_t grad log pi_t grad log pi_t^T, scores from a per-sample loop."""
+    spec, theta, pre, post = tiny_problem(seed=6)
+    lr = 0.3
+    with pytest.raises(ValueError, match="sampling log-probabilities"):
+        meta.inner_step(spec, theta, pre, lr, False, False, "lvc")
+    meta.record_sampling(spec, theta, pre, batched=False)
+    pg = meta.inner_step(spec, theta, pre, lr, False, False, "pg")
+    lvc = meta.inner_step(spec, theta, pre, lr, False, False, "lvc")
+    torch.testing.assert_close(flat(lvc), flat(pg))
+
+    gen = torch.Generator().manual_seed(7)
+    v = {k: torch.randn(x.shape, generator=gen) for k, x in theta.items()}
+    jv = {name: torch.func.jvp(lambda p: meta.inner_step(spec, p, pre, lr, False, False, name),
+                               (theta,), (v,))[1] for name in ("pg", "lvc")}
+    names = sorted(theta)
+    vflat = flat(v)
+    ntask, steps = pre.mask.shape
+    for i in range(ntask):
+        expected = torch.zeros_like(vflat)
+        for t in range(steps):
+            score = torch.func.grad(lambda p: spec.log_prob(p, pre.obs[i, t], pre.actions[i, t]))(
+                theta)
+            s_t = torch.cat([score[n].reshape(-1) for n in names])
+            expected += pre.mask[i, t] * pre.advantages[i, t] * s_t * (s_t @ vflat)
+        expected *= lr / pre.mask[i].sum()
+        diff = torch.cat([(jv["lvc"][n][i] - jv["pg"][n][i]).reshape(-1) for n in names])
+        assert expected.norm() > 1e-3
+        torch.testing.assert_close(diff, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_lvc_meta_gradient_matches_finite_differences():
+    spec, theta, pre, post = tiny_problem(seed=8)
+    meta.record_sampling(spec, theta, pre, batched=False)
+
+    def loss(p):
+        return meta.surrogate(spec, meta.adapt(spec, p, [pre], 0.3, False, "lvc"), post)
+    g = torch.func.grad(loss)(theta)
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(3):
+        d = {k: torch.randn(v.shape, generator=gen) for k, v in theta.items()}
+        fd = finite_difference(loss, theta, d)
+        assert abs(float(flat(g) @ flat(d)) - fd) < 1e-6 * max(1.0, abs(fd))
+
+
+@pytest.mark.parametrize("inner_steps, first_order, objective",
+                         [(1, False, "pg"), (2, False, "pg"), (1, True, "pg"), (1, False, "lvc"),
+                          (2, False, "lvc")])
+def test_fisher_product_equals_kl_hessian(inner_steps, first_order, objective):
     spec, theta, pre, post = tiny_problem(seed=3)
     batches = [pre] * inner_steps
-    adapted = meta.adapt(spec, theta, batches, 0.3, first_order)
+    # (the second step's batch is sampled elsewhere; any constants do for the identity)
+    meta.record_sampling(spec, theta, pre, batched=False)
+    adapted = meta.adapt(spec, theta, batches, 0.3, first_order, objective)
     meta.record_old(spec, adapted, post)  # the KL's minimum is at theta
 
     def kl(p):
-        return meta.mean_kl(spec, meta.adapt(spec, p, batches, 0.3, first_order), post)
+        return meta.mean_kl(spec, meta.adapt(spec, p, batches, 0.3, first_order, objective),
+                            post)
     exact = meta.kl_hessian_product(kl, theta)
-    product = meta.maml_fisher_product(spec, theta, batches, 0.3, post, first_order=first_order)
+    product = meta.maml_fisher_product(spec, theta, batches, 0.3, post, first_order=first_order,
+                                       objective=objective)
     gen = torch.Generator().manual_seed(4)
     for _ in range(3):
         v = {k: torch.randn(x.shape, generator=gen) for k, x in theta.items()}

@@ -101,6 +101,8 @@ def test_bad_config_raises():
         TrainConfig(meta_batch_size=0)
     with pytest.raises(ValueError, match="unknown task family"):
         TrainConfig(family="Nope")
+    with pytest.raises(ValueError, match="inner objective"):
+        TrainConfig(inner_objective="dice")
 
 
 def test_evaluate_writes_json_and_plot(tmp_path):
@@ -203,3 +205,26 @@ def test_outer_step_in_chunks_of_tasks_equals_all_tasks_at_once(algo, inner_step
             torch.testing.assert_close(new[n], whole[n], rtol=1e-4, atol=1e-5)
         assert other["backtracks"] == info["backtracks"]
         assert abs(other["kl"] - info["kl"]) <= 1e-4 * abs(info["kl"]) + 1e-8
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_lvc_objective_samples_as_pg_and_steps_differently(inner_steps):
+    """The 'lvc' inner objective takes the same adaptation steps (so the same samples and
+    returns) as 'pg'; only the meta-gradient and the Fisher products, through its second
+    derivatives, differ."""
+    from metarobot.train import make_policy, meta_iteration
+    out = {}
+    for objective in ("pg", "lvc"):
+        config = tiny(inner_steps=inner_steps, meta_batch_size=3, inner_objective=objective)
+        family = metarobot.make_family(config.family, **config.family_overrides)
+        policy = make_policy(config, family)
+        theta = {n: p.detach().clone() for n, p in policy.params().items()}
+        new, result = meta_iteration(config, family, policy, theta, 0)
+        assert result.info["accepted"] == 1.0
+        out[objective] = (new, result)
+    (pg, r_pg), (lvc, r_lvc) = out["pg"], out["lvc"]
+    assert r_pg.pre_return == pytest.approx(r_lvc.pre_return, rel=1e-6)
+    assert r_pg.post_return == pytest.approx(r_lvc.post_return, rel=1e-5)
+    assert r_pg.info["surrogate_before"] == pytest.approx(r_lvc.info["surrogate_before"],
+                                                          rel=1e-5)
+    assert max(float((pg[n] - lvc[n]).abs().max()) for n in pg) > 1e-4
