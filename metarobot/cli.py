@@ -101,6 +101,15 @@ def _rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, its default and help taken from the dataclass."""
     import ast
@@ -123,7 +132,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if field.name == "hidden_sizes":
             kwargs.update(type=int, nargs="+")
         elif isinstance(default, bool):
-            kwargs.update(type=lambda x: x.lower() in ("1", "true", "yes"))
+            kwargs.update(type=_boolean, metavar="{true,false}")
         elif isinstance(default, int):
             kwargs.update(type=int)
         elif isinstance(default, float) or field.name in ("time_budget", "max_kl"):
@@ -236,9 +245,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trajectories", type=int, default=None,
                    help="per task and step (default 20; 40 for AntDir)")
-    p.add_argument("--lr", type=float, nargs="+", default=[0.1, 0.05],
-                   help="step size of each step, the last repeating (default: 0.1 then 0.05, "
-                        "the paper's evaluation)")
+    p.add_argument("--lr", type=float, nargs="+", default=None,
+                   help="step size of each step, the last repeating (default: the learned "
+                        "step sizes of a Meta-SGD checkpoint, else 0.1 then 0.05, the paper's "
+                        "evaluation)")
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--plot", default=None, help="write a PNG plot here")
     p.add_argument("--threads", type=int, default=0)
@@ -253,7 +263,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--task", required=True, help='task parameters as JSON: \'{"direction": 1}\'')
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--trajectories", type=int, default=20)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=None,
+                   help="step size (default: the learned step sizes of a Meta-SGD "
+                        "checkpoint, else 0.1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="save the adapted policy here (.safetensors)")
     p.add_argument("--threads", type=int, default=0)

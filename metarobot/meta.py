@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -178,12 +178,31 @@ def _check_objective(objective: str) -> None:
                          f"{objective!r}")
 
 
-def inner_step(spec: PolicySpec, params: Params, batch: TaskBatch, lr: float,
+STEP_SIZE_PREFIX = "inner_lr/"
+
+
+def split_step_sizes(params: Params) -> Tuple[Params, Optional[Params]]:
+    """(policy parameters, learned step sizes or None) of a parameter dict that may hold
+    Meta-SGD's per-entry step sizes under 'inner_lr/<name>' (same shapes as <name>)."""
+    policy = {k: v for k, v in params.items() if not k.startswith(STEP_SIZE_PREFIX)}
+    sizes = {k[len(STEP_SIZE_PREFIX):]: v for k, v in params.items()
+             if k.startswith(STEP_SIZE_PREFIX)}
+    return policy, (sizes or None)
+
+
+def initial_step_sizes(params: Params, lr: float) -> Params:
+    """Meta-SGD's step sizes, every entry lr, keyed 'inner_lr/<name>'."""
+    return {STEP_SIZE_PREFIX + k: torch.full_like(v, float(lr)) for k, v in params.items()}
+
+
+def inner_step(spec: PolicySpec, params: Params, batch: TaskBatch, lr: Union[float, Params],
                first_order: bool, batched: bool, objective: str = "pg") -> Params:
     """One policy-gradient step per task: params (shared, or (M, ...) per task if batched) ->
-    (M, ...) adapted params. Second-order unless first_order (the gradient is then a constant).
-    objective 'lvc' differentiates lvc_loss (needs batch.old_log_prob, see record_sampling);
-    its step is pg's, its second derivatives are not."""
+    (M, ...) adapted params. lr: one step size, or one per parameter entry (Meta-SGD: a dict
+    of tensors shaped as the shared params, differentiable). Second-order unless first_order
+    (the gradient is then a constant). objective 'lvc' differentiates lvc_loss (needs
+    batch.old_log_prob, see record_sampling); its step is pg's, its second derivatives are
+    not."""
     _check_objective(objective)
     pdim = 0 if batched else None
     if objective == "lvc":
@@ -200,13 +219,14 @@ def inner_step(spec: PolicySpec, params: Params, batch: TaskBatch, lr: float,
     out = {}
     for name, p in params.items():
         g = grads[name].detach() if first_order else grads[name]
-        out[name] = p - lr * g
+        out[name] = p - (lr[name] if isinstance(lr, dict) else lr) * g
     return out
 
 
-def adapt(spec: PolicySpec, params: Params, batches: Sequence[TaskBatch], lr: float,
-          first_order: bool, objective: str = "pg") -> Params:
-    """K >= 1 inner steps, step j on batches[j] (sampled with the params of step j): (M, ...)."""
+def adapt(spec: PolicySpec, params: Params, batches: Sequence[TaskBatch],
+          lr: Union[float, Params], first_order: bool, objective: str = "pg") -> Params:
+    """K >= 1 inner steps, step j on batches[j] (sampled with the params of step j): (M, ...).
+    lr: as inner_step's, the same for every step."""
     if not batches:
         raise ValueError("adapt needs at least one batch")
     adapted, batched = params, False

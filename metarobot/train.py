@@ -62,6 +62,10 @@ class TrainConfig:
     """What the adaptation step differentiates: pg, the policy-gradient loss (the MAML
     paper's); lvc, ProMP's low-variance curvature loss, the same step with the score's outer
     product in its second derivatives (maml-trpo only)."""
+    learn_inner_lr: bool = False
+    """Meta-SGD: one adaptation step size per parameter entry, starting at inner_lr and
+    learned by the outer step with the policy (maml-trpo, fomaml-trpo); evaluate and adapt
+    then use them."""
     gamma: float = 0.99
     """Discount."""
     gae_lambda: float = 1.0
@@ -126,6 +130,13 @@ class TrainConfig:
                 raise ValueError(f"{name} should be a number in [{low}, {high}], got {value!r}")
         _check_baseline_fit(self.baseline_fit)
         meta._check_objective(self.inner_objective)
+        if not isinstance(self.learn_inner_lr, bool):
+            raise ValueError(f"learn_inner_lr should be True or False, got "
+                             f"{self.learn_inner_lr!r}")
+        if self.learn_inner_lr and self.algo == "reptile":
+            raise ValueError("learn_inner_lr (Meta-SGD) needs an outer step that "
+                             "differentiates the adaptation: maml-trpo or fomaml-trpo, not "
+                             "reptile")
         if self.fisher_fraction == 0 or self.kl_bound == 0:
             raise ValueError("fisher_fraction and max_kl should be > 0")
         make_family(self.family, **self.family_overrides)  # raises for unknown names and fields
@@ -188,10 +199,20 @@ class IterationResult:
 def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPPolicy,
                    theta: meta.Params, iteration: int, carry: Optional[np.ndarray] = None
                    ) -> Tuple[meta.Params, IterationResult]:
-    """One meta-iteration; returns the new parameters and what it measured. carry: the
-    baseline coefficients carried between batches (baseline_fit 'previous'); the result's
-    carry is the next iteration's."""
+    """One meta-iteration; returns the new parameters and what it measured. theta: the
+    policy's parameters, and Meta-SGD's step sizes when config.learn_inner_lr (see
+    meta.split_step_sizes). carry: the baseline coefficients carried between batches
+    (baseline_fit 'previous'); the result's carry is the next iteration's."""
     spec = meta.PolicySpec(policy.nlayers, policy.activation)
+    policy_theta, sizes = meta.split_step_sizes(theta)
+    if config.learn_inner_lr != (sizes is not None):
+        raise ValueError("theta should hold step sizes exactly when learn_inner_lr is set")
+
+    def step_size(p: meta.Params) -> Any:
+        """The adaptation's step size(s) from a full parameter dict."""
+        learned = meta.split_step_sizes(p)[1]
+        return config.inner_lr if learned is None else learned
+
     times = {"sampling": 0.0, "returns": 0.0, "inner": 0.0, "outer": 0.0}
     tasks = family.sample_tasks(config.meta_batch_size, _seed(config.seed, TRAIN_STREAM,
                                                               iteration, 0))
@@ -201,7 +222,7 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     first_order = config.algo != "maml-trpo"
     ntask = len(tasks)
     batches: List[meta.TaskBatch] = []
-    sampling_params: Any = theta
+    sampling_params: Any = policy_theta
     adapted: Optional[meta.Params] = None
     carry, prior = _baseline_start(config.baseline_fit, ntask, sim.observation_dim, carry)
     for step in range(config.inner_steps):
@@ -212,15 +233,17 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
                                     prior=prior))
         if config.inner_objective == "lvc":
             # the sampling policy's log-probabilities: constants of the 'lvc' loss
-            meta.record_sampling(spec, theta if adapted is None else adapted, batches[-1],
-                                 batched=adapted is not None)
+            meta.record_sampling(spec, policy_theta if adapted is None else adapted,
+                                 batches[-1], batched=adapted is not None)
         carry, prior = _baseline_next(config.baseline_fit, batches[-1])
         t2 = time.perf_counter()
         # the values of the adapted parameters, for sampling; the outer step differentiates
         # through the adaptation itself
-        source = theta if adapted is None else {k: v.detach() for k, v in adapted.items()}
-        adapted = meta.inner_step(spec, source, batches[-1], config.inner_lr, True,
-                                  adapted is not None, config.inner_objective)
+        source = policy_theta if adapted is None else {k: v.detach()
+                                                        for k, v in adapted.items()}
+        lr = step_size({k: v.detach() for k, v in theta.items()})
+        adapted = meta.inner_step(spec, source, batches[-1], lr, True, adapted is not None,
+                                  config.inner_objective)
         adapted = {k: v.detach() for k, v in adapted.items()}
         sampling_params = _per_task_params(adapted, ntask)
         t3 = time.perf_counter()
@@ -259,23 +282,36 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         part_post = meta.task_slice(post, lo, hi)
 
         def part_loss(p: meta.Params, bs=part_batches, ps=part_post) -> torch.Tensor:
-            return meta.surrogate(spec, meta.adapt(spec, p, bs, config.inner_lr, first_order,
-                                                   config.inner_objective), ps)
+            phi = meta.adapt(spec, meta.split_step_sizes(p)[0], bs, step_size(p),
+                             first_order, config.inner_objective)
+            return meta.surrogate(spec, phi, ps)
 
         def part_loss_kl(p: meta.Params, bs=part_batches, ps=part_post
                          ) -> Tuple[torch.Tensor, torch.Tensor]:
-            phi = meta.adapt(spec, p, bs, config.inner_lr, first_order,
-                             config.inner_objective)  # once for both
+            phi = meta.adapt(spec, meta.split_step_sizes(p)[0], bs, step_size(p),
+                             first_order, config.inner_objective)  # once for both
             return meta.surrogate(spec, phi, ps), meta.mean_kl(spec, phi, ps)
 
         grads.append((weight, torch.func.grad_and_value(part_loss)))
         losses.append((weight, part_loss))
         losses_kls.append((weight, part_loss_kl))
-        products.append((weight, meta.maml_fisher_product(
-            spec, theta_sorted, [meta.subsample(b, fraction) for b in part_batches],
-            config.inner_lr, meta.subsample(part_post, fraction),
-            phi={k: v[lo:hi] for k, v in adapted.items()}, first_order=first_order,
-            objective=config.inner_objective)))
+        if sizes is None:
+            products.append((weight, meta.maml_fisher_product(
+                spec, theta_sorted, [meta.subsample(b, fraction) for b in part_batches],
+                config.inner_lr, meta.subsample(part_post, fraction),
+                phi={k: v[lo:hi] for k, v in adapted.items()}, first_order=first_order,
+                objective=config.inner_objective)))
+        else:
+            # the step sizes enter the adaptation outside the fast J^T F J form: the KL's
+            # Hessian by forward-over-reverse differentiation (exact, slower)
+            sub_batches = [meta.subsample(b, fraction) for b in part_batches]
+            sub_post = meta.subsample(part_post, fraction)
+
+            def part_kl(p: meta.Params, bs=sub_batches, ps=sub_post) -> torch.Tensor:
+                phi = meta.adapt(spec, meta.split_step_sizes(p)[0], bs, step_size(p),
+                                 first_order, config.inner_objective)
+                return meta.mean_kl(spec, phi, ps)
+            products.append((weight, meta.kl_hessian_product(part_kl, theta_sorted)))
     loss_kl = meta.weighted_sum(losses_kls)
     new_theta, trpo = meta.trpo_step(
         theta, meta.weighted_sum(losses), lambda p: loss_kl(p)[1], config.kl_bound,
@@ -373,8 +409,10 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
                          f"another directory")
     family = make_family(config.family, **config.family_overrides)
     policy = make_policy(config, family)
-    names = sorted(policy.params())
     theta = {n: p.detach().clone() for n, p in policy.params().items()}
+    if config.learn_inner_lr:
+        theta.update(meta.initial_step_sizes(theta, config.inner_lr))
+    names = sorted(theta)
     if resume:
         _check_params(params, theta, latest)
         theta = {n: params[n].clone() for n in names}
@@ -482,7 +520,16 @@ def load_policy(path: Union[str, Path], family: Optional[str] = None
                 ) -> Tuple[GaussianMLPPolicy, TrainConfig, TaskFamily, Dict[str, Any]]:
     """The policy of a checkpoint (a file or a run directory), with its settings and family.
     family, when given, must be the checkpoint's."""
+    return _load(path, family)[:4]
+
+
+def _load(path: Union[str, Path], family: Optional[str] = None
+          ) -> Tuple[GaussianMLPPolicy, TrainConfig, TaskFamily, Dict[str, Any],
+                     Optional[meta.Params]]:
+    """load_policy's results and the checkpoint's learned step sizes (Meta-SGD; None if
+    it has none: an adapted policy saved by adapt holds the policy alone)."""
     params, info = checkpoint.load(path)
+    params, sizes = meta.split_step_sizes(params)
     try:
         config = TrainConfig.from_dict(info["config"])
     except (KeyError, TypeError) as exc:
@@ -492,21 +539,26 @@ def load_policy(path: Union[str, Path], family: Optional[str] = None
     fam = make_family(config.family, **config.family_overrides)
     policy = make_policy(config, fam)
     _check_params(params, policy.params(), Path(path))
+    if sizes is not None:
+        _check_params(sizes, policy.params(), Path(path))
     with torch.no_grad():
         for n, p in policy.named_parameters():
             p.copy_(params[n])
-    return policy, config, fam, info
+    return policy, config, fam, info, sizes
 
 
 def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Sequence[Task],
-                     steps: int, trajectories: int, lr: Union[float, Sequence[float]],
+                     steps: int, trajectories: int,
+                     lr: Union[float, Sequence[float], meta.Params],
                      seed: int, gamma: float = 0.99, gae_lambda: float = 1.0,
                      threads: int = 0, baseline_fit: str = "current"
                      ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
     """Mean return per task after 0..steps vanilla policy-gradient steps: (steps + 1, M), and
-    the adapted parameters of each task after the last step."""
+    the adapted parameters of each task after the last step. lr: the step size of each step
+    (a sequence; the last repeats), or one for all, or learned per-entry step sizes (a dict
+    of tensors shaped as the policy's parameters) for every step."""
     _check_baseline_fit(baseline_fit)
-    lrs = [lr] * steps if isinstance(lr, (int, float)) else list(lr)
+    lrs = [lr] * steps if isinstance(lr, (int, float, dict)) else list(lr)
     if len(lrs) < steps:
         lrs += [lrs[-1]] * (steps - len(lrs))
     spec = meta.PolicySpec(policy.nlayers, policy.activation)
@@ -533,24 +585,26 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
 
 def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int = 0,
              trajectories: Optional[int] = None,
-             lr: Union[float, Sequence[float]] = (0.1, 0.05),
+             lr: Optional[Union[float, Sequence[float]]] = None,
              json_path: Optional[Union[str, Path]] = None,
              plot_path: Optional[Union[str, Path]] = None, threads: int = 0,
              baseline_fit: Optional[str] = None) -> Dict[str, Any]:
     """Held-out evaluation of a checkpoint: tasks drawn from a stream disjoint from training's,
     mean return and standard error over tasks after 0..steps adaptation steps. lr: the step
-    size of each step (the last repeats); the default is the MAML paper's evaluation, 0.1 for
-    the first step and 0.05 after (its VPG's initial step, then half). baseline_fit: the
+    size of each step (the last repeats); the default is a Meta-SGD checkpoint's learned step
+    sizes, else the MAML paper's evaluation, 0.1 for the first step and 0.05 after (its VPG's
+    initial step, then half). baseline_fit: the
     advantages' baseline order (see TrainConfig.baseline_fit); default the checkpoint's
     training order; 'fresh' is the order of the paper's evaluation script."""
-    policy, config, family, info = load_policy(path)
+    policy, config, family, info, sizes = _load(path)
     baseline_fit = config.baseline_fit if baseline_fit is None else baseline_fit
+    step_sizes: Any = lr if lr is not None else (sizes if sizes is not None else (0.1, 0.05))
     for name, value, low in (("tasks", tasks, 1), ("steps", steps, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
     held_out = family.sample_tasks(tasks, _seed(seed, EVAL_STREAM, 0))
     k = trajectories or (40 if config.family == "AntDir" else 20)
-    curve, _ = adaptation_curve(policy, family, held_out, steps, k, lr,
+    curve, _ = adaptation_curve(policy, family, held_out, steps, k, step_sizes,
                                 _seed(seed, EVAL_STREAM, 1), config.gamma, config.gae_lambda,
                                 threads, baseline_fit)
     mean = curve.mean(1)
@@ -558,6 +612,9 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     result = {"family": config.family, "checkpoint": str(path),
               "iteration": int(info.get("iteration", -1)) + 1, "tasks": tasks,
               "trajectories_per_task": k, "baseline_fit": baseline_fit,
+              "step_sizes": "learned" if isinstance(step_sizes, dict) else
+              ([float(step_sizes)] if isinstance(step_sizes, (int, float))
+               else [float(x) for x in step_sizes]),
               "steps": list(range(steps + 1)),
               "mean_return": [float(x) for x in mean], "stderr": [float(x) for x in stderr],
               "per_task": curve.T.tolist(), "held_out_tasks": [t.as_dict() for t in held_out]}
@@ -589,18 +646,20 @@ def plot_adaptation(result: Dict[str, Any], path: Union[str, Path]) -> None:
 
 
 def adapt_to_task(path: Union[str, Path], task: Union[Task, Dict[str, float]], steps: int = 1,
-                  trajectories: int = 20, lr: float = 0.1, seed: int = 0,
+                  trajectories: int = 20, lr: Optional[float] = None, seed: int = 0,
                   out: Optional[Union[str, Path]] = None, threads: int = 0
                   ) -> Tuple[Dict[str, torch.Tensor], List[float]]:
     """Adapts a checkpoint's policy to one task; returns the adapted parameters and the mean
-    return after 0..steps steps, and saves them as a checkpoint at out when given."""
-    policy, config, family, info = load_policy(path)
+    return after 0..steps steps, and saves them as a checkpoint at out when given. lr: the
+    step size; default the checkpoint's learned step sizes (Meta-SGD), else 0.1."""
+    policy, config, family, info, sizes = _load(path)
+    step_sizes: Any = lr if lr is not None else (sizes if sizes is not None else 0.1)
     if isinstance(task, dict):
         task = family.task(**task)
     family.check_task(task)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps should be an integer >= 1, got {steps!r}")
-    curve, per_task = adaptation_curve(policy, family, [task], steps, trajectories, lr,
+    curve, per_task = adaptation_curve(policy, family, [task], steps, trajectories, step_sizes,
                                        _seed(seed, ADAPT_STREAM, 0), config.gamma,
                                        config.gae_lambda, threads, config.baseline_fit)
     adapted = per_task[0]

@@ -29,15 +29,18 @@ def rows(path):
     return (Path(path) / "progress.csv").read_text().splitlines()
 
 
-@pytest.mark.parametrize("algo, baseline", [("maml-trpo", "current"), ("fomaml-trpo", "current"),
-                                           ("reptile", "current"), ("maml-trpo", "previous"),
-                                           ("maml-trpo", "fresh")])
-def test_resume_gives_the_uninterrupted_run(tmp_path, algo, baseline):
-    full = train(tiny(algo=algo, baseline_fit=baseline), tmp_path / "full", progress=False)
-    train(tiny(algo=algo, iterations=2, baseline_fit=baseline), tmp_path / "part",
+@pytest.mark.parametrize("algo, baseline, extra",
+                         [("maml-trpo", "current", {}), ("fomaml-trpo", "current", {}),
+                          ("reptile", "current", {}), ("maml-trpo", "previous", {}),
+                          ("maml-trpo", "fresh", {}), ("maml-trpo", "current",
+                                                       {"learn_inner_lr": True})])
+def test_resume_gives_the_uninterrupted_run(tmp_path, algo, baseline, extra):
+    full = train(tiny(algo=algo, baseline_fit=baseline, **extra), tmp_path / "full",
+                 progress=False)
+    train(tiny(algo=algo, iterations=2, baseline_fit=baseline, **extra), tmp_path / "part",
           progress=False)
-    resumed = train(tiny(algo=algo, iterations=3, baseline_fit=baseline), tmp_path / "part",
-                    resume=True, progress=False)
+    resumed = train(tiny(algo=algo, iterations=3, baseline_fit=baseline, **extra),
+                    tmp_path / "part", resume=True, progress=False)
     a, info_a = checkpoint.load(full)
     b, info_b = checkpoint.load(resumed)
     assert info_a["iteration"] == info_b["iteration"] == 2
@@ -103,6 +106,10 @@ def test_bad_config_raises():
         TrainConfig(family="Nope")
     with pytest.raises(ValueError, match="inner objective"):
         TrainConfig(inner_objective="dice")
+    with pytest.raises(ValueError, match="reptile"):
+        TrainConfig(algo="reptile", learn_inner_lr=True)
+    with pytest.raises(ValueError, match="learn_inner_lr"):
+        TrainConfig(learn_inner_lr="yes")
 
 
 def test_evaluate_writes_json_and_plot(tmp_path):
@@ -151,6 +158,17 @@ def test_cli_train_evaluate_adapt(tmp_path, capsys):
                      "2", "--out", str(out)]) == 0
     params, info = checkpoint.load(out)
     assert info["adapted_to"] == {"goal_velocity": 1.5}
+    # Meta-SGD from the command line; a flag that is not a boolean is refused
+    assert cli.main(["train", "--family", "HalfCheetahVel", "--iterations", "1",
+                     "--meta-batch-size", "2", "--trajectories-per-task", "2",
+                     "--hidden-sizes", "8", "--set", "horizon=15", "--learn-inner-lr", "true",
+                     "--out", str(tmp_path / "sgd"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "sgd" / "config.json").read_text())["learn_inner_lr"] is True
+    assert any(k.startswith("inner_lr/") for k in checkpoint.load(tmp_path / "sgd")[0])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--learn-inner-lr", "maybe", "--out", str(tmp_path / "x")])
+    assert "expected true or false, got 'maybe'" in capsys.readouterr().err
     assert cli.main(["adapt", str(run), "--task", '{"direction": 1}']) == 2
     assert "goal_velocity" in capsys.readouterr().err
     assert cli.main(["evaluate", str(tmp_path / "nothing")]) == 2
@@ -228,3 +246,29 @@ def test_lvc_objective_samples_as_pg_and_steps_differently(inner_steps):
     assert r_pg.info["surrogate_before"] == pytest.approx(r_lvc.info["surrogate_before"],
                                                           rel=1e-5)
     assert max(float((pg[n] - lvc[n]).abs().max()) for n in pg) > 1e-4
+
+
+@pytest.mark.parametrize("algo", ["maml-trpo", "fomaml-trpo"])
+def test_learned_step_sizes_are_trained_saved_and_used(tmp_path, algo):
+    """Meta-SGD: the step sizes move off inner_lr, live in the checkpoint, and evaluate and
+    adapt use them unless a step size is given."""
+    from metarobot.train import adaptation_curve, _load
+    run = tmp_path / "run"
+    path = train(tiny(algo=algo, iterations=2, learn_inner_lr=True, inner_lr=0.05), run,
+                 progress=False)
+    params, _ = checkpoint.load(path)
+    policy, alpha = metarobot.meta.split_step_sizes(params)
+    assert alpha is not None and set(alpha) == set(policy)
+    spread = max(float((a - 0.05).abs().max()) for a in alpha.values())
+    assert spread > 1e-5
+    loaded, config, family, info, sizes = _load(path)
+    assert set(loaded.params()) == set(policy)
+    learned = evaluate(path, tasks=2, steps=1, seed=4)
+    fixed = evaluate(path, tasks=2, steps=1, seed=4, lr=0.05)
+    assert learned["step_sizes"] == "learned" and fixed["step_sizes"] == [0.05]
+    assert learned["mean_return"][0] == fixed["mean_return"][0]  # same pre-update samples
+    assert learned["mean_return"][1] != fixed["mean_return"][1]
+    adapted, returns = metarobot.train.adapt_to_task(path, {"direction": 1.0}, steps=1,
+                                                     trajectories=2, out=tmp_path / "a.st")
+    assert set(adapted) == set(policy)
+    metarobot.train.load_policy(tmp_path / "a.st")  # the adapted policy alone loads
