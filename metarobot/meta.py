@@ -338,9 +338,23 @@ def maml_fisher_product(spec: "PolicySpec", theta: Params, batches: Sequence["Ta
     the post-update samples, at phi (default: the adapted parameters). One inner step makes
     each task's J = I - lr * H_i symmetric, so J v is a reverse-mode product too, which PyTorch
     does much faster than forward mode. first_order: the adaptation's Jacobian is taken as I.
+    theta holding step sizes (Meta-SGD, see split_step_sizes): they are the adaptation's step
+    sizes (lr is unused) and J, now with their columns, is a forward- and a reverse-mode
+    product.
     """
     ntask = post.mask.shape[0]
-    if first_order:
+    if split_step_sizes(theta)[1] is not None:
+        def adapt_fn(p: Params) -> Params:
+            policy, sizes = split_step_sizes(p)
+            return adapt(spec, policy, batches, sizes, first_order, objective)
+        phi_b, adapt_vjp = vjp(adapt_fn, theta)
+
+        def jac(v: Params) -> Params:
+            return jvp(adapt_fn, (theta,), (v,))[1]
+
+        def jac_t(u: Params) -> Params:
+            return adapt_vjp(u)[0]
+    elif first_order:
         if phi is None:
             phi = adapt(spec, theta, batches, lr, True)
 
@@ -371,7 +385,7 @@ def maml_fisher_product(spec: "PolicySpec", theta: Params, batches: Sequence["Ta
 
         def jac_t(u: Params) -> Params:
             return adapt_vjp(u)[0]
-    names = sorted(theta)  # torch.func matches dicts by key order
+    names = sorted(phi_b)  # the policy's; torch.func matches dicts by key order
     phi = {n: (phi_b if phi is None else phi)[n].detach() for n in names}
 
     def means(p: Params) -> torch.Tensor:

@@ -295,23 +295,11 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         grads.append((weight, torch.func.grad_and_value(part_loss)))
         losses.append((weight, part_loss))
         losses_kls.append((weight, part_loss_kl))
-        if sizes is None:
-            products.append((weight, meta.maml_fisher_product(
-                spec, theta_sorted, [meta.subsample(b, fraction) for b in part_batches],
-                config.inner_lr, meta.subsample(part_post, fraction),
-                phi={k: v[lo:hi] for k, v in adapted.items()}, first_order=first_order,
-                objective=config.inner_objective)))
-        else:
-            # the step sizes enter the adaptation outside the fast J^T F J form: the KL's
-            # Hessian by forward-over-reverse differentiation (exact, slower)
-            sub_batches = [meta.subsample(b, fraction) for b in part_batches]
-            sub_post = meta.subsample(part_post, fraction)
-
-            def part_kl(p: meta.Params, bs=sub_batches, ps=sub_post) -> torch.Tensor:
-                phi = meta.adapt(spec, meta.split_step_sizes(p)[0], bs, step_size(p),
-                                 first_order, config.inner_objective)
-                return meta.mean_kl(spec, phi, ps)
-            products.append((weight, meta.kl_hessian_product(part_kl, theta_sorted)))
+        products.append((weight, meta.maml_fisher_product(
+            spec, theta_sorted, [meta.subsample(b, fraction) for b in part_batches],
+            config.inner_lr, meta.subsample(part_post, fraction),
+            phi={k: v[lo:hi] for k, v in adapted.items()}, first_order=first_order,
+            objective=config.inner_objective)))
     loss_kl = meta.weighted_sum(losses_kls)
     new_theta, trpo = meta.trpo_step(
         theta, meta.weighted_sum(losses), lambda p: loss_kl(p)[1], config.kl_bound,

@@ -160,20 +160,31 @@ def test_lvc_meta_gradient_matches_finite_differences():
         assert abs(float(flat(g) @ flat(d)) - fd) < 1e-6 * max(1.0, abs(fd))
 
 
-@pytest.mark.parametrize("inner_steps, first_order, objective",
-                         [(1, False, "pg"), (2, False, "pg"), (1, True, "pg"), (1, False, "lvc"),
-                          (2, False, "lvc")])
-def test_fisher_product_equals_kl_hessian(inner_steps, first_order, objective):
+@pytest.mark.parametrize("inner_steps, first_order, objective, learned",
+                         [(1, False, "pg", False), (2, False, "pg", False),
+                          (1, True, "pg", False), (1, False, "lvc", False),
+                          (2, False, "lvc", False), (1, False, "pg", True),
+                          (2, False, "pg", True), (1, True, "pg", True)])
+def test_fisher_product_equals_kl_hessian(inner_steps, first_order, objective, learned):
     spec, theta, pre, post = tiny_problem(seed=3)
     batches = [pre] * inner_steps
     # (the second step's batch is sampled elsewhere; any constants do for the identity)
     meta.record_sampling(spec, theta, pre, batched=False)
-    adapted = meta.adapt(spec, theta, batches, 0.3, first_order, objective)
+    if learned:  # Meta-SGD: step sizes of their own per entry, in the differentiated dict
+        gen = torch.Generator().manual_seed(12)
+        theta = dict(sorted({**theta, **{k: 0.2 + 0.2 * torch.rand(v.shape, generator=gen)
+                                         for k, v in meta.initial_step_sizes(theta, 0).items()}
+                             }.items()))
+
+    def adapted_of(p):
+        policy, sizes = meta.split_step_sizes(p)
+        return meta.adapt(spec, policy, batches, 0.3 if sizes is None else sizes, first_order,
+                          objective)
+    adapted = adapted_of(theta)
     meta.record_old(spec, adapted, post)  # the KL's minimum is at theta
 
     def kl(p):
-        return meta.mean_kl(spec, meta.adapt(spec, p, batches, 0.3, first_order, objective),
-                            post)
+        return meta.mean_kl(spec, adapted_of(p), post)
     exact = meta.kl_hessian_product(kl, theta)
     product = meta.maml_fisher_product(spec, theta, batches, 0.3, post, first_order=first_order,
                                        objective=objective)
