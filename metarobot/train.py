@@ -133,6 +133,10 @@ class TrainConfig:
         if not isinstance(self.learn_inner_lr, bool):
             raise ValueError(f"learn_inner_lr should be True or False, got "
                              f"{self.learn_inner_lr!r}")
+        if self.inner_objective != "pg" and self.algo != "maml-trpo":
+            raise ValueError(f"inner_objective {self.inner_objective!r} changes only second "
+                             f"derivatives of the adaptation: it needs maml-trpo, not "
+                             f"{self.algo}")
         if self.learn_inner_lr and self.algo == "reptile":
             raise ValueError("learn_inner_lr (Meta-SGD) needs an outer step that "
                              "differentiates the adaptation: maml-trpo or fomaml-trpo, not "

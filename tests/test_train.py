@@ -108,6 +108,8 @@ def test_bad_config_raises():
         TrainConfig(inner_objective="dice")
     with pytest.raises(ValueError, match="reptile"):
         TrainConfig(algo="reptile", learn_inner_lr=True)
+    with pytest.raises(ValueError, match="needs maml-trpo, not fomaml-trpo"):
+        TrainConfig(algo="fomaml-trpo", inner_objective="lvc")
     with pytest.raises(ValueError, match="learn_inner_lr"):
         TrainConfig(learn_inner_lr="yes")
 
