@@ -343,18 +343,8 @@ def maml_fisher_product(spec: "PolicySpec", theta: Params, batches: Sequence["Ta
     product.
     """
     ntask = post.mask.shape[0]
-    if split_step_sizes(theta)[1] is not None:
-        def adapt_fn(p: Params) -> Params:
-            policy, sizes = split_step_sizes(p)
-            return adapt(spec, policy, batches, sizes, first_order, objective)
-        phi_b, adapt_vjp = vjp(adapt_fn, theta)
-
-        def jac(v: Params) -> Params:
-            return jvp(adapt_fn, (theta,), (v,))[1]
-
-        def jac_t(u: Params) -> Params:
-            return adapt_vjp(u)[0]
-    elif first_order:
+    learned = split_step_sizes(theta)[1] is not None
+    if first_order and not learned:
         if phi is None:
             phi = adapt(spec, theta, batches, lr, True)
 
@@ -364,7 +354,7 @@ def maml_fisher_product(spec: "PolicySpec", theta: Params, batches: Sequence["Ta
         def jac_t(u: Params) -> Params:
             return {k: x.sum(0) for k, x in u.items()}
         phi_b = phi
-    elif len(batches) == 1:
+    elif len(batches) == 1 and not learned:
         theta_b = {k: v.unsqueeze(0).expand(ntask, *v.shape).contiguous()
                    for k, v in theta.items()}
         phi_b, step_vjp = vjp(
@@ -376,8 +366,11 @@ def maml_fisher_product(spec: "PolicySpec", theta: Params, batches: Sequence["Ta
         def jac_t(u: Params) -> Params:
             return {k: x.sum(0) for k, x in step_vjp(u)[0].items()}
     else:
+        # several steps, or learned step sizes: J v in forward mode, J^T u in reverse mode
         def adapt_fn(p: Params) -> Params:
-            return adapt(spec, p, batches, lr, False, objective)
+            policy, sizes = split_step_sizes(p)
+            return adapt(spec, policy, batches, lr if sizes is None else sizes, first_order,
+                         objective)
         phi_b, adapt_vjp = vjp(adapt_fn, theta)
 
         def jac(v: Params) -> Params:

@@ -51,6 +51,18 @@ def finite_difference(f, theta, direction, eps=1e-6):
     return (float(f(plus)) - float(f(minus))) / (2 * eps)
 
 
+def assert_gradient_matches_finite_differences(loss, params, seed, directions=3):
+    """torch.func's gradient of loss at params against central differences along random
+    directions."""
+    g = torch.func.grad(loss)(params)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(directions):
+        d = {k: torch.randn(v.shape, generator=gen) for k, v in params.items()}
+        fd = finite_difference(loss, params, d)
+        assert abs(float(flat(g) @ flat(d)) - fd) < 1e-6 * max(1.0, abs(fd))
+    return g
+
+
 @pytest.mark.parametrize("inner_steps", [1, 2])
 def test_second_order_meta_gradient_matches_finite_differences(inner_steps):
     spec, theta, pre, post = tiny_problem()
@@ -58,12 +70,7 @@ def test_second_order_meta_gradient_matches_finite_differences(inner_steps):
 
     def loss(p):
         return meta.surrogate(spec, meta.adapt(spec, p, batches, 0.3, False), post)
-    g = torch.func.grad(loss)(theta)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(4):
-        d = {k: torch.randn(v.shape, generator=gen) for k, v in theta.items()}
-        fd = finite_difference(loss, theta, d)
-        assert abs(float(flat(g) @ flat(d)) - fd) < 1e-6 * max(1.0, abs(fd))
+    assert_gradient_matches_finite_differences(loss, theta, seed=1, directions=4)
 
 
 def test_first_order_ignores_the_adaptation_jacobian():
@@ -105,12 +112,8 @@ def test_learned_step_sizes_meta_gradient_matches_finite_differences():
     def loss(p):
         pol, lr = meta.split_step_sizes(p)
         return meta.surrogate(spec, meta.adapt(spec, pol, [pre, pre], lr, False), post)
-    grad = torch.func.grad(loss)(full)
+    grad = assert_gradient_matches_finite_differences(loss, full, seed=13)
     assert flat({k: v for k, v in grad.items() if k.startswith("inner_lr/")}).norm() > 1e-4
-    for _ in range(3):
-        d = {k: torch.randn(v.shape, generator=gen) for k, v in full.items()}
-        fd = finite_difference(loss, full, d)
-        assert abs(float(flat(grad) @ flat(d)) - fd) < 1e-6 * max(1.0, abs(fd))
 
 
 def test_lvc_step_is_the_policy_gradient_step_with_the_score_outer_product():
@@ -152,12 +155,7 @@ def test_lvc_meta_gradient_matches_finite_differences():
 
     def loss(p):
         return meta.surrogate(spec, meta.adapt(spec, p, [pre], 0.3, False, "lvc"), post)
-    g = torch.func.grad(loss)(theta)
-    gen = torch.Generator().manual_seed(9)
-    for _ in range(3):
-        d = {k: torch.randn(v.shape, generator=gen) for k, v in theta.items()}
-        fd = finite_difference(loss, theta, d)
-        assert abs(float(flat(g) @ flat(d)) - fd) < 1e-6 * max(1.0, abs(fd))
+    assert_gradient_matches_finite_differences(loss, theta, seed=9)
 
 
 @pytest.mark.parametrize("inner_steps, first_order, objective, learned",
