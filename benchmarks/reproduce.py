@@ -32,6 +32,16 @@ PUBLISHED = {
     "AntDir": ([8.7, 499.1, 500.7, 499.1], 575),
 }
 
+# Adaptation step sizes of the paper's evaluation scripts (VPG: the first step, then the later
+# ones): 0.1 then 0.5 x 0.1 for the cheetahs and AntVel, 0.1 then 0.01 x 0.1 for AntDir, whose
+# published returns after 2 and 3 steps are hence nearly those after 1.
+EVAL_STEP_SIZES = {
+    "HalfCheetahVel": (0.1, 0.05),
+    "HalfCheetahDir": (0.1, 0.05),
+    "AntVel": (0.1, 0.05),
+    "AntDir": (0.1, 0.001),
+}
+
 
 def iteration_split(run: Path) -> dict:
     """Mean seconds per meta-iteration of each phase, from progress.csv."""
@@ -85,6 +95,7 @@ def main() -> None:
             shutil.copyfile(latest, ckpt)
             splits.append((family, iteration_split(run)))
         result = evaluate(ckpt, tasks=40, steps=3, seed=args.seed,
+                          lr=EVAL_STEP_SIZES.get(family),
                           json_path=out / f"{family}.json", plot_path=out / f"{family}.png")
         wall = splits[-1][1]["wall_clock"] if splits and splits[-1][0] == family else None
         cells = [f"{m:.1f} +- {e:.1f}" for m, e in zip(result["mean_return"], result["stderr"])]
