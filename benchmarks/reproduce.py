@@ -6,12 +6,15 @@ meta-iteration. The final checkpoints are copied to checkpoints/<Family>.safeten
   python benchmarks/reproduce.py --families HalfCheetahDir
   python benchmarks/reproduce.py --families HalfCheetahVel --time-budget 3600   # as far as it gets
   python benchmarks/reproduce.py --evaluate-only --families HalfCheetahDir      # committed ones
+  python benchmarks/reproduce.py --families HalfCheetahDir --runs runs/lvc --out results/lvc \
+      --option inner_objective=lvc                                             # a variant
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import shutil
 import time
@@ -54,6 +57,24 @@ def iteration_split(run: Path) -> dict:
     return split
 
 
+def parse_options(parser: argparse.ArgumentParser, items: list) -> dict:
+    """FIELD=VALUE strings -> {field: value} for TrainConfig; an unknown field or a malformed
+    item stops with a usage error naming it."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fixed = {"family", "iterations", "time_budget", "seed", "fisher_fraction"}
+    options = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in fields or name in fixed:
+            parser.error(f"--option expects FIELD=VALUE with FIELD a TrainConfig field other "
+                         f"than {sorted(fixed)} (they have their own flags), got {item!r}")
+        try:
+            options[name] = json.loads(text)
+        except json.JSONDecodeError:
+            options[name] = text
+    return options
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,12 +86,16 @@ def main() -> None:
                         help="meta-iterations (default: the paper's for the family)")
     parser.add_argument("--fisher-fraction", type=float, default=None,
                         help="fraction of trajectories for Fisher-vector products")
+    parser.add_argument("--option", action="append", default=[], metavar="FIELD=VALUE",
+                        help="any other TrainConfig field, VALUE as JSON or a string "
+                             "(e.g. --option baseline_fit=previous --option max_kl=0.01)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="evaluate checkpoints/<Family>.safetensors without training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
                         help="evaluation JSON and plots go here")
     args = parser.parse_args()
+    options = parse_options(parser, args.option)
 
     out = Path(args.out)
     lines = ["| family | iterations | wall-clock | 0 steps | 1 step | 2 steps | 3 steps | "
@@ -86,7 +111,8 @@ def main() -> None:
                                  iterations=args.iterations or paper_iterations or 100,
                                  time_budget=args.time_budget, seed=args.seed,
                                  **({} if args.fisher_fraction is None
-                                    else {"fisher_fraction": args.fisher_fraction}))
+                                    else {"fisher_fraction": args.fisher_fraction}),
+                                 **options)
             latest = run / "checkpoints" / "latest.safetensors"
             start = time.perf_counter()
             train(config, run, resume=latest.exists())
