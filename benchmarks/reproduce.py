@@ -1,13 +1,14 @@
 """Reproduces the MAML paper's locomotion results: meta-trains each family at the paper's
 settings (or resumes a run), evaluates on 40 held-out tasks after 0..3 adaptation steps, and
 prints a table beside the published numbers with the wall-clock of training and the split of one
-meta-iteration. The final checkpoints are copied to checkpoints/<Family>.safetensors.
+meta-iteration. The final checkpoints are copied to checkpoints/<Family>.safetensors (or
+--checkpoints DIR).
 
   python benchmarks/reproduce.py --families HalfCheetahDir
   python benchmarks/reproduce.py --families HalfCheetahVel --time-budget 3600   # as far as it gets
   python benchmarks/reproduce.py --evaluate-only --families HalfCheetahDir      # committed ones
-  python benchmarks/reproduce.py --families HalfCheetahDir --runs runs/lvc --out results/lvc \
-      --option inner_objective=lvc                                             # a variant
+  python benchmarks/reproduce.py --families HalfCheetahDir --runs runs/lvc --out runs/lvc \
+      --checkpoints runs/lvc --option inner_objective=lvc     # a variant, beside the committed
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ def main() -> None:
                         help="any other TrainConfig field, VALUE as JSON or a string "
                              "(e.g. --option baseline_fit=previous --option max_kl=0.01)")
     parser.add_argument("--evaluate-only", action="store_true",
-                        help="evaluate checkpoints/<Family>.safetensors without training")
+                        help="evaluate the checkpoints (see --checkpoints) without training")
+    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"),
+                        help="final checkpoints are copied here as <Family>.safetensors (and "
+                             "--evaluate-only reads them from here)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
                         help="evaluation JSON and plots go here")
@@ -105,7 +109,7 @@ def main() -> None:
     for family in args.families:
         published, paper_iterations = PUBLISHED.get(family, ([float("nan")] * 4, 0))
         run = Path(args.runs) / family
-        ckpt = ROOT / "checkpoints" / f"{family}.safetensors"
+        ckpt = Path(args.checkpoints) / f"{family}.safetensors"
         if not args.evaluate_only:
             config = TrainConfig(family=family,
                                  iterations=args.iterations or paper_iterations or 100,
@@ -117,7 +121,7 @@ def main() -> None:
             start = time.perf_counter()
             train(config, run, resume=latest.exists())
             print(f"{family}: trained in {time.perf_counter() - start:.0f} s", flush=True)
-            ckpt.parent.mkdir(exist_ok=True)
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(latest, ckpt)
             splits.append((family, iteration_split(run)))
         result = evaluate(ckpt, tasks=40, steps=3, seed=args.seed,
