@@ -76,6 +76,22 @@ def parse_options(parser: argparse.ArgumentParser, items: list) -> dict:
     return options
 
 
+def check_resumable(run: Path, config: TrainConfig) -> None:
+    """A resumed run keeps its saved settings; asking it for other ones is an error rather
+    than silently ignored (iterations and the time budget may change)."""
+    saved_config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    saved, wanted = saved_config.to_dict(), config.to_dict()
+    # None stands for the paper's value of the family: compare the values in force
+    saved["max_kl"], wanted["max_kl"] = saved_config.kl_bound, config.kl_bound
+    saved["trajectories_per_task"] = saved_config.trajectories
+    wanted["trajectories_per_task"] = config.trajectories
+    differ = {k: (saved.get(k), v) for k, v in wanted.items()
+              if k not in ("iterations", "time_budget") and saved.get(k) != v}
+    if differ:
+        raise SystemExit(f"{run} holds a run with other settings (saved, asked): {differ}; "
+                         f"choose another --runs directory")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,6 +134,8 @@ def main() -> None:
                                     else {"fisher_fraction": args.fisher_fraction}),
                                  **options)
             latest = run / "checkpoints" / "latest.safetensors"
+            if latest.exists():
+                check_resumable(run, config)
             start = time.perf_counter()
             train(config, run, resume=latest.exists())
             print(f"{family}: trained in {time.perf_counter() - start:.0f} s", flush=True)
