@@ -170,12 +170,40 @@ def _config_from_args(args: argparse.Namespace):
     return TrainConfig(**values)
 
 
+def _check_resume_flags(args: argparse.Namespace, saved) -> None:
+    """A resumed run keeps its saved settings (only --iterations and --time-budget may change):
+    a flag that asks for another value is an error, not silently dropped."""
+    import dataclasses
+    conflicts = []
+    for field in dataclasses.fields(saved):
+        if field.name in ("iterations", "time_budget", "family_overrides"):
+            continue
+        given = getattr(args, field.name, None)
+        if given is None:
+            continue
+        if field.name == "hidden_sizes":
+            given = tuple(given)
+        # None in a saved run stands for the family's paper value: compare the values in force
+        has = {"max_kl": saved.kl_bound, "trajectories_per_task": saved.trajectories}.get(
+            field.name, getattr(saved, field.name))
+        if given != has:
+            conflicts.append(f"--{field.name.replace('_', '-')} {given!r} (the run has "
+                             f"{has!r})")
+    if args.set:
+        conflicts.append(f"--set {' '.join(args.set)} (the run has "
+                         f"{saved.family_overrides or 'no overrides'})")
+    if conflicts:
+        raise ValueError("--resume continues a run with its saved settings; only --iterations "
+                         "and --time-budget may change, but got " + "; ".join(conflicts))
+
+
 def _train(args: argparse.Namespace) -> int:
     from metarobot.train import TrainConfig, train
     if args.resume:
         from metarobot import checkpoint
         _, info = checkpoint.load(Path(args.out) / "checkpoints" / "latest.safetensors")
         config = TrainConfig.from_dict(info["config"])
+        _check_resume_flags(args, config)
         if args.iterations is not None:
             config.iterations = args.iterations
         if args.time_budget is not None:

@@ -152,6 +152,13 @@ def test_cli_train_evaluate_adapt(tmp_path, capsys):
     assert cli.main(["train", "--out", str(run), "--resume", "--iterations", "2",
                      "--quiet"]) == 0
     assert checkpoint.load(run)[1]["iteration"] == 1
+    # a resumed run keeps its settings: a flag asking for others is refused, naming both
+    capsys.readouterr()
+    assert cli.main(["train", "--out", str(run), "--resume", "--iterations", "3",
+                     "--inner-lr", "0.5", "--hidden-sizes", "8", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--inner-lr 0.5 (the run has 0.1)" in err and "hidden" not in err
+    assert checkpoint.load(run)[1]["iteration"] == 1
     assert cli.main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--trajectories",
                      "2", "--json", str(tmp_path / "e.json")]) == 0
     assert "1 steps:" in capsys.readouterr().out
