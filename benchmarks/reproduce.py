@@ -92,6 +92,18 @@ def check_resumable(run: Path, config: TrainConfig) -> None:
                          f"choose another --runs directory")
 
 
+def record_checkpoint_path(json_path: Path, ckpt: Path) -> None:
+    """Rewrites the evaluation JSON's checkpoint path relative to the repository when the
+    checkpoint lies inside it, so committed results name no machine's directories."""
+    try:
+        shown = ckpt.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return
+    result = json.loads(json_path.read_text())
+    result["checkpoint"] = shown
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,6 +157,7 @@ def main() -> None:
         result = evaluate(ckpt, tasks=40, steps=3, seed=args.seed,
                           lr=EVAL_STEP_SIZES.get(family),
                           json_path=out / f"{family}.json", plot_path=out / f"{family}.png")
+        record_checkpoint_path(out / f"{family}.json", ckpt)
         wall = splits[-1][1]["wall_clock"] if splits and splits[-1][0] == family else None
         cells = [f"{m:.1f} +- {e:.1f}" for m, e in zip(result["mean_return"], result["stderr"])]
         lines.append(f"| {family} | {result['iteration']} | "
