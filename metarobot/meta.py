@@ -327,6 +327,26 @@ def kl_hessian_product(kl_fn: Callable[[Params], torch.Tensor], theta: Params
     return product
 
 
+def finite_difference_product(kl_grad: Callable[[Params], Params], theta: Params,
+                              base_eps: float = 1.0) -> Callable[[Params], Params]:
+    """v -> the KL Hessian-vector product as the MAML paper's code computes it: the symmetric
+    difference (kl_grad(theta + eps v) - kl_grad(theta - eps v)) / (2 eps) with
+    eps = base_eps / |theta| (rllab's FiniteDifferenceHvp; that code's TRPO passes 1 as
+    base_eps). kl_grad: params -> gradient of the mean KL, through the adaptation for MAML.
+    With a large eps, directions where the KL grows faster than quadratically (the log-std's)
+    get a larger curvature than the exact Hessian's."""
+    names = sorted(theta)
+    flat = _flat(theta, names).detach()
+    eps = base_eps / (float(flat.norm()) + 1e-8)
+
+    def product(v: Params) -> Params:
+        dv = eps * _flat(v, names)
+        plus = _flat(kl_grad(_unflat(flat + dv, theta, names)), names)
+        minus = _flat(kl_grad(_unflat(flat - dv, theta, names)), names)
+        return _unflat(((plus - minus) / (2.0 * eps)).detach(), theta, names)
+    return product
+
+
 def maml_fisher_product(spec: "PolicySpec", theta: Params, batches: Sequence["TaskBatch"],
                         lr: float, post: "TaskBatch", phi: Optional[Params] = None,
                         first_order: bool = False, objective: str = "pg"

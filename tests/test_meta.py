@@ -192,6 +192,32 @@ def test_fisher_product_equals_kl_hessian(inner_steps, first_order, objective, l
         torch.testing.assert_close(flat(product(v)), flat(exact(v)), rtol=1e-8, atol=1e-10)
 
 
+def test_finite_difference_product_of_the_reference_code():
+    """The symmetric difference of the KL's gradient through the adaptation: with a small step
+    it is the exact KL Hessian product; with the reference's step (1 / |theta| times the
+    vector) it is exactly the difference quotient that code computes."""
+    spec, theta, pre, post = tiny_problem(seed=6)
+    adapted = meta.adapt(spec, theta, [pre], 0.3, False)
+    meta.record_old(spec, adapted, post)
+
+    def kl(p):
+        return meta.mean_kl(spec, meta.adapt(spec, p, [pre], 0.3, False), post)
+    kl_grad = torch.func.grad(kl)
+    exact = meta.kl_hessian_product(kl, theta)
+    gen = torch.Generator().manual_seed(7)
+    v = {k: torch.randn(x.shape, generator=gen) for k, x in theta.items()}
+    small = meta.finite_difference_product(kl_grad, theta, base_eps=1e-5)
+    torch.testing.assert_close(flat(small(v)), flat(exact(v)), rtol=1e-5, atol=1e-7)
+    eps = 1.0 / float(flat(theta).norm())
+    plus = flat(kl_grad({k: x + eps * v[k] for k, x in theta.items()}))
+    minus = flat(kl_grad({k: x - eps * v[k] for k, x in theta.items()}))
+    reference = meta.finite_difference_product(kl_grad, theta)
+    torch.testing.assert_close(flat(reference(v)), (plus - minus) / (2 * eps))
+    # at that step the quotient is no longer the Hessian's product: the KL is not quadratic
+    assert float((flat(reference(v)) - flat(exact(v))).norm()) > 1e-3 * float(
+        flat(exact(v)).norm())
+
+
 def test_trpo_step_respects_its_kl_bound_and_improves():
     spec, theta, pre, post = tiny_problem(seed=5, steps=40)
     adapted = meta.adapt(spec, theta, [pre], 0.3, False)

@@ -46,6 +46,14 @@ def test_check_resumable_refuses_other_settings(reproduce, tmp_path):
                                                     max_kl=saved.kl_bound))
     with pytest.raises(SystemExit, match="inner_lr"):
         reproduce.check_resumable(tmp_path, TrainConfig(family="HalfCheetahDir", inner_lr=0.2))
+    with pytest.raises(SystemExit, match="hessian"):
+        reproduce.check_resumable(tmp_path, TrainConfig(family="HalfCheetahDir",
+                                                        hessian="finite-difference"))
+    # a run saved before a setting existed resumes with that setting's default
+    older = saved.to_dict()
+    del older["hessian"]
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    reproduce.check_resumable(tmp_path, TrainConfig(family="HalfCheetahDir", iterations=10))
 
 
 def test_record_checkpoint_path_relative_inside_the_repository(reproduce, tmp_path):

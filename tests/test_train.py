@@ -33,7 +33,8 @@ def rows(path):
                          [("maml-trpo", "current", {}), ("fomaml-trpo", "current", {}),
                           ("reptile", "current", {}), ("maml-trpo", "previous", {}),
                           ("maml-trpo", "fresh", {}), ("maml-trpo", "current",
-                                                       {"learn_inner_lr": True})])
+                                                       {"learn_inner_lr": True}),
+                          ("maml-trpo", "current", {"hessian": "finite-difference"})])
 def test_resume_gives_the_uninterrupted_run(tmp_path, algo, baseline, extra):
     full = train(tiny(algo=algo, baseline_fit=baseline, **extra), tmp_path / "full",
                  progress=False)
@@ -112,6 +113,8 @@ def test_bad_config_raises():
         TrainConfig(algo="fomaml-trpo", inner_objective="lvc")
     with pytest.raises(ValueError, match="learn_inner_lr"):
         TrainConfig(learn_inner_lr="yes")
+    with pytest.raises(ValueError, match="hessian should be one of"):
+        TrainConfig(hessian="perlmutter")
 
 
 def test_evaluate_writes_json_and_plot(tmp_path):
