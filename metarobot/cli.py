@@ -122,7 +122,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for a, b in zip(tree.body, tree.body[1:]):
         if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and \
                 isinstance(b.value, ast.Constant):
-            docs[a.target.id] = b.value.value
+            docs[a.target.id] = b.value.value.replace("%", "%%")  # argparse formats help
     for field in dataclasses.fields(TrainConfig):
         if field.name == "family_overrides":
             continue

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from metarobot import cli
 
 
@@ -26,6 +28,19 @@ def test_errors_are_reported_not_raised(capsys):
     assert cli.main(["rollout", "Nope"]) == 2
     assert "unknown task family 'Nope'" in capsys.readouterr().err
     assert cli.main(["rollout", "AntDir", "--tasks", "0"]) == 2
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "adapt", "rollout", "render",
+                                     "families"])
+def test_every_command_prints_its_help(command, capsys):
+    """Help texts come from docstrings; one with a stray % sign broke argparse's formatting."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:")
+    if command == "train":
+        assert "--hessian" in out and "20% longer" in out
 
 
 def test_console_script_runs():
