@@ -20,9 +20,10 @@ def float64():
     torch.set_default_dtype(previous)
 
 
-def tiny_problem(seed=0, ntask=3, steps=6, obs_dim=3, act_dim=2):
+def tiny_problem(seed=0, ntask=3, steps=6, obs_dim=3, act_dim=2, activation="tanh"):
     g = torch.Generator().manual_seed(seed)
-    policy = metarobot.GaussianMLPPolicy(obs_dim, act_dim, hidden_sizes=(5,), activation="tanh")
+    policy = metarobot.GaussianMLPPolicy(obs_dim, act_dim, hidden_sizes=(5,),
+                                         activation=activation)
     spec = meta.PolicySpec(policy.nlayers, policy.activation)
     theta = {n: (torch.randn(p.shape, generator=g) * 0.5).double()
              for n, p in sorted(policy.params().items())}
@@ -158,13 +159,15 @@ def test_lvc_meta_gradient_matches_finite_differences():
     assert_gradient_matches_finite_differences(loss, theta, seed=9)
 
 
-@pytest.mark.parametrize("inner_steps, first_order, objective, learned",
-                         [(1, False, "pg", False), (2, False, "pg", False),
-                          (1, True, "pg", False), (1, False, "lvc", False),
-                          (2, False, "lvc", False), (1, False, "pg", True),
-                          (2, False, "pg", True), (1, True, "pg", True)])
-def test_fisher_product_equals_kl_hessian(inner_steps, first_order, objective, learned):
-    spec, theta, pre, post = tiny_problem(seed=3)
+@pytest.mark.parametrize("inner_steps, first_order, objective, learned, activation",
+                         [(1, False, "pg", False, "tanh"), (2, False, "pg", False, "tanh"),
+                          (1, True, "pg", False, "tanh"), (1, False, "lvc", False, "tanh"),
+                          (2, False, "lvc", False, "tanh"), (1, False, "pg", True, "tanh"),
+                          (2, False, "pg", True, "tanh"), (1, True, "pg", True, "tanh"),
+                          (1, False, "pg", False, "relu"), (2, False, "pg", True, "relu")])
+def test_fisher_product_equals_kl_hessian(inner_steps, first_order, objective, learned,
+                                          activation):
+    spec, theta, pre, post = tiny_problem(seed=3, activation=activation)
     batches = [pre] * inner_steps
     # (the second step's batch is sampled elsewhere; any constants do for the identity)
     meta.record_sampling(spec, theta, pre, batched=False)
@@ -190,6 +193,44 @@ def test_fisher_product_equals_kl_hessian(inner_steps, first_order, objective, l
     for _ in range(3):
         v = {k: torch.randn(x.shape, generator=gen) for k, x in theta.items()}
         torch.testing.assert_close(flat(product(v)), flat(exact(v)), rtol=1e-8, atol=1e-10)
+
+
+def test_relu_has_the_values_and_derivatives_of_torch_relu():
+    """The policy's ReLU (a product with a mask, for speed) against torch.relu: values, the
+    gradient, and second derivatives in forward and reverse mode of an MLP loss, with some
+    pre-activations exactly 0 (where both take the derivative 0)."""
+    from metarobot.policy import mlp_mean, relu
+    h = torch.tensor([-2.0, -0.0, 0.0, 1e-300, 3.5, -1e-300])
+    assert torch.equal(relu(h), torch.relu(h))
+    gen = torch.Generator().manual_seed(5)
+    params = {"layers.0.weight": torch.randn(6, 3, generator=gen),
+              "layers.0.bias": torch.randn(6, generator=gen),
+              "layers.1.weight": torch.randn(2, 6, generator=gen),
+              "layers.1.bias": torch.randn(2, generator=gen)}
+    params["layers.0.bias"][:2] = 0.0
+    obs = torch.randn(7, 3, generator=gen)
+    obs[0] = 0.0  # pre-activations 0 in the first two hidden units
+    target = torch.randn(7, 2, generator=gen)
+
+    def reference_mean(p, o):
+        hidden = torch.relu(o @ p["layers.0.weight"].T + p["layers.0.bias"])
+        return hidden @ p["layers.1.weight"].T + p["layers.1.bias"]
+
+    def loss_of(mean_fn):
+        return lambda p: ((mean_fn(p, obs) - target) ** 2 * torch.tanh(mean_fn(p, obs))).sum()
+    ours = loss_of(lambda p, o: mlp_mean(p, o, 2, "relu"))
+    reference = loss_of(reference_mean)
+    assert torch.equal(ours(params), reference(params))
+    g_ours, g_ref = torch.func.grad(ours)(params), torch.func.grad(reference)(params)
+    assert all(torch.equal(g_ours[k], g_ref[k]) for k in params)
+    assert float(g_ours["layers.0.weight"][:2].abs().sum()) > 0  # rows 0, 1 still learn
+    v = {k: torch.randn(x.shape, generator=gen) for k, x in params.items()}
+    fwd = torch.func.jvp(torch.func.grad(ours), (params,), (v,))[1]
+    fwd_ref = torch.func.jvp(torch.func.grad(reference), (params,), (v,))[1]
+    rev = torch.func.vjp(torch.func.grad(ours), params)[1](v)[0]
+    for k in params:
+        torch.testing.assert_close(fwd[k], fwd_ref[k], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(rev[k], fwd_ref[k], rtol=1e-12, atol=1e-12)
 
 
 def test_finite_difference_product_of_the_reference_code():
