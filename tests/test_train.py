@@ -196,11 +196,13 @@ def test_killed_training_leaves_a_whole_checkpoint(tmp_path):
     # only a guard against hanging: the machine may be busy (each iteration takes well under
     # a second alone; importing torch and MuJoCo under load can take a minute)
     deadline = time.time() + 600
-    while not (latest.exists() and len(list(latest.parent.glob("iter_*"))) >= 3):
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        while not (latest.exists() and len(list(latest.parent.glob("iter_*"))) >= 3):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.05)
+    finally:  # killed here as in the test, or left over if it failed
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     params, info = checkpoint.load(latest)
     assert info["iteration"] >= 2
 
