@@ -338,8 +338,11 @@ bool BatchEngine::Advance(const mjModel* m, mjData* d, const double* action,
                           bool carry) const {
   if (spec_.normalized_actions) {
     for (int i = 0; i < act_dim_; ++i) {
+      // centre + a * half-range: exact (ctrl == a) for a symmetric range [-1, 1], where
+      // lo + (a + 1) / 2 * (hi - lo) rounds float64 actions in their last bit
       const double lo = m->actuator_ctrlrange[2 * i], hi = m->actuator_ctrlrange[2 * i + 1];
-      d->ctrl[i] = std::min(std::max(lo + (action[i] + 1.0) * 0.5 * (hi - lo), lo), hi);
+      const double centre = 0.5 * (lo + hi), half = 0.5 * (hi - lo);
+      d->ctrl[i] = std::min(std::max(centre + action[i] * half, lo), hi);
     }
   } else {
     for (int i = 0; i < act_dim_; ++i) d->ctrl[i] = action[i];

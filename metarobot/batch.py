@@ -80,9 +80,14 @@ class Trajectories:
         return self.rewards.sum(axis=0, dtype=np.float64)
 
 
-def _int_arg(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
+SEED_MAX = 2 ** 64 - 1  # seeds are unsigned 64-bit integers in the C++ core
+
+
+def _int_arg(value: Any, name: str, low: int, high: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
+            (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} should be an integer {bound}, got {value!r}")
     return int(value)
 
 
@@ -131,7 +136,7 @@ class BatchSim:
         for task in tasks:
             family.check_task(task)
         envs_per_task = _int_arg(envs_per_task, "envs_per_task", 1)
-        seed = _int_arg(seed, "seed", 0)
+        seed = _int_arg(seed, "seed", 0, SEED_MAX)
         num_threads = _int_arg(num_threads, "num_threads", 0)
 
         self.family = family
@@ -195,7 +200,7 @@ class BatchSim:
         seed, when given, reseeds every simulation's random stream from (seed, index) first.
         """
         if seed is not None:
-            seed = _int_arg(seed, "seed", 0)
+            seed = _int_arg(seed, "seed", 0, SEED_MAX)
             self._engine.seed(seed)
         obs = np.empty((self.num_envs, self.observation_dim), np.float32)
         self._engine.reset(None, obs)

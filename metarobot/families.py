@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -35,6 +36,21 @@ def envs_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("metarobot's envs/ folder of MJCF models is missing")
+
+
+def actions_to_controls(actions: np.ndarray, ctrlrange: np.ndarray) -> np.ndarray:
+    """Policy actions in [-1, 1] (..., nu) -> controls on the actuators' ranges ctrlrange
+    (nu, 2): centre + a * half-range, clipped to the range (the C++ core's mapping, to the
+    bit). Exact (controls == actions) where the range is [-1, 1]."""
+    lo, hi = ctrlrange[:, 0], ctrlrange[:, 1]
+    return np.clip(0.5 * (lo + hi) + np.asarray(actions, np.float64) * (0.5 * (hi - lo)), lo, hi)
+
+
+class OutOfDistributionWarning(UserWarning):
+    """A task's parameter lies outside the family's training distribution."""
+
+
+_WARNED_OUTSIDE: set = set()  # (family, description) pairs already warned about
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,10 +97,13 @@ class Task:
 class TaskFamily:
     """A family of tasks on one robot.
 
-    Fields that make_family(name, **overrides) accepts by name: horizon, frame_skip,
-    model_file, reset_qpos_noise, reset_qvel_noise; each task parameter by its name (a
-    (low, high) pair for a uniform one, a sequence of values for a choice, the radius for a
-    disc, terrain kinds or {'kinds': ..., 'difficulty': (low, high)} for a terrain); each
+    Fields that make_family(name, **overrides) accepts by name (family.overrides() lists
+    them with their current values): horizon, frame_skip, model_file, reset_qpos_noise,
+    reset_qvel_noise, reset_noise, init_keyframe (None: the model's qpos0; a model of your
+    own, such as Gymnasium's ant.xml, may have no keyframe 'init'), normalize_actions; each
+    task parameter by its name (a (low, high) pair for a uniform one, a sequence of values for
+    a choice, the radius for a disc as '<prefix>radius', e.g. AntGoal's goal_radius, terrain
+    kinds or {'kinds': ..., 'difficulty': (low, high)} for a terrain); each
     reward term's weight as '<term>_weight'; dynamics, a dict of model fields to vary per task
     (body_mass, body_inertia, geom_friction, dof_damping, actuator_gear) with their ranges of
     scale factors (see terms.DynamicsScale); and observe_task (True shows the task parameters
@@ -121,6 +140,12 @@ class TaskFamily:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{self.name}: {field} should be a finite number >= 0, got "
                                  f"{value!r}")
+        if self.init_keyframe is not None and not isinstance(self.init_keyframe, str):
+            raise ValueError(f"{self.name}: init_keyframe should be a keyframe name or None, "
+                             f"got {self.init_keyframe!r}")
+        if not isinstance(self.normalize_actions, bool):
+            raise ValueError(f"{self.name}: normalize_actions should be True or False, got "
+                             f"{self.normalize_actions!r}")
         if self.reset_noise not in ("normal", "uniform"):
             raise ValueError(f"{self.name}: reset_noise should be 'normal' or 'uniform', got "
                              f"{self.reset_noise!r}")
@@ -242,6 +267,14 @@ class TaskFamily:
                 dist.check_values(values)
         for write in self.writes:
             write.check_value(values[write.param])
+        for dist in self.parameters:
+            why = dist.outside(values)
+            key = (self.name, why)
+            if why is not None and key not in _WARNED_OUTSIDE:
+                # out-of-distribution tasks are a fair test of adaptation: allowed, said once
+                _WARNED_OUTSIDE.add(key)
+                warnings.warn(f"{self.name}: task {task!r}: {why}; the policy was not trained "
+                              f"on such tasks", OutOfDistributionWarning, stacklevel=2)
 
     def compile(self, model: mujoco.MjModel) -> Dict[str, Any]:
         """The family's terms as the C++ core's tuples, resolved against model."""
@@ -250,8 +283,9 @@ class TaskFamily:
         if self.init_keyframe is not None:
             init_key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, self.init_keyframe)
             if init_key < 0:
-                raise ValueError(f"{self.name}: the model has no keyframe "
-                                 f"{self.init_keyframe!r}")
+                raise ValueError(f"{self.name}: the model {self.model_file!r} has no keyframe "
+                                 f"{self.init_keyframe!r}; override init_keyframe=None to "
+                                 f"start from the model's qpos0, or name one of its keyframes")
         return dict(
             obs_terms=[t.compile(model, index) for t in self.observation],
             reward_terms=[t.compile(model, index) for t in self.reward],
@@ -280,7 +314,7 @@ class TaskFamily:
 
     def with_overrides(self, **overrides: Any) -> "TaskFamily":
         """A copy with the documented fields changed; an unknown field raises ValueError."""
-        top = {"horizon", "frame_skip", "model_file", "reset_qpos_noise", "reset_qvel_noise"}
+        top = set(_TOP_OVERRIDES)
         if "observe_task" in overrides:
             shown = overrides.pop("observe_task")
             if not isinstance(shown, bool):
@@ -319,11 +353,54 @@ class TaskFamily:
         return dataclasses.replace(self, parameters=tuple(params), reward=tuple(reward), **changes)
 
     def override_names(self) -> List[str]:
-        extra = (["observe_task"] if any(isinstance(t, T.TaskParameters)
-                                         for t in self.observation) else [])
-        return (["horizon", "frame_skip", "model_file", "reset_qpos_noise", "reset_qvel_noise",
-                 "dynamics"] + extra
-                + [d.name for d in self.parameters] + [f"{r.name}_weight" for r in self.reward])
+        """Every field make_family(self.name, **overrides) accepts."""
+        return list(self.overrides())
+
+    def overrides(self) -> Dict[str, str]:
+        """Every override this family accepts -> what it sets and its current value."""
+        out = {name: f"{doc} (now {getattr(self, name)!r})"
+               for name, doc in _TOP_OVERRIDES.items()}
+        out["dynamics"] = ("model fields varied per task: {field: (low, high)} or {field: "
+                           "{'log_base': b, 'low': l, 'high': h}}, fields "
+                           + ", ".join(T.DYNAMICS_FIELDS))
+        if any(isinstance(t, T.TaskParameters) for t in self.observation):
+            out["observe_task"] = ("True shows the task parameters the observation otherwise "
+                                   "holds as zeros")
+        for d in self.parameters:
+            out[d.name] = _describe_range(d)
+        for r in self.reward:
+            value = r.value if isinstance(r, T.Constant) else r.weight
+            out[f"{r.name}_weight"] = f"weight of the reward term {r.name} (now {value:g})"
+        return out
+
+
+# Overrides of TaskFamily's own fields -> what they set.
+_TOP_OVERRIDES = {
+    "horizon": "env steps per episode",
+    "frame_skip": "mj_step calls per env step",
+    "model_file": "MJCF path (relative: under metarobot's envs/ folder)",
+    "reset_qpos_noise": "std (normal) or half-width (uniform) of the qpos noise at reset",
+    "reset_qvel_noise": "std (normal) or half-width (uniform) of the qvel noise at reset",
+    "reset_noise": "'normal' or 'uniform' reset noise",
+    "init_keyframe": "the model keyframe episodes start from; None: the model's qpos0",
+    "normalize_actions": "True maps actions in [-1, 1] onto the actuators' control ranges",
+}
+
+
+def _describe_range(dist: Any) -> str:
+    """A task parameter's override: what it takes and its current range."""
+    if isinstance(dist, T.Uniform):
+        return f"(low, high) of a uniform parameter (now ({dist.low:g}, {dist.high:g}))"
+    if isinstance(dist, T.Choice):
+        return f"values of a parameter drawn from a set (now {list(dist.values)})"
+    if isinstance(dist, T.Disc):
+        return f"radius of the disc ({dist.x}, {dist.y}) is drawn on (now {dist.radius:g})"
+    if isinstance(dist, Terrain):
+        return (f"terrain kinds, or {{'kinds': [...], 'difficulty': (low, high)}} (now "
+                f"{list(dist.kinds)}, difficulty {tuple(dist.difficulty)})")
+    if isinstance(dist, T.DynamicsScale):
+        return f"range of the scale factors of {dist.field}"
+    return "its range"
 
 
 # ----------------------------------------------------------------------------------- the families
@@ -518,8 +595,18 @@ def make_family(name: str, **overrides: Any) -> TaskFamily:
     return family.with_overrides(**overrides) if overrides else family
 
 
-def register_family(family: TaskFamily) -> None:
-    """Adds a family of the caller's to make_family and list_families."""
+_BUILT_IN = frozenset(_FAMILIES)
+
+
+def register_family(family: TaskFamily, replace: bool = False) -> None:
+    """Adds a family of the caller's to make_family and list_families. A name already taken
+    (a built-in family's, or one registered before) is refused unless replace=True."""
     if not isinstance(family, TaskFamily):
         raise ValueError(f"expected a TaskFamily, got {type(family).__name__}")
+    if not isinstance(replace, bool):
+        raise ValueError(f"replace should be True or False, got {replace!r}")
+    if family.name in _FAMILIES and not replace:
+        kind = "a built-in family" if family.name in _BUILT_IN else "a registered family"
+        raise ValueError(f"{family.name!r} is already {kind}; pass replace=True to replace it, "
+                         f"or give yours another name (dataclasses.replace(family, name=...))")
     _FAMILIES[family.name] = family

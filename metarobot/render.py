@@ -16,7 +16,7 @@ from typing import Optional, Union
 import mujoco
 import numpy as np
 
-from .families import Task, TaskFamily, make_family
+from .families import Task, TaskFamily, actions_to_controls, make_family
 
 
 def scene_camera(model: mujoco.MjModel, data: mujoco.MjData,
@@ -47,6 +47,10 @@ def frame(family: Union[str, TaskFamily], task: Optional[Task] = None, steps: in
     seed) after steps env steps of uniform random actions in [-0.5, 0.5] from the family's
     initial state."""
     family = make_family(family) if isinstance(family, str) else family
+    for name, value, low in (("steps", steps, 0), ("width", width, 1), ("height", height, 1),
+                             ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
     task = family.sample_tasks(1, seed=seed)[0] if task is None else task
     family.check_task(task)
     model = family.task_model(family.load_model(), task)
@@ -58,14 +62,18 @@ def frame(family: Union[str, TaskFamily], task: Optional[Task] = None, steps: in
     for _ in range(steps):
         data.ctrl[:] = rng.uniform(-0.5, 0.5, model.nu)
         if family.normalize_actions:
-            lo, hi = model.actuator_ctrlrange.T
-            data.ctrl[:] = lo + (data.ctrl + 1.0) * 0.5 * (hi - lo)
+            data.ctrl[:] = actions_to_controls(data.ctrl, model.actuator_ctrlrange)
         for _ in range(family.frame_skip):
             mujoco.mj_step(model, data)
     mujoco.mj_forward(model, data)
     model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
     model.vis.global_.offheight = max(model.vis.global_.offheight, height)
-    with mujoco.Renderer(model, height, width) as renderer:
+    try:
+        renderer = mujoco.Renderer(model, height, width)
+    except mujoco.FatalError as exc:  # the OpenGL driver's limit on offscreen buffers
+        raise ValueError(f"cannot render {width} x {height} pixels on this machine's OpenGL: "
+                         f"{str(exc).strip()}; ask for a smaller width and height") from None
+    with renderer:
         renderer.update_scene(data, camera=scene_camera(model, data, family))
         return renderer.render().copy()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import mujoco
@@ -424,6 +425,12 @@ class Uniform:
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.uniform(self.low, self.high, size=(n, 1))
 
+    def outside(self, values: Mapping[str, float]) -> Optional[str]:
+        """A description of the training range when the task's value lies outside it."""
+        v = values[self.name]
+        return None if self.low <= v <= self.high else \
+            f"{self.name}={v:g} lies outside its training range [{self.low:g}, {self.high:g}]"
+
     def with_range(self, value) -> "Uniform":
         try:
             low, high = value
@@ -452,6 +459,11 @@ class Choice:
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.asarray(self.values, dtype=float)[rng.integers(len(self.values), size=n)][:, None]
 
+    def outside(self, values: Mapping[str, float]) -> Optional[str]:
+        v = values[self.name]
+        return None if v in self.values else \
+            f"{self.name}={v:g} is none of its training values {[float(x) for x in self.values]}"
+
     def with_range(self, value) -> "Choice":
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
             raise ValueError(f"{self.name} should be a sequence of values, got {value!r}")
@@ -468,7 +480,10 @@ class Disc:
 
     @property
     def name(self) -> str:
-        return f"{self.x}_{self.y}_radius"
+        """The radius's override name: the coordinates' common prefix + 'radius'
+        (goal_x, goal_y -> goal_radius)."""
+        prefix = os.path.commonprefix([self.x, self.y])
+        return f"{prefix}radius" if prefix else f"{self.x}_{self.y}_radius"
 
     @property
     def names(self) -> Tuple[str, ...]:
@@ -487,6 +502,12 @@ class Disc:
 
     def with_range(self, value) -> "Disc":
         return dataclasses.replace(self, radius=value)
+
+    def outside(self, values: Mapping[str, float]) -> Optional[str]:
+        r = math.hypot(values[self.x], values[self.y])
+        return None if r <= self.radius else \
+            (f"({self.x}, {self.y})=({values[self.x]:g}, {values[self.y]:g}) lies {r:g} from the "
+             f"origin, outside the training disc of radius {self.radius:g}")
 
 
 # ---------------------------------------------------------------------------------- dynamics
@@ -543,6 +564,14 @@ class DynamicsScale:
                              f"{self.size}")
         factors = self.factors([values[n] for n in self.names])
         field[...] = field * factors.reshape(field.shape)
+
+    def outside(self, values: Mapping[str, float]) -> Optional[str]:
+        bad = [n for n in self.names if not self.low <= values[n] <= self.high]
+        if not bad:
+            return None
+        what = "exponents" if self.log_base is not None else "factors"
+        return (f"{bad[0]}={values[bad[0]]:g} ({len(bad)} of the {self.field} {what}) lies "
+                f"outside its training range [{self.low:g}, {self.high:g}]")
 
     def check_values(self, values: Mapping[str, float]) -> None:
         factors = self.factors(np.array([values[n] for n in self.names]))

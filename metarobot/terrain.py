@@ -17,7 +17,7 @@ generated heights into the model's heightfield, so tasks on different terrains s
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import mujoco
 import numpy as np
@@ -187,6 +187,17 @@ class Terrain:
             out = dataclasses.replace(self, kinds=tuple(value))
         out.validate()
         return out
+
+    def outside(self, values: Dict[str, float]) -> Optional[str]:
+        """A description of the training range when the task lies outside it."""
+        kind, difficulty = int(values["terrain"]), values["difficulty"]
+        if KINDS[kind] not in self.kinds:
+            return f"terrain={KINDS[kind]!r} is none of its training kinds {list(self.kinds)}"
+        low, high = self.difficulty
+        if not low <= difficulty <= high:
+            return (f"difficulty={difficulty:g} lies outside its training range [{low:g}, "
+                    f"{high:g}]")
+        return None
 
     def check_values(self, values: Dict[str, float]) -> None:
         kind, difficulty, seed = (values[n] for n in self.names)

@@ -45,7 +45,7 @@ def applied(family, m, action):
     and clip (rllab's normalize)."""
     if family.startswith(("HalfCheetah", "Ant")):
         lo, hi = m.actuator_ctrlrange[:, 0], m.actuator_ctrlrange[:, 1]
-        return np.clip(lo + (np.asarray(action) + 1.0) * 0.5 * (hi - lo), lo, hi)
+        return np.clip(0.5 * (lo + hi) + np.asarray(action) * (0.5 * (hi - lo)), lo, hi)
     return np.asarray(action)
 
 

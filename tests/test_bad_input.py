@@ -90,7 +90,8 @@ def test_out_of_range_family_fields_raise(overrides, words):
 
 @pytest.mark.parametrize("kwargs, words", [
     ({"envs_per_task": 0}, ["envs_per_task", ">= 1", "0"]),
-    ({"seed": -1}, ["seed", ">= 0", "-1"]),
+    ({"seed": -1}, ["seed", "[0, 18446744073709551615]", "-1"]),
+    ({"seed": 2 ** 70}, ["seed", "[0, 18446744073709551615]", str(2 ** 70)]),
     ({"num_threads": -2}, ["num_threads", "-2"]),
     ({"tasks": []}, ["tasks", "at least one"]),
 ])

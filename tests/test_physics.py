@@ -186,3 +186,50 @@ def test_ant_terminates_when_torso_leaves_health_range():
     assert info["_final_obs"][0] and not info["_final_obs"][1]
     assert info["final_obs"][0, 2] > 1.0
     assert not info["diverged"].any()
+
+
+def test_ant_float64_actions_equal_gymnasium_ant_v5():
+    """Gymnasium's ant (control range [-1, 1]) as AntVel's model, frame_skip 5, no keyframe:
+    float64 actions map onto the range exactly (centre + a * half-range), so 300 steps of the
+    chaotic ant stay equal to Ant-v5's to the bit."""
+    import gymnasium.envs.mujoco as gym_mujoco
+    import os
+    xml = os.path.join(os.path.dirname(gym_mujoco.__file__), "assets", "ant.xml")
+    family = metarobot.make_family("AntVel", model_file=xml, frame_skip=5, init_keyframe=None,
+                                   horizon=1000)
+    sim = metarobot.BatchSim(family, [family.task(goal_velocity=1.0)], seed=0, autoreset=False)
+    env = gym.make("Ant-v5").unwrapped
+    env.reset(seed=4)
+    sim.reset()
+    rng = np.random.default_rng(3)
+    qpos0 = env.init_qpos + rng.uniform(-0.1, 0.1, env.model.nq)
+    qvel0 = env.init_qvel + 0.1 * rng.standard_normal(env.model.nv)
+    env.set_state(qpos0, qvel0)
+    sim.set_state(qpos0[None], qvel0[None])
+    steps = 0
+    for t in range(300):
+        # float64 actions with full mantissas (uniform() draws on a 2^-53 grid, which
+        # lo + (a + 1) / 2 * (hi - lo) happens to keep exact)
+        action = np.clip(0.3 * rng.standard_normal(8), -1, 1)
+        _, _, terminated, _, _ = env.step(action)
+        _, _, sim_terminated, _, _ = sim.step(action[None])
+        qpos, qvel = sim.get_state()
+        np.testing.assert_array_equal(qpos[0], env.data.qpos)
+        np.testing.assert_array_equal(qvel[0], env.data.qvel)
+        assert bool(sim_terminated[0]) == terminated
+        steps += 1
+        if terminated:
+            break
+    assert steps >= 200  # the seed keeps the ant healthy for 235 steps
+    env.close()
+
+
+def test_action_mapping_is_exact_on_a_symmetric_range():
+    ctrlrange = np.array([[-1.0, 1.0], [-150.0, 150.0], [0.0, 2.0]])
+    a = np.random.default_rng(0).uniform(-1, 1, (1000, 3))
+    u = metarobot.families.actions_to_controls(a, ctrlrange)
+    np.testing.assert_array_equal(u[:, 0], a[:, 0])
+    np.testing.assert_array_equal(u[:, 1], 150.0 * a[:, 1])
+    np.testing.assert_allclose(u[:, 2], a[:, 2] + 1.0, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(metarobot.families.actions_to_controls(
+        np.array([[-3.0, 3.0, 5.0]]), ctrlrange), [[-1.0, 150.0, 2.0]])
