@@ -19,6 +19,7 @@ import mujoco
 import numpy as np
 
 from . import _core
+from .checks import SEED_MAX
 from .families import Task, TaskFamily, make_family
 
 _MODEL_SIZES = ("nq", "nv", "nu", "na", "nbody", "njnt", "ngeom", "nsite", "ncam", "nlight",
@@ -78,9 +79,6 @@ class Trajectories:
     def returns(self) -> np.ndarray:
         """(N,) float64, undiscounted return of each episode."""
         return self.rewards.sum(axis=0, dtype=np.float64)
-
-
-SEED_MAX = 2 ** 64 - 1  # seeds are unsigned 64-bit integers in the C++ core
 
 
 def _int_arg(value: Any, name: str, low: int, high: Optional[int] = None) -> int:

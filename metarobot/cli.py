@@ -73,7 +73,7 @@ def _rollout(args: argparse.Namespace) -> int:
     import metarobot
     torch.manual_seed(args.seed)
     family = metarobot.make_family(args.family, **({"horizon": args.horizon}
-                                                   if args.horizon else {}))
+                                                   if args.horizon is not None else {}))
     tasks = family.sample_tasks(args.tasks, seed=args.seed)
     sim = metarobot.BatchSim(family, tasks, envs_per_task=args.envs_per_task, seed=args.seed,
                              num_threads=args.threads)
@@ -115,7 +115,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     import ast
     import dataclasses
     import inspect
-    from metarobot.train import TrainConfig
+    from metarobot import checks
+    from metarobot.train import FIELD_CHOICES, FIELD_RANGES, TrainConfig
     source = inspect.getsource(TrainConfig)
     docs = {}
     tree = ast.parse(source).body[0]
@@ -130,15 +131,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         default = field.default
         kwargs: Dict[str, Any] = {"help": docs.get(field.name, ""), "default": None}
         if field.name == "hidden_sizes":
-            kwargs.update(type=int, nargs="+")
+            kwargs.update(type=checks.COUNT.parse, nargs="+")
         elif isinstance(default, bool):
             kwargs.update(type=_boolean, metavar="{true,false}")
-        elif isinstance(default, int):
-            kwargs.update(type=int)
-        elif isinstance(default, float) or field.name in ("time_budget", "max_kl"):
-            kwargs.update(type=float)
-        elif field.name == "trajectories_per_task":
-            kwargs.update(type=int)
+        elif field.name in FIELD_RANGES:
+            kwargs.update(type=FIELD_RANGES[field.name].parse)
+        elif field.name in FIELD_CHOICES:
+            kwargs.update(type=str, choices=FIELD_CHOICES[field.name])
         else:
             kwargs.update(type=str)
         if default is not dataclasses.MISSING and default is not None:
@@ -256,7 +255,10 @@ def _adapt(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: every flag's type checks its range (metarobot.checks), so
+    a value outside what the flag means is refused before any work, naming the flag."""
+    from metarobot.checks import COUNT, NONNEGATIVE_INT, SEED, STEP_SIZE
     parser = argparse.ArgumentParser(prog="metarobot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,18 +270,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.set_defaults(func=_train)
     p = sub.add_parser("evaluate", help="returns after 0..K adaptation steps on held-out tasks")
     p.add_argument("checkpoint", help="a checkpoint file or a run directory")
-    p.add_argument("--tasks", type=int, default=40)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trajectories", type=int, default=None,
+    p.add_argument("--tasks", type=COUNT.parse, default=40, help="held-out tasks (default 40)")
+    p.add_argument("--steps", type=NONNEGATIVE_INT.parse, default=3,
+                   help="adaptation steps (default 3)")
+    p.add_argument("--seed", type=SEED.parse, default=0)
+    p.add_argument("--trajectories", type=COUNT.parse, default=None,
                    help="per task and step (default 20; 40 for AntDir)")
-    p.add_argument("--lr", type=float, nargs="+", default=None,
+    p.add_argument("--lr", type=STEP_SIZE.parse, nargs="+", default=None,
                    help="step size of each step, the last repeating (default: the learned "
                         "step sizes of a Meta-SGD checkpoint, else 0.1 then 0.05, the paper's "
                         "evaluation)")
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--plot", default=None, help="write a PNG plot here")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=NONNEGATIVE_INT.parse, default=0, help="0: one per CPU")
     from metarobot.train import BASELINE_FITS
     p.add_argument("--baseline-fit", default=None, choices=BASELINE_FITS,
                    help="baseline order of the advantages (default: the checkpoint's training "
@@ -289,14 +292,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser("adapt", help="adapt a checkpoint's policy to one task")
     p.add_argument("checkpoint")
     p.add_argument("--task", required=True, help='task parameters as JSON: \'{"direction": 1}\'')
-    p.add_argument("--steps", type=int, default=1)
-    p.add_argument("--trajectories", type=int, default=20)
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--steps", type=COUNT.parse, default=1, help="adaptation steps (default 1)")
+    p.add_argument("--trajectories", type=COUNT.parse, default=20,
+                   help="per step (default 20)")
+    p.add_argument("--lr", type=STEP_SIZE.parse, default=None,
                    help="step size (default: the learned step sizes of a Meta-SGD "
                         "checkpoint, else 0.1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED.parse, default=0)
     p.add_argument("--out", default=None, help="save the adapted policy here (.safetensors)")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=NONNEGATIVE_INT.parse, default=0, help="0: one per CPU")
     p.set_defaults(func=_adapt)
     p = sub.add_parser("families", help="list the task families")
     p.set_defaults(func=_families)
@@ -304,22 +308,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("family", help="a family name, or 'all' (then --out is a folder)")
     p.add_argument("--out", required=True, help="PNG path (a folder with 'all')")
     p.add_argument("--task", default=None, help="task parameters as JSON (default: sampled)")
-    p.add_argument("--steps", type=int, default=20, help="random env steps before the frame")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--steps", type=NONNEGATIVE_INT.parse, default=20,
+                   help="random env steps before the frame")
+    p.add_argument("--seed", type=SEED.parse, default=0)
+    p.add_argument("--width", type=COUNT.parse, default=640, help="pixels")
+    p.add_argument("--height", type=COUNT.parse, default=480, help="pixels")
     p.set_defaults(func=_render)
     p = sub.add_parser("rollout", help="roll out a policy on sampled tasks")
     p.add_argument("family")
-    p.add_argument("--tasks", type=int, default=8, help="tasks to sample (default 8)")
-    p.add_argument("--envs-per-task", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="0: one per CPU")
-    p.add_argument("--horizon", type=int, default=None, help="default: the family's")
+    p.add_argument("--tasks", type=COUNT.parse, default=8, help="tasks to sample (default 8)")
+    p.add_argument("--envs-per-task", type=COUNT.parse, default=4)
+    p.add_argument("--seed", type=SEED.parse, default=0)
+    p.add_argument("--threads", type=NONNEGATIVE_INT.parse, default=0, help="0: one per CPU")
+    p.add_argument("--horizon", type=COUNT.parse, default=None, help="default: the family's")
     p.add_argument("--deterministic", action="store_true", help="mean actions, no noise")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_rollout)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"metarobot: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import warnings
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning  # one line, not a source excerpt
     try:
         return args.func(args)
     except ValueError as exc:

@@ -28,6 +28,7 @@ def relu(h: torch.Tensor) -> torch.Tensor:
 
 # name -> (function, the C++ engine's code for it)
 _ACTIVATIONS = {"tanh": (torch.tanh, 0), "relu": (relu, 1)}
+ACTIVATIONS = tuple(sorted(_ACTIVATIONS))
 _LOG_2PI = math.log(2.0 * math.pi)
 
 

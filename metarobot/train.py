@@ -23,10 +23,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from . import checkpoint, meta
+from . import checkpoint, checks, meta
 from .batch import BatchSim
 from .families import Task, TaskFamily, make_family
-from .policy import GaussianMLPPolicy
+from .policy import ACTIVATIONS, GaussianMLPPolicy
 
 ALGORITHMS = ("maml-trpo", "fomaml-trpo", "reptile")
 BASELINE_FITS = ("current", "previous", "fresh")
@@ -37,6 +37,26 @@ PAPER_TRAJECTORIES = {"HalfCheetahDir": 20, "HalfCheetahVel": 10, "AntVel": 20, 
 # TRPO's KL bound of the runs behind the MAML paper's results, where not 0.01: the released
 # evaluation of HalfCheetahDir loads a run of meta step size 0.02 ("..._mlr0.02/itr_100.pkl")
 PAPER_MAX_KL = {"HalfCheetahDir": 0.02}
+
+
+# What each numeric setting of TrainConfig may hold (the command line's flags check the same).
+FIELD_RANGES: Dict[str, checks.Range] = {
+    "iterations": checks.COUNT, "meta_batch_size": checks.COUNT,
+    "trajectories_per_task": checks.COUNT, "inner_steps": checks.COUNT,
+    "cg_iters": checks.COUNT, "checkpoint_every": checks.COUNT,
+    "max_backtracks": checks.COUNT, "chunk_samples": checks.COUNT,
+    "inner_lr": checks.STEP_SIZE, "gamma": checks.Range(float, 0.0, 1.0),
+    "gae_lambda": checks.Range(float, 0.0, 1.0), "max_kl": checks.POSITIVE,
+    "cg_damping": checks.Range(float, low=0.0),
+    "fisher_fraction": checks.Range(float, 0.0, 1.0, open_low=True),
+    "reptile_epsilon": checks.POSITIVE, "init_log_std": checks.Range(float),
+    "seed": checks.SEED, "threads": checks.NONNEGATIVE_INT, "time_budget": checks.POSITIVE,
+}
+OPTIONAL_FIELDS = ("trajectories_per_task", "max_kl", "time_budget")  # None: a default
+FIELD_CHOICES: Dict[str, Tuple[str, ...]] = {
+    "algo": ALGORITHMS, "inner_objective": meta.INNER_OBJECTIVES,
+    "baseline_fit": BASELINE_FITS, "hessian": HESSIANS, "activation": ACTIVATIONS,
+}
 
 
 @dataclasses.dataclass
@@ -115,29 +135,22 @@ class TrainConfig:
     """Seconds of training after which the run stops at the end of an iteration."""
 
     def __post_init__(self):
+        if isinstance(self.hidden_sizes, (str, bytes)) or not hasattr(self.hidden_sizes, "__iter__"):
+            raise ValueError(f"hidden_sizes should be a sequence of integers >= 1, got "
+                             f"{self.hidden_sizes!r}")
+        self.hidden_sizes = tuple(self.hidden_sizes)
+        for h in self.hidden_sizes:
+            checks.COUNT.check(h, "hidden_sizes")
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
-        if self.algo not in ALGORITHMS:
-            raise ValueError(f"algo should be one of {ALGORITHMS}, got {self.algo!r}")
-        for name in ("iterations", "meta_batch_size", "inner_steps", "cg_iters",
-                     "checkpoint_every", "max_backtracks", "chunk_samples"):
+        for name, allowed in FIELD_RANGES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} should be an integer >= 1, got {value!r}")
-        if self.trajectories_per_task is not None and (
-                not isinstance(self.trajectories_per_task, int) or self.trajectories_per_task < 1):
-            raise ValueError(f"trajectories_per_task should be an integer >= 1, got "
-                             f"{self.trajectories_per_task!r}")
-        for name, low, high in (("inner_lr", 0, math.inf), ("gamma", 0, 1), ("gae_lambda", 0, 1),
-                                ("max_kl", 0, math.inf), ("fisher_fraction", 0, 1),
-                                ("reptile_epsilon", 0, math.inf), ("cg_damping", 0, math.inf)):
-            value = self.kl_bound if name == "max_kl" else getattr(self, name)
-            if not (isinstance(value, (int, float)) and low <= value <= high
-                    and math.isfinite(value)):
-                raise ValueError(f"{name} should be a number in [{low}, {high}], got {value!r}")
-        _check_baseline_fit(self.baseline_fit)
-        if self.hessian not in HESSIANS:
-            raise ValueError(f"hessian should be one of {HESSIANS}, got {self.hessian!r}")
-        meta._check_objective(self.inner_objective)
+            if value is None and name in OPTIONAL_FIELDS:
+                continue
+            allowed.check(value, name)
+        for name, values in FIELD_CHOICES.items():
+            if getattr(self, name) not in values:
+                raise ValueError(f"{name} should be one of {values}, got "
+                                 f"{getattr(self, name)!r}")
         if not isinstance(self.learn_inner_lr, bool):
             raise ValueError(f"learn_inner_lr should be True or False, got "
                              f"{self.learn_inner_lr!r}")
@@ -149,8 +162,6 @@ class TrainConfig:
             raise ValueError("learn_inner_lr (Meta-SGD) needs an outer step that "
                              "differentiates the adaptation: maml-trpo or fomaml-trpo, not "
                              "reptile")
-        if self.fisher_fraction == 0 or self.kl_bound == 0:
-            raise ValueError("fisher_fraction and max_kl should be > 0")
         make_family(self.family, **self.family_overrides)  # raises for unknown names and fields
 
     @property
@@ -564,7 +575,14 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
     (a sequence; the last repeats), or one for all, or learned per-entry step sizes (a dict
     of tensors shaped as the policy's parameters) for every step."""
     _check_baseline_fit(baseline_fit)
+    checks.NONNEGATIVE_INT.check(steps, "steps")
+    checks.COUNT.check(trajectories, "trajectories")
     lrs = [lr] * steps if isinstance(lr, (int, float, dict)) else list(lr)
+    if not isinstance(lr, dict):
+        if not lrs and steps:
+            raise ValueError("lr should hold at least one step size, got none")
+        for value in lrs:
+            checks.STEP_SIZE.check(value, "lr (adaptation step size)")
     if len(lrs) < steps:
         lrs += [lrs[-1]] * (steps - len(lrs))
     spec = meta.PolicySpec(policy.nlayers, policy.activation)
@@ -602,14 +620,22 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     initial step, then half). baseline_fit: the
     advantages' baseline order (see TrainConfig.baseline_fit); default the checkpoint's
     training order; 'fresh' is the order of the paper's evaluation script."""
+    checks.COUNT.check(tasks, "tasks")
+    checks.NONNEGATIVE_INT.check(steps, "steps")
+    checks.SEED.check(seed, "seed")
+    checks.optional(checks.COUNT, trajectories, "trajectories")
+    checks.NONNEGATIVE_INT.check(threads, "threads")
+    if lr is not None:
+        values = [lr] if isinstance(lr, (int, float)) else list(lr)
+        if not values:
+            raise ValueError("lr should hold at least one step size, got none")
+        for value in values:
+            checks.STEP_SIZE.check(value, "lr (adaptation step size)")
     policy, config, family, info, sizes = _load(path)
     baseline_fit = config.baseline_fit if baseline_fit is None else baseline_fit
     step_sizes: Any = lr if lr is not None else (sizes if sizes is not None else (0.1, 0.05))
-    for name, value, low in (("tasks", tasks, 1), ("steps", steps, 0), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
     held_out = family.sample_tasks(tasks, _seed(seed, EVAL_STREAM, 0))
-    k = trajectories or (40 if config.family == "AntDir" else 20)
+    k = trajectories if trajectories is not None else (40 if config.family == "AntDir" else 20)
     curve, _ = adaptation_curve(policy, family, held_out, steps, k, step_sizes,
                                 _seed(seed, EVAL_STREAM, 1), config.gamma, config.gae_lambda,
                                 threads, baseline_fit)
@@ -658,13 +684,16 @@ def adapt_to_task(path: Union[str, Path], task: Union[Task, Dict[str, float]], s
     """Adapts a checkpoint's policy to one task; returns the adapted parameters and the mean
     return after 0..steps steps, and saves them as a checkpoint at out when given. lr: the
     step size; default the checkpoint's learned step sizes (Meta-SGD), else 0.1."""
+    checks.COUNT.check(steps, "steps")
+    checks.COUNT.check(trajectories, "trajectories")
+    checks.optional(checks.STEP_SIZE, lr, "lr (adaptation step size)")
+    checks.SEED.check(seed, "seed")
+    checks.NONNEGATIVE_INT.check(threads, "threads")
     policy, config, family, info, sizes = _load(path)
     step_sizes: Any = lr if lr is not None else (sizes if sizes is not None else 0.1)
     if isinstance(task, dict):
         task = family.task(**task)
     family.check_task(task)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps should be an integer >= 1, got {steps!r}")
     curve, per_task = adaptation_curve(policy, family, [task], steps, trajectories, step_sizes,
                                        _seed(seed, ADAPT_STREAM, 0), config.gamma,
                                        config.gae_lambda, threads, config.baseline_fit)

@@ -27,7 +27,10 @@ def test_families_table(capsys):
 def test_errors_are_reported_not_raised(capsys):
     assert cli.main(["rollout", "Nope"]) == 2
     assert "unknown task family 'Nope'" in capsys.readouterr().err
-    assert cli.main(["rollout", "AntDir", "--tasks", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["rollout", "AntDir", "--tasks", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --tasks: expected an integer >= 1, got '0'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "adapt", "rollout", "render",
@@ -56,5 +59,5 @@ def test_paper_settings_per_family():
     assert TrainConfig(family="HalfCheetahVel").kl_bound == 0.01
     assert TrainConfig(family="HalfCheetahDir", max_kl=0.005).kl_bound == 0.005
     import pytest
-    with pytest.raises(ValueError, match="max_kl should be a number"):
+    with pytest.raises(ValueError, match="max_kl should be a finite number > 0, got -1.0"):
         TrainConfig(max_kl=-1.0)

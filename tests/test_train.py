@@ -105,7 +105,7 @@ def test_bad_config_raises():
         TrainConfig(meta_batch_size=0)
     with pytest.raises(ValueError, match="unknown task family"):
         TrainConfig(family="Nope")
-    with pytest.raises(ValueError, match="inner objective"):
+    with pytest.raises(ValueError, match="inner_objective should be one of"):
         TrainConfig(inner_objective="dice")
     with pytest.raises(ValueError, match="reptile"):
         TrainConfig(algo="reptile", learn_inner_lr=True)
