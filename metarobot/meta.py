@@ -290,12 +290,16 @@ def _unflat(vec: torch.Tensor, like: Mapping[str, torch.Tensor], names: Sequence
 
 
 def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
-                       iters: int = 10, tol: float = 1e-10) -> torch.Tensor:
-    """Solves F x = b for a symmetric positive definite F given as a product."""
+                       iters: int = 10, tol: float = 1e-10,
+                       report: Optional[Callable[[str], None]] = None) -> torch.Tensor:
+    """Solves F x = b for a symmetric positive definite F given as a product. report, when
+    given, hears of each iteration as it starts."""
     x = torch.zeros_like(b)
     r, p = b.clone(), b.clone()
     rr = r @ r
-    for _ in range(iters):
+    for i in range(iters):
+        if report is not None:
+            report(f"conjugate gradient {i + 1}/{iters}")
         fp = fvp(p)
         alpha = rr / (p @ fp + 1e-12)
         x += alpha * p
@@ -448,16 +452,20 @@ def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
               hessian_product: Optional[Callable[[Params], Params]] = None,
               loss_kl_fn: Optional[Callable[[Params], Tuple[torch.Tensor, torch.Tensor]]] = None,
               grad_fn: Optional[Callable[[Params], Tuple[Params, torch.Tensor]]] = None,
+              report: Optional[Callable[[str], None]] = None,
               ) -> Tuple[Params, TrpoInfo]:
     """One TRPO step on params: the natural gradient direction by conjugate gradient on
     products with the Hessian of kl_fn at params (hessian_product, or by differentiating kl_fn),
     the largest step of KL max_kl along it, then backtracking until the loss improves and the KL
     bound holds. loss_kl_fn, when given, returns (loss, kl) of a candidate at once (sharing
     work such as the adaptation); grad_fn, when given, returns (gradient, loss) of loss_fn
-    (for instance summed over parts computed one at a time). Returns the new params (detached)
-    and what happened."""
+    (for instance summed over parts computed one at a time). report, when given, hears of
+    each phase as it starts (gradient, conjugate-gradient iterations, line-search steps).
+    Returns the new params (detached) and what happened."""
     names = sorted(params)
     theta = {n: params[n].detach() for n in names}
+    if report is not None:
+        report("gradient")
     g, loss0 = (grad_fn or torch.func.grad_and_value(loss_fn))(theta)
     g = _flat(g, names).detach()
     loss0 = loss0.detach()
@@ -470,13 +478,15 @@ def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
         hv = product(_unflat(v, theta, names))
         return _flat(hv, names).detach() + damping * v
 
-    direction = conjugate_gradient(fvp, -g, cg_iters)
+    direction = conjugate_gradient(fvp, -g, cg_iters, report=report)
     shs = 0.5 * (direction @ fvp(direction))
     step = direction * torch.sqrt(2.0 * max_kl / (2.0 * shs + 1e-12))
     flat0 = _flat(theta, names)
     info = TrpoInfo(float(loss0), float(loss0), 0.0, 0, False)
     with torch.no_grad():
         for k in range(max_backtracks):
+            if report is not None:
+                report(f"line search {k + 1}")
             candidate = _unflat(flat0 + (backtrack_ratio ** k) * step, theta, names)
             loss, kl = (float(x) for x in loss_kl_fn(candidate))
             if math.isfinite(loss) and loss < float(loss0) and kl <= max_kl:

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -220,12 +220,15 @@ class IterationResult:
 
 
 def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPPolicy,
-                   theta: meta.Params, iteration: int, carry: Optional[np.ndarray] = None
+                   theta: meta.Params, iteration: int, carry: Optional[np.ndarray] = None,
+                   report: Optional[Callable[[str], None]] = None
                    ) -> Tuple[meta.Params, IterationResult]:
     """One meta-iteration; returns the new parameters and what it measured. theta: the
     policy's parameters, and Meta-SGD's step sizes when config.learn_inner_lr (see
     meta.split_step_sizes). carry: the baseline coefficients carried between batches
-    (baseline_fit 'previous'); the result's carry is the next iteration's."""
+    (baseline_fit 'previous'); the result's carry is the next iteration's. report, when
+    given, hears of each phase as it starts (a progress display)."""
+    say = report or (lambda text: None)
     spec = meta.PolicySpec(policy.nlayers, policy.activation)
     policy_theta, sizes = meta.split_step_sizes(theta)
     if config.learn_inner_lr != (sizes is not None):
@@ -239,6 +242,7 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     times = {"sampling": 0.0, "returns": 0.0, "inner": 0.0, "outer": 0.0}
     tasks = family.sample_tasks(config.meta_batch_size, _seed(config.seed, TRAIN_STREAM,
                                                               iteration, 0))
+    say(f"building {len(tasks) * config.trajectories} simulations")
     sim = BatchSim(family, tasks, config.trajectories, seed=_seed(config.seed, TRAIN_STREAM,
                                                                    iteration, 1),
                    num_threads=config.threads)
@@ -249,9 +253,11 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     adapted: Optional[meta.Params] = None
     carry, prior = _baseline_start(config.baseline_fit, ntask, sim.observation_dim, carry)
     for step in range(config.inner_steps):
+        say(f"sampling (adaptation step {step + 1}/{config.inner_steps})")
         t0 = time.perf_counter()
         traj = sim.rollout(policy, params=sampling_params)
         t1 = time.perf_counter()
+        say("advantages")
         batches.append(meta.process(traj, ntask, config.gamma, config.gae_lambda, carry=carry,
                                     prior=prior))
         if config.inner_objective == "lvc":
@@ -260,6 +266,7 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
                                  batches[-1], batched=adapted is not None)
         carry, prior = _baseline_next(config.baseline_fit, batches[-1])
         t2 = time.perf_counter()
+        say("inner step")
         # the values of the adapted parameters, for sampling; the outer step differentiates
         # through the adaptation itself
         source = policy_theta if adapted is None else {k: v.detach()
@@ -276,9 +283,11 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     pre_return = float(batches[0].returns.mean())
     info: Dict[str, float] = {}
     # the adapted policies' own samples: the outer step's data (for Reptile, only the log's)
+    say("sampling the adapted policies")
     t0 = time.perf_counter()
     post_traj = sim.rollout(policy, params=sampling_params)
     t1 = time.perf_counter()
+    say("advantages")
     post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry,
                         prior=prior)
     carry, _ = _baseline_next(config.baseline_fit, post)
@@ -334,7 +343,7 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         theta, meta.weighted_sum(losses), lambda p: loss_kl(p)[1], config.kl_bound,
         config.cg_iters, config.cg_damping, max_backtracks=config.max_backtracks,
         hessian_product=product, loss_kl_fn=loss_kl,
-        grad_fn=meta.weighted_sum(grads))
+        grad_fn=meta.weighted_sum(grads), report=lambda text: say(f"outer step: {text}"))
     times["outer"] += time.perf_counter() - t2
     info.update(kl=trpo.kl, backtracks=trpo.backtracks, accepted=float(trpo.accepted),
                 surrogate_before=trpo.surrogate_before, surrogate_after=trpo.surrogate_after)
@@ -368,26 +377,52 @@ def _baseline_next(baseline_fit: str, batch: meta.TaskBatch
 
 
 class _Progress:
-    """One self-rewriting line on stderr (a plain line per iteration when not a terminal)."""
+    """Progress on stderr: one self-rewriting line on a terminal, plain lines otherwise. The
+    phases of the first iteration are shown as they start (it is the slowest: nothing is warm
+    yet); on a terminal every iteration's are. The ETA counts the iterations after the
+    first only."""
 
     def __init__(self, total: int, start: int, enabled: bool):
         self.total, self.start, self.enabled = total, start, enabled
-        self.t0 = time.perf_counter()
         self.tty = sys.stderr.isatty()
+        self.done = start
+        self.first_end: Optional[float] = None  # when this process's first iteration ended
+        self.first_time = 0.0
+        self.t0 = time.perf_counter()
+        self.last = ""
 
-    def update(self, done: int, text: str) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.t0
-        rate = elapsed / max(done - self.start, 1)
-        eta = rate * (self.total - done)
+    def _bar(self) -> str:
         width = 24
-        filled = int(width * done / self.total)
-        bar = "#" * filled + "." * (width - filled)
-        line = (f"[{bar}] {done}/{self.total} | {text} | {rate:.1f} s/it | "
-                f"ETA {eta / 60:.1f} min")
+        filled = int(width * self.done / self.total)
+        return "[" + "#" * filled + "." * (width - filled) + f"] {self.done}/{self.total}"
+
+    def _write(self, line: str) -> None:
         sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         sys.stderr.flush()
+
+    def phase(self, text: str) -> None:
+        """The phase of the iteration under way has changed."""
+        if not self.enabled or (not self.tty and self.done > self.start):
+            return
+        self._write(f"{self._bar()} | iteration {self.done + 1}: {text}"
+                    + (f" | {self.last}" if self.last and self.tty else ""))
+
+    def update(self, done: int, text: str) -> None:
+        now = time.perf_counter()
+        if self.first_end is None:
+            self.first_end, self.first_time = now, now - self.t0
+        self.done = done
+        if not self.enabled:
+            return
+        later = done - self.start - 1  # iterations after this process's first
+        if later >= 1:
+            rate = (now - self.first_end) / later
+            eta = f"{rate:.1f} s/it | ETA {rate * (self.total - done) / 60:.1f} min"
+        else:
+            rate = self.first_time
+            eta = f"first iteration {rate:.1f} s | ETA after the next"
+        self.last = f"{text} | {eta}"
+        self._write(f"{self._bar()} | {self.last}")
 
     def close(self) -> None:
         if self.enabled and self.tty:
@@ -439,6 +474,10 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
     rows = _read_rows(csv_path, below=start)
     writer = _tensorboard(out)
     bar = _Progress(config.iterations, start, progress)
+    if progress:
+        print(f"{'resuming' if resume else 'training'} {config.family} with {config.algo}: "
+              f"iterations {start + 1}..{config.iterations}, {config.meta_batch_size} tasks x "
+              f"{config.trajectories} trajectories each, into {out}", file=sys.stderr)
     stop = {"now": False}
 
     def request_stop(signum, frame):  # finish the iteration, save, then stop
@@ -454,7 +493,8 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
             iteration = start - 1
             for iteration in range(start, config.iterations):
                 t0 = time.perf_counter()
-                theta, result = meta_iteration(config, family, policy, theta, iteration, carry)
+                theta, result = meta_iteration(config, family, policy, theta, iteration, carry,
+                                               report=bar.phase)
                 carry = result.carry
                 total = time.perf_counter() - t0
                 wall = wall0 + time.perf_counter() - t_start

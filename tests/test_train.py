@@ -288,3 +288,25 @@ def test_learned_step_sizes_are_trained_saved_and_used(tmp_path, algo):
                                                      trajectories=2, out=tmp_path / "a.st")
     assert set(adapted) == set(policy)
     metarobot.train.load_policy(tmp_path / "a.st")  # the adapted policy alone loads
+
+
+def test_progress_shows_the_first_iterations_phases_and_an_eta_from_later_ones(tmp_path,
+                                                                            capsys):
+    train(tiny(iterations=3), tmp_path / "run", progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("training HalfCheetahDir with maml-trpo: iterations 1..3")
+    first_done = next(i for i, line in enumerate(err) if "] 1/3 |" in line)
+    phases = [line.split("iteration 1: ")[1] for line in err[:first_done]
+              if "iteration 1: " in line]
+    # every phase of the first iteration is shown before it ends, in order
+    assert phases[0].startswith("building")
+    assert phases[1].startswith("sampling") and "advantages" in phases
+    assert "outer step: gradient" in phases
+    cg = [p for p in phases if p.startswith("outer step: conjugate gradient")]
+    assert cg[0] == "outer step: conjugate gradient 1/10"
+    assert any(p.startswith("outer step: line search") for p in phases)
+    # the first iteration gives no ETA (it is the slowest); later ones do, from themselves
+    assert "ETA after the next" in err[first_done]
+    assert "s/it | ETA" in err[-1] and "] 3/3 |" in err[-1]
+    # not a terminal: later iterations are one line each
+    assert not any("iteration 2: " in line for line in err)
