@@ -30,6 +30,26 @@ def _families(args: argparse.Namespace) -> int:
         step = model.opt.timestep * fam.frame_skip
         print(f"| {name} | {fam.observation_dim(model)} | {model.nu} | {fam.horizon} | "
               f"{step:g} | {params} | {fam.description} |")
+    print()
+    print("Overrides: make_family(FAMILY, field=value), or train --set field=value (JSON). "
+          "Every family takes:")
+    print()
+    names = metarobot.list_families()
+    tables = {n: metarobot.make_family(n).overrides() for n in names}
+    every = [k for k in tables[names[0]] if all(k in t for t in tables.values())]
+    for key in every:
+        print(f"- {key}: {tables[names[0]][key][0]}")
+    print("- each task parameter by its name: a (low, high) pair for a uniform one, a list of "
+          "values for a set, the radius for a disc, terrain kinds for a terrain")
+    print()
+    print("Each family's own overrides and the current values of all but dynamics:")
+    print()
+    print("| family | its own | current values |")
+    print("| --- | --- | --- |")
+    for name in names:
+        own = ", ".join(k for k in tables[name] if k not in every)
+        now = "; ".join(f"{k}={v!r}" for k, (_, v) in tables[name].items() if k != "dynamics")
+        print(f"| {name} | {own} | {now} |")
     return 0
 
 

@@ -356,21 +356,24 @@ class TaskFamily:
         """Every field make_family(self.name, **overrides) accepts."""
         return list(self.overrides())
 
-    def overrides(self) -> Dict[str, str]:
-        """Every override this family accepts -> what it sets and its current value."""
-        out = {name: f"{doc} (now {getattr(self, name)!r})"
-               for name, doc in _TOP_OVERRIDES.items()}
+    def overrides(self) -> Dict[str, Tuple[str, Any]]:
+        """Every override this family accepts -> (what it sets, its current value)."""
+        out: Dict[str, Tuple[str, Any]] = {
+            name: (doc, getattr(self, name)) for name, doc in _TOP_OVERRIDES.items()}
         out["dynamics"] = ("model fields varied per task: {field: (low, high)} or {field: "
                            "{'log_base': b, 'low': l, 'high': h}}, fields "
-                           + ", ".join(T.DYNAMICS_FIELDS))
+                           + ", ".join(T.DYNAMICS_FIELDS),
+                           {d.field: (d.low, d.high) for d in self.dynamics} or None)
         if any(isinstance(t, T.TaskParameters) for t in self.observation):
+            shown = [not t.hidden for t in self.observation if isinstance(t, T.TaskParameters)]
             out["observe_task"] = ("True shows the task parameters the observation otherwise "
-                                   "holds as zeros")
+                                   "holds as zeros", all(shown))
         for d in self.parameters:
-            out[d.name] = _describe_range(d)
+            if not isinstance(d, T.DynamicsScale):  # those are under dynamics
+                out[d.name] = _describe_range(d)
         for r in self.reward:
             value = r.value if isinstance(r, T.Constant) else r.weight
-            out[f"{r.name}_weight"] = f"weight of the reward term {r.name} (now {value:g})"
+            out[f"{r.name}_weight"] = (f"weight of the reward term {r.name}", value)
         return out
 
 
@@ -387,20 +390,18 @@ _TOP_OVERRIDES = {
 }
 
 
-def _describe_range(dist: Any) -> str:
-    """A task parameter's override: what it takes and its current range."""
+def _describe_range(dist: Any) -> Tuple[str, Any]:
+    """A task parameter's override: (what it takes, its current range)."""
     if isinstance(dist, T.Uniform):
-        return f"(low, high) of a uniform parameter (now ({dist.low:g}, {dist.high:g}))"
+        return "(low, high) of a uniform task parameter", (dist.low, dist.high)
     if isinstance(dist, T.Choice):
-        return f"values of a parameter drawn from a set (now {list(dist.values)})"
+        return "the values a task parameter is drawn from", list(dist.values)
     if isinstance(dist, T.Disc):
-        return f"radius of the disc ({dist.x}, {dist.y}) is drawn on (now {dist.radius:g})"
+        return f"radius of the disc ({dist.x}, {dist.y}) is drawn on", dist.radius
     if isinstance(dist, Terrain):
-        return (f"terrain kinds, or {{'kinds': [...], 'difficulty': (low, high)}} (now "
-                f"{list(dist.kinds)}, difficulty {tuple(dist.difficulty)})")
-    if isinstance(dist, T.DynamicsScale):
-        return f"range of the scale factors of {dist.field}"
-    return "its range"
+        return ("terrain kinds, or {'kinds': [...], 'difficulty': (low, high)}",
+                {"kinds": list(dist.kinds), "difficulty": tuple(dist.difficulty)})
+    return "its range", None
 
 
 # ----------------------------------------------------------------------------------- the families

@@ -1,6 +1,7 @@
 """Task families as data: listing, overrides, sampling, tasks, gymnasium registration."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -154,3 +155,65 @@ def test_import_with_another_mujoco_version_names_both():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "4.0.0" in out and "3.9.9" in out
+
+
+@pytest.mark.parametrize("name", metarobot.list_families())
+def test_every_listed_override_takes_its_current_value(name):
+    """What `metarobot families` lists is accepted: each override set to its current value
+    gives the same family."""
+    family = metarobot.make_family(name)
+    listed = family.overrides()
+    assert listed.keys() == set(family.override_names())
+    for key, (what, value) in listed.items():
+        assert what, key
+        if key == "dynamics":
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        assert metarobot.make_family(name, **{key: value}) == family, key
+
+
+def test_disc_radius_override_has_a_plain_name():
+    family = metarobot.make_family("AntGoal", goal_radius=1.5)
+    tasks = family.sample_tasks(200, seed=0)
+    radii = [math.hypot(t["goal_x"], t["goal_y"]) for t in tasks]
+    assert max(radii) <= 1.5 and max(radii) > 1.4
+
+
+def test_a_missing_keyframe_says_how_to_do_without():
+    import gymnasium.envs.mujoco as gym_mujoco
+    import os
+    xml = os.path.join(os.path.dirname(gym_mujoco.__file__), "assets", "ant.xml")
+    family = metarobot.make_family("AntVel", model_file=xml, frame_skip=5)
+    with pytest.raises(ValueError, match="no keyframe 'init'.*init_keyframe=None"):
+        metarobot.BatchSim(family, family.sample_tasks(1, seed=0))
+    family = metarobot.make_family("AntVel", model_file=xml, frame_skip=5, init_keyframe=None)
+    assert metarobot.BatchSim(family, family.sample_tasks(1, seed=0)).reset().shape[0] == 1
+    with pytest.raises(ValueError, match="init_keyframe should be a keyframe name or None"):
+        metarobot.make_family("AntVel", init_keyframe=3)
+
+
+def test_bundled_models_match_the_gymnasium_models_docs_name():
+    """docs/families.md says which Gymnasium asset each bundled model is; check it."""
+    import gymnasium.envs.mujoco as gym_mujoco
+    import mujoco
+    import os
+    assets = os.path.join(os.path.dirname(gym_mujoco.__file__), "assets")
+    fields = ("body_mass", "body_inertia", "geom_friction", "dof_damping", "dof_armature",
+              "actuator_gear", "actuator_ctrlrange", "jnt_range", "geom_size")
+
+    def differing(ours, theirs):
+        a = mujoco.MjModel.from_xml_path(str(metarobot.families.envs_dir() / ours))
+        b = mujoco.MjModel.from_xml_path(os.path.join(assets, theirs))
+        # to rounding: the cheetah's masses come from a density here, from Gymnasium's
+        # deprecated settotalmass there (14 kg both, 4e-16 apart)
+        out = [f for f in fields
+               if not np.allclose(getattr(a, f), getattr(b, f), rtol=1e-12, atol=0)]
+        if a.opt.timestep != b.opt.timestep:
+            out.append("timestep")
+        return out
+    assert differing("half_cheetah.xml", "half_cheetah.xml") == []
+    assert differing("hopper.xml", "hopper.xml") == []
+    assert differing("walker2d.xml", "walker2d.xml") == []
+    assert differing("walker2d.xml", "walker2d_v5.xml") == ["geom_friction"]
+    assert differing("ant.xml", "ant.xml") == ["actuator_gear", "actuator_ctrlrange", "timestep"]
