@@ -7,9 +7,8 @@ The same parameters run in torch (for gradients, through torch.func.functional_c
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence
-
 import math
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -78,6 +77,8 @@ class GaussianMLPPolicy(nn.Module):
         sizes = [int(obs_dim), *map(int, hidden_sizes), int(act_dim)]
         if any(s < 1 for s in sizes):
             raise ValueError(f"layer sizes should be >= 1, got {sizes}")
+        if not (isinstance(init_log_std, (int, float)) and math.isfinite(init_log_std)):
+            raise ValueError(f"init_log_std should be a finite number, got {init_log_std!r}")
         self.sizes = tuple(sizes)
         self.activation = activation
         layers = []

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import metarobot
+import metarobot.cli
+import metarobot.render
 from metarobot import checks
 from metarobot.train import TrainConfig, adapt_to_task, evaluate
 
@@ -95,6 +97,14 @@ def test_render_too_large_is_a_clear_error(tmp_path, capsys):
     (lambda: TrainConfig(gamma=math.inf), ["gamma", "[0, 1]", "inf"]),
     (lambda: TrainConfig(activation="gelu"), ["activation", "gelu"]),
     (lambda: metarobot.render.frame("HalfCheetahVel", steps=-1), ["steps", ">= 0", "-1"]),
+    (lambda: metarobot.render.frame("HalfCheetahVel", seed=-1), ["seed", ">= 0", "-1"]),
+    (lambda: evaluate(CHECKPOINT, steps=-1), ["steps", ">= 0", "-1"]),
+    (lambda: evaluate(CHECKPOINT, threads=-1), ["threads", ">= 0", "-1"]),
+    (lambda: adapt_to_task(CHECKPOINT, {"direction": 1.0}, steps=0), ["steps", ">= 1", "0"]),
+    (lambda: adapt_to_task(CHECKPOINT, {"direction": 1.0}, seed=-1), ["seed", "-1"]),
+    (lambda: TrainConfig(algo="reptile", reptile_epsilon=0.0), ["reptile_epsilon", "> 0"]),
+    (lambda: metarobot.GaussianMLPPolicy(20, 6, init_log_std=math.nan),
+     ["init_log_std", "finite", "nan"]),
 ])
 def test_bad_python_argument_raises_value_error(call, words):
     with pytest.raises(ValueError) as err:
