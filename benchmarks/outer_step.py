@@ -1,16 +1,20 @@
-"""Time one MAML-TRPO meta-iteration at the paper's settings with the policy's ReLU (a product
-with a mask, metarobot.policy.relu) against torch.relu, side by side on the same data.
+"""Time one MAML-TRPO meta-iteration at the paper's settings, its phases side by side for
+several variants of the same iteration (same tasks, same samples, same parameters):
 
-    python benchmarks/outer_step.py --families HalfCheetahVel HalfCheetahDir --repeats 3
+    python benchmarks/outer_step.py --compare relu --families HalfCheetahVel HalfCheetahDir
+    python benchmarks/outer_step.py --compare device --families HalfCheetahDir AntDir
 
-Both variants run the same iteration (same tasks, same samples) from the same parameters,
-alternating, `--repeats` times each; the table gives the mean seconds of each phase, the ratio of
-outer steps, and how far apart the two variants' new parameters are (rounding only: the two
-ReLUs have the same derivatives).
+--compare relu: the policy's ReLU (a product with a mask, metarobot.policy.relu) against
+torch.relu. --compare device: the learner on the CPU (torch's threads) against CUDA, with and
+without the Fisher-vector product replayed as a CUDA graph, and on CUDA the kernel launches and
+host synchronisations of one iteration (torch.profiler). Variants alternate, `--repeats`
+times each; the table gives the mean seconds of each phase, the outer step's speed-up over the
+first variant, and how far apart the variants' new parameters are.
 """
 
 import argparse
 import time
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -18,66 +22,120 @@ from metarobot import policy as policy_module
 from metarobot.families import make_family
 from metarobot.train import TrainConfig, make_policy, meta_iteration
 
-# The activation table the pure MLP functions look up at call time; swapping its "relu" entry
-# swaps the implementation everywhere in the iteration (the C++ sampler has its own ReLU).
-VARIANTS = {"torch.relu": torch.relu, "metarobot relu": policy_module.relu}
 PHASES = ("sampling", "returns", "inner", "outer")
 
 
-def run(family_name: str, repeats: int, iteration: int, threads: int) -> list:
-    config = TrainConfig(family=family_name, iterations=iteration + 1, threads=threads)
-    family = make_family(config.family, **config.family_overrides)
-    policy = make_policy(config, family)
-    theta = {n: p.detach().clone() for n, p in policy.params().items()}
+def relu_variants() -> Dict[str, Tuple[dict, Callable[[], None], Callable[[], None]]]:
+    """name -> (TrainConfig settings, set-up, tear-down). The activation table the pure MLP
+    functions look up at call time: swapping its "relu" entry swaps the implementation
+    everywhere in the iteration (the C++ sampler has its own ReLU)."""
     code = policy_module._ACTIVATIONS["relu"][1]
-    times = {name: {k: [] for k in PHASES + ("total",)} for name in VARIANTS}
-    results = {}
-    try:
-        for _ in range(repeats):
-            for name, fn in VARIANTS.items():
-                policy_module._ACTIVATIONS["relu"] = (fn, code)
+
+    def use(fn):
+        return lambda: policy_module._ACTIVATIONS.__setitem__("relu", (fn, code))
+    restore = use(policy_module.relu)
+    return {"torch.relu": ({}, use(torch.relu), restore),
+            "metarobot relu": ({}, use(policy_module.relu), restore)}
+
+
+def device_variants() -> Dict[str, Tuple[dict, Callable[[], None], Callable[[], None]]]:
+    nothing = lambda: None  # noqa: E731
+    out = {f"cpu ({torch.get_num_threads()} threads)": ({"device": "cpu"}, nothing, nothing)}
+    if torch.cuda.is_available():
+        out["cuda, CUDA graph"] = ({"device": "cuda", "cuda_graphs": True}, nothing, nothing)
+        out["cuda, no graph"] = ({"device": "cuda", "cuda_graphs": False}, nothing, nothing)
+    return out
+
+
+def launches_and_syncs(config: TrainConfig, family, policy, theta, iteration: int) -> str:
+    """Kernel launches and host synchronisations (device-to-host copies and stream or device
+    synchronisations) of one iteration, by torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        meta_iteration(config, family, policy, theta, iteration)
+        torch.cuda.synchronize()
+    launches = syncs = 0
+    for event in prof.events():
+        name = event.name
+        if name in ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel",
+                    "cudaGraphLaunch"):
+            launches += 1
+        elif name in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
+                      "cudaEventSynchronize") or (name.startswith("cudaMemcpy")
+                                                  and "Async" not in name):
+            syncs += 1
+    return f"{launches} launches, {syncs} syncs"
+
+
+def run(family_name: str, variants, repeats: int, iteration: int, threads: int,
+        profile: bool) -> List[str]:
+    base_config = TrainConfig(family=family_name, iterations=iteration + 1, threads=threads)
+    family = make_family(base_config.family, **base_config.family_overrides)
+    policy = make_policy(base_config, family)
+    theta0 = {n: p.detach().clone() for n, p in policy.params().items()}
+    times = {name: {k: [] for k in PHASES + ("total",)} for name in variants}
+    results, counts = {}, {}
+    for _ in range(repeats):
+        for name, (settings, setup, teardown) in variants.items():
+            config = TrainConfig(**{**base_config.to_dict(), **settings})
+            theta = {k: v.to(config.device) for k, v in theta0.items()}
+            setup()
+            try:
+                if config.device != "cpu":
+                    torch.cuda.synchronize()
                 start = time.perf_counter()
                 new_theta, result = meta_iteration(config, family, policy, theta, iteration)
+                if config.device != "cpu":
+                    torch.cuda.synchronize()
                 times[name]["total"].append(time.perf_counter() - start)
-                for k in PHASES:
-                    times[name][k].append(result.times[k])
-                results[name] = new_theta
-    finally:
-        policy_module._ACTIVATIONS["relu"] = (policy_module.relu, code)
-    a, b = (results[name] for name in VARIANTS)
-    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
-    scale = max(float((a[k] - theta[k]).abs().max()) for k in a)
+                if profile and config.device != "cpu" and name not in counts:
+                    counts[name] = launches_and_syncs(config, family, policy, theta, iteration)
+            finally:
+                teardown()
+            for k in PHASES:
+                times[name][k].append(result.times[k])
+            results[name] = {k: v.cpu() for k, v in new_theta.items()}
 
     def mean(xs):
         return sum(xs) / len(xs)
+    names = list(variants)
+    first = results[names[0]]
+    scale = max(float((first[k] - theta0[k]).abs().max()) for k in first)
+    base = mean(times[names[0]]["outer"])
     rows = []
-    base = mean(times["torch.relu"]["outer"])
-    for name in VARIANTS:
+    for name in names:
         t = times[name]
+        diff = max(float((results[name][k] - first[k]).abs().max()) for k in first)
         rows.append(f"| {family_name} | {name} | "
-                    + " | ".join(f"{mean(t[k]):.2f}" for k in PHASES + ("total",))
+                    + " | ".join(f"{mean(t[k]):.3f}" for k in PHASES + ("total",))
                     + f" | {base / mean(t['outer']):.2f}x | "
-                    + (f"{diff:.1e} (step {scale:.1e})" if name != "torch.relu" else "")
-                    + " |")
+                    + (f"{diff:.1e} (step {scale:.1e})" if name != names[0] else "")
+                    + f" | {counts.get(name, '')} |")
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", choices=("relu", "device"), default="relu")
     parser.add_argument("--families", nargs="+", default=["HalfCheetahVel", "HalfCheetahDir"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--iteration", type=int, default=0,
                         help="which iteration's tasks and samples (from the initial policy)")
     parser.add_argument("--threads", type=int, default=0, help="simulation threads; 0: all")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip counting CUDA launches and synchronisations")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats should be >= 1, got {args.repeats}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| family | ReLU | sampling s | returns s | inner s | outer s | total s | outer speed-up "
-          "| new parameters' largest difference |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    variants = relu_variants() if args.compare == "relu" else device_variants()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {gpu}")
+    print("| family | variant | sampling s | returns s | inner s | outer s | total s | "
+          "outer speed-up | new parameters' largest difference | CUDA work per iteration |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for family in args.families:
-        for row in run(family, args.repeats, args.iteration, args.threads):
+        for row in run(family, variants, args.repeats, args.iteration, args.threads,
+                       not args.no_profile):
             print(row, flush=True)
 
 

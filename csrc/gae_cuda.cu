@@ -1,7 +1,11 @@
-// The advantage recurrences on a GPU. Large B: one thread per column walks t = T-1 .. 0.
-// Small B with long T: time is split into chunks; each chunk's steps compose into one affine map
-// (pass 1), a short scan over the chunks gives each chunk the value that follows it (pass 2),
-// and each chunk is replayed from that value (pass 3). Both read rows coalesced along B.
+// The advantage recurrences on a GPU, in one kernel launch and no device allocation (so a call
+// is cheap on the host and can be captured in a CUDA graph). A block holds C consecutive
+// columns (threadIdx.x, coalesced along B) times K chunks of time (threadIdx.y):
+//   1. each thread composes its chunk's steps into one affine map (in shared memory);
+//   2. one thread per column scans the K maps from the last chunk backwards, leaving each
+//      chunk the value that follows it;
+//   3. each thread replays its chunk from that value, writing the outputs.
+// K = 1 (large B: the GPU is full with one thread per column) is a plain backward walk.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -11,56 +15,57 @@
 namespace metarobot {
 namespace {
 
-template <typename T>
-__global__ void ColumnKernel(GaeInputs<T> in, T* out) {
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (b >= in.batch) return;
-  T x = T(0);
-  for (int64_t t = in.steps - 1; t >= 0; --t) {
-    x = Apply(in.Step(t, b), x);
-    out[t * in.batch + b] = x;
-  }
-}
+constexpr int kColumns = 32;       // C: a warp's width of consecutive columns
+constexpr int kMaxThreads = 1024;  // C x K
 
-// Pass 1: the composed map of chunk k of column b, into maps[k * B + b].
 template <typename T>
-__global__ void ChunkMapKernel(GaeInputs<T> in, int64_t chunk, Affine<T>* maps) {
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t k = blockIdx.y;
-  if (b >= in.batch) return;
+__global__ void ScanKernel(GaeInputs<T> in, int64_t chunk, T* out) {
+  extern __shared__ unsigned char shared_bytes[];
+  Affine<T>* maps = reinterpret_cast<Affine<T>*>(shared_bytes);  // [K][C]
+  const int c = threadIdx.x, k = threadIdx.y, K = blockDim.y;
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + c;
+  const bool live = b < in.batch;
   const int64_t t0 = k * chunk, t1 = min(in.steps, t0 + chunk);
-  Affine<T> f{T(1), T(0)};
-  for (int64_t t = t1 - 1; t >= t0; --t) f = Compose(in.Step(t, b), f);
-  maps[k * in.batch + b] = f;
-}
-
-// Pass 2: per column, the value that follows each chunk, from the last chunk backwards, in
-// place of the maps' d (c is no longer needed).
-template <typename T>
-__global__ void ChunkCarryKernel(int64_t nchunk, int64_t batch, Affine<T>* maps) {
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (b >= batch) return;
   T x = T(0);
-  for (int64_t k = nchunk - 1; k >= 0; --k) {
-    const Affine<T> f = maps[k * batch + b];
-    maps[k * batch + b].d = x;
-    x = Apply(f, x);
+  if (K > 1) {
+    Affine<T> f{T(1), T(0)};
+    if (live) {
+      for (int64_t t = t1 - 1; t >= t0; --t) f = Compose(in.Step(t, b), f);
+    }
+    maps[k * blockDim.x + c] = f;
+    __syncthreads();
+    if (k == 0) {
+      T after = T(0);
+      for (int j = K - 1; j >= 0; --j) {
+        const Affine<T> g = maps[j * blockDim.x + c];
+        maps[j * blockDim.x + c].d = after;
+        after = Apply(g, after);
+      }
+    }
+    __syncthreads();
+    x = maps[k * blockDim.x + c].d;
   }
-}
-
-// Pass 3: replay each chunk from the value that follows it.
-template <typename T>
-__global__ void ChunkReplayKernel(GaeInputs<T> in, int64_t chunk, const Affine<T>* maps,
-                                  T* out) {
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t k = blockIdx.y;
-  if (b >= in.batch) return;
-  const int64_t t0 = k * chunk, t1 = min(in.steps, t0 + chunk);
-  T x = maps[k * in.batch + b].d;
+  if (!live) return;
   for (int64_t t = t1 - 1; t >= t0; --t) {
     x = Apply(in.Step(t, b), x);
     out[t * in.batch + b] = x;
   }
+}
+
+// Resident threads of the device, queried once per device (an attribute query per call costs
+// host time).
+int64_t ResidentThreads() {
+  static int cached[64] = {};
+  int device = 0;
+  cudaGetDevice(&device);
+  if (device < 0 || device >= 64) return 2048 * 100;
+  if (cached[device] == 0) {
+    int sms = 0, per_sm = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device);
+    cached[device] = std::max(sms, 1) * std::max(per_sm, 1024);
+  }
+  return cached[device];
 }
 
 }  // namespace
@@ -80,30 +85,21 @@ template <typename T>
 const char* GaeCuda(const GaeInputs<T>& in, T* out, void* stream_ptr) {
   if (in.steps <= 0 || in.batch <= 0) return "";
   auto stream = static_cast<cudaStream_t>(stream_ptr);
-  int device = 0, sms = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  const int threads = 256;
-  const int64_t want = static_cast<int64_t>(std::max(sms, 1)) * 2048;  // resident threads
-  const unsigned bx = static_cast<unsigned>((in.batch + threads - 1) / threads);
-  // chunks of time until the GPU is full, each long enough to amortise its extra pass
-  int64_t nchunk = std::min<int64_t>(want / in.batch, in.steps / 8);
-  nchunk = std::min<int64_t>(nchunk, 65535);
-  if (nchunk <= 1) {
-    ColumnKernel<T><<<bx, threads, 0, stream>>>(in, out);
-  } else {
-    const int64_t chunk = (in.steps + nchunk - 1) / nchunk;
-    nchunk = (in.steps + chunk - 1) / chunk;
-    Affine<T>* maps = nullptr;
-    cudaError_t err = cudaMallocAsync(reinterpret_cast<void**>(&maps),
-                                      sizeof(Affine<T>) * nchunk * in.batch, stream);
-    if (err != cudaSuccess) return cudaGetErrorString(err);
-    const dim3 grid(bx, static_cast<unsigned>(nchunk));
-    ChunkMapKernel<T><<<grid, threads, 0, stream>>>(in, chunk, maps);
-    ChunkCarryKernel<T><<<bx, threads, 0, stream>>>(nchunk, in.batch, maps);
-    ChunkReplayKernel<T><<<grid, threads, 0, stream>>>(in, chunk, maps, out);
-    cudaFreeAsync(maps, stream);
-  }
+  // chunks of time until the GPU is full, each at least 8 steps to amortise passes 1 and 2
+  int64_t chunks = std::min<int64_t>(ResidentThreads() / in.batch, in.steps / 8);
+  chunks = std::max<int64_t>(chunks, 1);
+  // a warp's width of columns, fewer (down to 8, a 32-byte sector of floats) where more
+  // chunks are wanted than a block of 32 columns holds
+  int columns = kColumns;
+  while (columns > 8 && chunks > kMaxThreads / columns) columns /= 2;
+  columns = static_cast<int>(std::min<int64_t>(columns, in.batch));
+  chunks = std::min<int64_t>(chunks, kMaxThreads / columns);
+  const int64_t chunk = (in.steps + chunks - 1) / chunks;
+  chunks = (in.steps + chunk - 1) / chunk;
+  const dim3 block(static_cast<unsigned>(columns), static_cast<unsigned>(chunks));
+  const unsigned grid = static_cast<unsigned>((in.batch + columns - 1) / columns);
+  const size_t shared = chunks > 1 ? sizeof(Affine<T>) * columns * chunks : 0;
+  ScanKernel<T><<<grid, block, shared, stream>>>(in, chunk, out);
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? "" : cudaGetErrorString(err);
 }

@@ -121,6 +121,16 @@ def _rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(text: str) -> str:
+    """An argparse type: a device this machine has (cpu, cuda, cuda:N, auto)."""
+    from metarobot.device import resolve
+    try:
+        resolve(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _boolean(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -152,6 +162,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         kwargs: Dict[str, Any] = {"help": docs.get(field.name, ""), "default": None}
         if field.name == "hidden_sizes":
             kwargs.update(type=checks.COUNT.parse, nargs="+")
+        elif field.name == "device":
+            kwargs.update(type=_device)
         elif isinstance(default, bool):
             kwargs.update(type=_boolean, metavar="{true,false}")
         elif field.name in FIELD_RANGES:
@@ -190,12 +202,13 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def _check_resume_flags(args: argparse.Namespace, saved) -> None:
-    """A resumed run keeps its saved settings (only --iterations and --time-budget may change):
+    """A resumed run keeps its saved settings (only those in RESUME_MAY_CHANGE may change):
     a flag that asks for another value is an error, not silently dropped."""
     import dataclasses
     conflicts = []
+    from metarobot.train import RESUME_MAY_CHANGE
     for field in dataclasses.fields(saved):
-        if field.name in ("iterations", "time_budget", "family_overrides"):
+        if field.name in RESUME_MAY_CHANGE or field.name == "family_overrides":
             continue
         given = getattr(args, field.name, None)
         if given is None:
@@ -212,21 +225,21 @@ def _check_resume_flags(args: argparse.Namespace, saved) -> None:
         conflicts.append(f"--set {' '.join(args.set)} (the run has "
                          f"{saved.family_overrides or 'no overrides'})")
     if conflicts:
-        raise ValueError("--resume continues a run with its saved settings; only --iterations "
-                         "and --time-budget may change, but got " + "; ".join(conflicts))
+        raise ValueError("--resume continues a run with its saved settings; only "
+                         + ", ".join("--" + n.replace("_", "-") for n in RESUME_MAY_CHANGE)
+                         + " may change, but got " + "; ".join(conflicts))
 
 
 def _train(args: argparse.Namespace) -> int:
-    from metarobot.train import TrainConfig, train
+    from metarobot.train import RESUME_MAY_CHANGE, TrainConfig, train
     if args.resume:
         from metarobot import checkpoint
         _, info = checkpoint.load(Path(args.out) / "checkpoints" / "latest.safetensors")
         config = TrainConfig.from_dict(info["config"])
         _check_resume_flags(args, config)
-        if args.iterations is not None:
-            config.iterations = args.iterations
-        if args.time_budget is not None:
-            config.time_budget = args.time_budget
+        for name in RESUME_MAY_CHANGE:
+            if getattr(args, name, None) is not None:
+                setattr(config, name, getattr(args, name))
     else:
         config = _config_from_args(args)
     path = train(config, args.out, resume=args.resume, progress=not args.quiet)
@@ -239,7 +252,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate(args.checkpoint, tasks=args.tasks, steps=args.steps, seed=args.seed,
                       trajectories=args.trajectories, lr=args.lr, json_path=args.json,
                       plot_path=args.plot, threads=args.threads,
-                      baseline_fit=args.baseline_fit)
+                      baseline_fit=args.baseline_fit, device=args.device)
     print(f"{result['family']} after {result['iteration']} iterations, {result['tasks']} "
           f"held-out tasks, {result['trajectories_per_task']} trajectories per step:")
     for k, m, e in zip(result["steps"], result["mean_return"], result["stderr"]):
@@ -267,7 +280,7 @@ def _adapt(args: argparse.Namespace) -> int:
     task = _task_json(args.task)
     _, returns = adapt_to_task(args.checkpoint, task, steps=args.steps,
                                trajectories=args.trajectories, lr=args.lr, seed=args.seed,
-                               out=args.out, threads=args.threads)
+                               out=args.out, threads=args.threads, device=args.device)
     print("mean return after 0.." + str(args.steps) + " steps: " +
           ", ".join(f"{r:.2f}" for r in returns))
     if args.out:
@@ -308,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="baseline order of the advantages (default: the checkpoint's training "
                         "order; fresh: the paper's evaluation script, one new baseline per "
                         "task, so the first step's advantages are the centred returns)")
+    p.add_argument("--device", type=_device, default="cpu",
+                   help="where the adaptation steps run: cpu, cuda or auto (default cpu)")
     p.set_defaults(func=_evaluate)
     p = sub.add_parser("adapt", help="adapt a checkpoint's policy to one task")
     p.add_argument("checkpoint")
@@ -321,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED.parse, default=0)
     p.add_argument("--out", default=None, help="save the adapted policy here (.safetensors)")
     p.add_argument("--threads", type=NONNEGATIVE_INT.parse, default=0, help="0: one per CPU")
+    p.add_argument("--device", type=_device, default="cpu",
+                   help="where the adaptation steps run: cpu, cuda or auto (default cpu)")
     p.set_defaults(func=_adapt)
     p = sub.add_parser("families", help="list the task families")
     p.set_defaults(func=_families)

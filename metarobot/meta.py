@@ -291,9 +291,12 @@ def _unflat(vec: torch.Tensor, like: Mapping[str, torch.Tensor], names: Sequence
 
 def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
                        iters: int = 10, tol: float = 1e-10,
-                       report: Optional[Callable[[str], None]] = None) -> torch.Tensor:
+                       report: Optional[Callable[[str], None]] = None,
+                       early_stop: bool = True) -> torch.Tensor:
     """Solves F x = b for a symmetric positive definite F given as a product. report, when
-    given, hears of each iteration as it starts."""
+    given, hears of each iteration as it starts. early_stop: stop once the squared residual
+    is below tol; that test reads the residual on the host, so on a GPU it waits for the
+    device every iteration (pass False there: all iters run, nothing waits)."""
     x = torch.zeros_like(b)
     r, p = b.clone(), b.clone()
     rr = r @ r
@@ -305,7 +308,7 @@ def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
         x += alpha * p
         r -= alpha * fp
         rr_new = r @ r
-        if rr_new < tol:
+        if early_stop and rr_new < tol:
             break
         p = r + (rr_new / rr) * p
         rr = rr_new
@@ -453,6 +456,7 @@ def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
               loss_kl_fn: Optional[Callable[[Params], Tuple[torch.Tensor, torch.Tensor]]] = None,
               grad_fn: Optional[Callable[[Params], Tuple[Params, torch.Tensor]]] = None,
               report: Optional[Callable[[str], None]] = None,
+              cuda_graph: bool = False,
               ) -> Tuple[Params, TrpoInfo]:
     """One TRPO step on params: the natural gradient direction by conjugate gradient on
     products with the Hessian of kl_fn at params (hessian_product, or by differentiating kl_fn),
@@ -461,6 +465,9 @@ def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
     work such as the adaptation); grad_fn, when given, returns (gradient, loss) of loss_fn
     (for instance summed over parts computed one at a time). report, when given, hears of
     each phase as it starts (gradient, conjugate-gradient iterations, line-search steps).
+    On a GPU (params on CUDA) the conjugate gradient runs all cg_iters iterations without
+    waiting on the device, and with cuda_graph the Fisher-vector product (the same shapes
+    every iteration) is captured once as a CUDA graph and replayed (metarobot.device.capture).
     Returns the new params (detached) and what happened."""
     names = sorted(params)
     theta = {n: params[n].detach() for n in names}
@@ -478,7 +485,16 @@ def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
         hv = product(_unflat(v, theta, names))
         return _flat(hv, names).detach() + damping * v
 
-    direction = conjugate_gradient(fvp, -g, cg_iters, report=report)
+    on_gpu = g.is_cuda
+    if on_gpu and cuda_graph:
+        from .device import capture
+        try:
+            fvp = capture(fvp, -g)
+        except RuntimeError as exc:  # an operation graphs cannot hold: run it as it is
+            import warnings
+            warnings.warn(f"the Fisher-vector product could not be captured as a CUDA graph "
+                          f"({exc}); it runs eagerly")
+    direction = conjugate_gradient(fvp, -g, cg_iters, report=report, early_stop=not on_gpu)
     shs = 0.5 * (direction @ fvp(direction))
     step = direction * torch.sqrt(2.0 * max_kl / (2.0 * shs + 1e-12))
     flat0 = _flat(theta, names)
@@ -488,7 +504,9 @@ def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
             if report is not None:
                 report(f"line search {k + 1}")
             candidate = _unflat(flat0 + (backtrack_ratio ** k) * step, theta, names)
-            loss, kl = (float(x) for x in loss_kl_fn(candidate))
+            # one read of both (on a GPU, one wait for the device per candidate)
+            loss, kl = torch.stack([x.detach().reshape(()) for x in loss_kl_fn(candidate)]
+                                   ).tolist()
             if math.isfinite(loss) and loss < float(loss0) and kl <= max_kl:
                 info = TrpoInfo(float(loss0), loss, kl, k, True)
                 return {n: t.clone() for n, t in candidate.items()}, info

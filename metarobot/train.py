@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, checks, meta
+from . import device as device_module
 from .batch import BatchSim
 from .families import Task, TaskFamily, make_family
 from .policy import ACTIVATIONS, GaussianMLPPolicy
@@ -53,6 +54,9 @@ FIELD_RANGES: Dict[str, checks.Range] = {
     "seed": checks.SEED, "threads": checks.NONNEGATIVE_INT, "time_budget": checks.POSITIVE,
 }
 OPTIONAL_FIELDS = ("trajectories_per_task", "max_kl", "time_budget")  # None: a default
+# What --resume may change of a run's saved settings: none of them changes its results
+# (beyond float32 rounding between devices).
+RESUME_MAY_CHANGE = ("iterations", "time_budget", "device", "cuda_graphs")
 FIELD_CHOICES: Dict[str, Tuple[str, ...]] = {
     "algo": ALGORITHMS, "inner_objective": meta.INNER_OBJECTIVES,
     "baseline_fit": BASELINE_FITS, "hessian": HESSIANS, "activation": ACTIVATIONS,
@@ -129,6 +133,14 @@ class TrainConfig:
     """Seeds tasks, simulations and the policy's initial weights."""
     threads: int = 0
     """Simulation threads; 0: one per CPU."""
+    device: str = "cpu"
+    """Where the learner runs: cpu, cuda (or cuda:N), or auto (cuda when a GPU is visible).
+    Sampling stays on CPU threads; each sampled batch goes to the device once, and the inner
+    and outer steps run there, all tasks in one batch. On CPU the results are those of
+    earlier releases, bit for bit; on CUDA they agree to float32 rounding. A resumed run
+    may change device."""
+    cuda_graphs: bool = True
+    """On CUDA: replay the Fisher-vector product of the conjugate gradient as one CUDA graph."""
     checkpoint_every: int = 10
     """Iterations between checkpoints (the last one is always saved)."""
     time_budget: Optional[float] = None
@@ -147,13 +159,15 @@ class TrainConfig:
             if value is None and name in OPTIONAL_FIELDS:
                 continue
             allowed.check(value, name)
+        device_module.resolve(self.device)  # a device this machine has
         for name, values in FIELD_CHOICES.items():
             if getattr(self, name) not in values:
                 raise ValueError(f"{name} should be one of {values}, got "
                                  f"{getattr(self, name)!r}")
-        if not isinstance(self.learn_inner_lr, bool):
-            raise ValueError(f"learn_inner_lr should be True or False, got "
-                             f"{self.learn_inner_lr!r}")
+        for name in ("learn_inner_lr", "cuda_graphs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} should be True or False, got "
+                                 f"{getattr(self, name)!r}")
         if self.inner_objective != "pg" and self.algo != "maml-trpo":
             raise ValueError(f"inner_objective {self.inner_objective!r} changes only second "
                              f"derivatives of the adaptation: it needs maml-trpo, not "
@@ -229,6 +243,7 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     (baseline_fit 'previous'); the result's carry is the next iteration's. report, when
     given, hears of each phase as it starts (a progress display)."""
     say = report or (lambda text: None)
+    device = device_module.resolve(config.device)  # where theta lives and the learner runs
     spec = meta.PolicySpec(policy.nlayers, policy.activation)
     policy_theta, sizes = meta.split_step_sizes(theta)
     if config.learn_inner_lr != (sizes is not None):
@@ -249,7 +264,8 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     first_order = config.algo != "maml-trpo"
     ntask = len(tasks)
     batches: List[meta.TaskBatch] = []
-    sampling_params: Any = policy_theta
+    sampling_params: Any = (policy_theta if device.type == "cpu"
+                            else device_module.params_to_cpu(policy_theta))
     adapted: Optional[meta.Params] = None
     carry, prior = _baseline_start(config.baseline_fit, ntask, sim.observation_dim, carry)
     for step in range(config.inner_steps):
@@ -258,8 +274,9 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         traj = sim.rollout(policy, params=sampling_params)
         t1 = time.perf_counter()
         say("advantages")
-        batches.append(meta.process(traj, ntask, config.gamma, config.gae_lambda, carry=carry,
-                                    prior=prior))
+        batches.append(device_module.to_device(
+            meta.process(traj, ntask, config.gamma, config.gae_lambda, carry=carry,
+                         prior=prior), device))
         if config.inner_objective == "lvc":
             # the sampling policy's log-probabilities: constants of the 'lvc' loss
             meta.record_sampling(spec, policy_theta if adapted is None else adapted,
@@ -275,7 +292,8 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         adapted = meta.inner_step(spec, source, batches[-1], lr, True, adapted is not None,
                                   config.inner_objective)
         adapted = {k: v.detach() for k, v in adapted.items()}
-        sampling_params = _per_task_params(adapted, ntask)
+        sampling_params = _per_task_params(
+            adapted if device.type == "cpu" else device_module.params_to_cpu(adapted), ntask)
         t3 = time.perf_counter()
         times["sampling"] += t1 - t0
         times["returns"] += t2 - t1
@@ -288,8 +306,9 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     post_traj = sim.rollout(policy, params=sampling_params)
     t1 = time.perf_counter()
     say("advantages")
-    post = meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry,
-                        prior=prior)
+    post = device_module.to_device(
+        meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry,
+                     prior=prior), device)
     carry, _ = _baseline_next(config.baseline_fit, post)
     t2 = time.perf_counter()
     times["sampling"] += t1 - t0
@@ -308,7 +327,10 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     fraction = config.fisher_fraction
     theta_sorted = {n: theta[n] for n in sorted(theta)}
     grads, kl_grads, losses, losses_kls, products = [], [], [], [], []
-    for lo, hi in meta.task_chunks(post, config.chunk_samples):
+    # a GPU takes all tasks in one batch: its cost is the number of operations launched
+    chunks = meta.task_chunks(post, config.chunk_samples) if device.type == "cpu" \
+        else [(0, ntask)]
+    for lo, hi in chunks:
         weight = (hi - lo) / ntask
         part_batches = [meta.task_slice(b, lo, hi) for b in batches]
         part_post = meta.task_slice(post, lo, hi)
@@ -343,7 +365,8 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
         theta, meta.weighted_sum(losses), lambda p: loss_kl(p)[1], config.kl_bound,
         config.cg_iters, config.cg_damping, max_backtracks=config.max_backtracks,
         hessian_product=product, loss_kl_fn=loss_kl,
-        grad_fn=meta.weighted_sum(grads), report=lambda text: say(f"outer step: {text}"))
+        grad_fn=meta.weighted_sum(grads), report=lambda text: say(f"outer step: {text}"),
+        cuda_graph=config.cuda_graphs)
     times["outer"] += time.perf_counter() - t2
     info.update(kl=trpo.kl, backtracks=trpo.backtracks, accepted=float(trpo.accepted),
                 surrogate_before=trpo.surrogate_before, surrogate_after=trpo.surrogate_after)
@@ -449,9 +472,10 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
         params, info = checkpoint.load(latest)
         saved = TrainConfig.from_dict(info["config"])
         if saved.to_dict() != config.to_dict():
-            # the saved settings win, but a longer run or a new time budget may be asked for
-            saved.iterations = config.iterations
-            saved.time_budget = config.time_budget
+            # the saved settings win, but a longer run, a new time budget or another device
+            # may be asked for
+            for name in RESUME_MAY_CHANGE:
+                setattr(saved, name, getattr(config, name))
         config = saved
         start = int(info["iteration"]) + 1
         wall0 = float(info.get("wall_clock", 0.0))
@@ -468,6 +492,9 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
     if resume:
         _check_params(params, theta, latest)
         theta = {n: params[n].clone() for n in names}
+    device = device_module.resolve(config.device)
+    if device.type != "cpu":
+        theta = {n: v.to(device) for n, v in theta.items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     csv_path = out / "progress.csv"
@@ -608,12 +635,14 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
                      steps: int, trajectories: int,
                      lr: Union[float, Sequence[float], meta.Params],
                      seed: int, gamma: float = 0.99, gae_lambda: float = 1.0,
-                     threads: int = 0, baseline_fit: str = "current"
+                     threads: int = 0, baseline_fit: str = "current", device: str = "cpu"
                      ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
     """Mean return per task after 0..steps vanilla policy-gradient steps: (steps + 1, M), and
-    the adapted parameters of each task after the last step. lr: the step size of each step
-    (a sequence; the last repeats), or one for all, or learned per-entry step sizes (a dict
-    of tensors shaped as the policy's parameters) for every step."""
+    the adapted parameters of each task after the last step (on the CPU). lr: the step size
+    of each step (a sequence; the last repeats), or one for all, or learned per-entry step
+    sizes (a dict of tensors shaped as the policy's parameters) for every step. device: where
+    the adaptation steps run (sampling is on CPU threads)."""
+    where = device_module.resolve(device)
     _check_baseline_fit(baseline_fit)
     checks.NONNEGATIVE_INT.check(steps, "steps")
     checks.COUNT.check(trajectories, "trajectories")
@@ -627,6 +656,9 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
         lrs += [lrs[-1]] * (steps - len(lrs))
     spec = meta.PolicySpec(policy.nlayers, policy.activation)
     theta = {k: v.detach() for k, v in policy.params().items()}
+    if isinstance(lr, dict):
+        lrs = [{k: v.to(where) for k, v in lr.items()}] * steps
+    theta_dev = {k: v.to(where) for k, v in theta.items()}
     sim = BatchSim(family, tasks, trajectories, seed=seed, num_threads=threads)
     ntask = len(tasks)
     returns = []
@@ -639,10 +671,12 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
         carry, prior = _baseline_next(baseline_fit, batch)
         returns.append(batch.returns.numpy())
         if step < steps:
-            source = theta if adapted is None else adapted
-            adapted = meta.inner_step(spec, source, batch, lrs[step], True, adapted is not None)
+            source = theta_dev if adapted is None else adapted
+            adapted = meta.inner_step(spec, source, device_module.to_device(batch, where),
+                                      lrs[step], True, adapted is not None)
             adapted = {k: v.detach() for k, v in adapted.items()}
-            current = _per_task_params(adapted, ntask)
+            current = _per_task_params(device_module.params_to_cpu(adapted)
+                                       if where.type != "cpu" else adapted, ntask)
     per_task = current if isinstance(current, list) else [theta] * ntask
     return np.stack(returns), per_task
 
@@ -652,19 +686,21 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
              lr: Optional[Union[float, Sequence[float]]] = None,
              json_path: Optional[Union[str, Path]] = None,
              plot_path: Optional[Union[str, Path]] = None, threads: int = 0,
-             baseline_fit: Optional[str] = None) -> Dict[str, Any]:
+             baseline_fit: Optional[str] = None, device: str = "cpu") -> Dict[str, Any]:
     """Held-out evaluation of a checkpoint: tasks drawn from a stream disjoint from training's,
     mean return and standard error over tasks after 0..steps adaptation steps. lr: the step
     size of each step (the last repeats); the default is a Meta-SGD checkpoint's learned step
     sizes, else the MAML paper's evaluation, 0.1 for the first step and 0.05 after (its VPG's
     initial step, then half). baseline_fit: the
     advantages' baseline order (see TrainConfig.baseline_fit); default the checkpoint's
-    training order; 'fresh' is the order of the paper's evaluation script."""
+    training order; 'fresh' is the order of the paper's evaluation script. device: where the
+    adaptation steps run (cpu, cuda, auto)."""
     checks.COUNT.check(tasks, "tasks")
     checks.NONNEGATIVE_INT.check(steps, "steps")
     checks.SEED.check(seed, "seed")
     checks.optional(checks.COUNT, trajectories, "trajectories")
     checks.NONNEGATIVE_INT.check(threads, "threads")
+    device_module.resolve(device)
     if lr is not None:
         values = [lr] if isinstance(lr, (int, float)) else list(lr)
         if not values:
@@ -678,7 +714,7 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     k = trajectories if trajectories is not None else (40 if config.family == "AntDir" else 20)
     curve, _ = adaptation_curve(policy, family, held_out, steps, k, step_sizes,
                                 _seed(seed, EVAL_STREAM, 1), config.gamma, config.gae_lambda,
-                                threads, baseline_fit)
+                                threads, baseline_fit, device)
     mean = curve.mean(1)
     stderr = curve.std(1, ddof=1) / math.sqrt(tasks) if tasks > 1 else np.zeros_like(mean)
     result = {"family": config.family, "checkpoint": str(path),
@@ -719,8 +755,8 @@ def plot_adaptation(result: Dict[str, Any], path: Union[str, Path]) -> None:
 
 def adapt_to_task(path: Union[str, Path], task: Union[Task, Dict[str, float]], steps: int = 1,
                   trajectories: int = 20, lr: Optional[float] = None, seed: int = 0,
-                  out: Optional[Union[str, Path]] = None, threads: int = 0
-                  ) -> Tuple[Dict[str, torch.Tensor], List[float]]:
+                  out: Optional[Union[str, Path]] = None, threads: int = 0,
+                  device: str = "cpu") -> Tuple[Dict[str, torch.Tensor], List[float]]:
     """Adapts a checkpoint's policy to one task; returns the adapted parameters and the mean
     return after 0..steps steps, and saves them as a checkpoint at out when given. lr: the
     step size; default the checkpoint's learned step sizes (Meta-SGD), else 0.1."""
@@ -729,6 +765,7 @@ def adapt_to_task(path: Union[str, Path], task: Union[Task, Dict[str, float]], s
     checks.optional(checks.STEP_SIZE, lr, "lr (adaptation step size)")
     checks.SEED.check(seed, "seed")
     checks.NONNEGATIVE_INT.check(threads, "threads")
+    device_module.resolve(device)
     policy, config, family, info, sizes = _load(path)
     step_sizes: Any = lr if lr is not None else (sizes if sizes is not None else 0.1)
     if isinstance(task, dict):
@@ -736,7 +773,8 @@ def adapt_to_task(path: Union[str, Path], task: Union[Task, Dict[str, float]], s
     family.check_task(task)
     curve, per_task = adaptation_curve(policy, family, [task], steps, trajectories, step_sizes,
                                        _seed(seed, ADAPT_STREAM, 0), config.gamma,
-                                       config.gae_lambda, threads, config.baseline_fit)
+                                       config.gae_lambda, threads, config.baseline_fit,
+                                       device)
     adapted = per_task[0]
     if out is not None:
         info = dict(info, adapted_to=task.as_dict(), adaptation_steps=steps,
