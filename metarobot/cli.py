@@ -6,6 +6,9 @@
   metarobot families                          the task families, their sizes and parameters
   metarobot render AntTerrainDir --out ant.png  a frame of a task (MuJoCo's offscreen renderer)
   metarobot rollout HalfCheetahVel --tasks 8  episodes of a random policy, returns, throughput
+  metarobot export runs/cheetah-dir --format onnx --out cheetah.onnx     a policy for a robot
+  metarobot sim-robot HalfCheetahDir --task '{"direction": 1}' --port 9870  a simulated robot
+  metarobot hil runs/cheetah-dir --robot udp://127.0.0.1:9870 --episodes 4 --adapt-steps 1
 """
 
 from __future__ import annotations
@@ -275,6 +278,72 @@ def _parse_task(family, text: str):
     return family.task(**_task_json(text))
 
 
+def _export(args: argparse.Namespace) -> int:
+    from metarobot.deploy import export
+    meta = export(args.checkpoint, args.format, args.out)
+    print(f"{meta['family']} policy ({meta['obs_dim']} observations -> {meta['act_dim']} "
+          f"controls, every {meta['control_period'] * 1e3:g} ms) exported as {args.format}: "
+          f"{args.out}")
+    return 0
+
+
+def _json_object(text: Optional[str], flag: str) -> Optional[Dict[str, Any]]:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag} should be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} should be a JSON object, got {text!r}")
+    return value
+
+
+def _sim_robot(args: argparse.Namespace) -> int:
+    from metarobot.deploy.sim_robot import RealityGap, main_args
+    gap = RealityGap(obs_noise=args.obs_noise, latency_ms=args.latency_ms,
+                     jitter_ms=args.jitter_ms, drop=args.drop, saturation=args.saturation,
+                     dynamics=_json_object(args.dynamics, "--dynamics"))
+    overrides = {}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    return main_args(args.family, args.task, args.port, args.host, gap, args.seed, overrides,
+                     args.duration)
+
+
+def _hil(args: argparse.Namespace) -> int:
+    from metarobot.deploy.protocol import UdpRobot
+    from metarobot.deploy.runner import Controller, Limits, run
+    controller = Controller.from_checkpoint(args.checkpoint, lr=args.lr, seed=args.seed)
+    robot = UdpRobot.from_url(args.robot, timeout=args.connect_timeout)
+    limits = Limits(stale_after=args.stale_ms * 1e-3, max_misses=args.max_misses)
+    try:
+        report = run(controller, robot, episodes=args.episodes, adapt_steps=args.adapt_steps,
+                     report_dir=args.report, rate=args.rate, limits=limits,
+                     sample=args.sample, progress=True)
+    finally:
+        robot.close()
+    t = report["timing"]
+    print(f"stopped: {report['stopped']}" + (f" ({report['detail']})" if report["detail"]
+                                             else ""))
+    for stage in report["stages"]:
+        print(f"  after {stage['step']} adaptation steps: mean return "
+              f"{stage['mean_return']:.2f} over {len(stage['returns'])} episodes")
+    print(f"  period jitter p50 {t['period_jitter_us']['p50']:.0f} us, p99 "
+          f"{t['period_jitter_us']['p99']:.0f} us; read-to-send p50 "
+          f"{t['read_to_send_us']['p50']:.0f} us, p99 {t['read_to_send_us']['p99']:.0f} us; "
+          f"{t['deadline_misses']} deadline misses in {t['cycles']} cycles")
+    if args.report:
+        print(f"  report: {args.report}/report.json, report.png, cycles.csv")
+    return 0 if report["stopped"] == "completed" else 1
+
+
 def _adapt(args: argparse.Namespace) -> int:
     from metarobot.train import adapt_to_task
     task = _task_json(args.task)
@@ -291,7 +360,7 @@ def _adapt(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser: every flag's type checks its range (metarobot.checks), so
     a value outside what the flag means is refused before any work, naming the flag."""
-    from metarobot.checks import COUNT, NONNEGATIVE_INT, SEED, STEP_SIZE
+    from metarobot.checks import COUNT, NONNEGATIVE_INT, SEED, STEP_SIZE, Range
     parser = argparse.ArgumentParser(prog="metarobot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -339,6 +408,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="cpu",
                    help="where the adaptation steps run: cpu, cuda or auto (default cpu)")
     p.set_defaults(func=_adapt)
+    p = sub.add_parser("export", help="export a policy for a robot (ONNX, or native C++)")
+    p.add_argument("checkpoint", help="a checkpoint, a run directory or an adapted policy")
+    p.add_argument("--format", choices=("onnx", "native"), required=True)
+    p.add_argument("--out", required=True,
+                   help="the .onnx file, or for native a folder (weights, C++ evaluator, "
+                        "example program)")
+    p.set_defaults(func=_export)
+    p = sub.add_parser("sim-robot", help="a simulated robot behind the UDP robot protocol")
+    p.add_argument("family")
+    p.add_argument("--task", required=True, help='task parameters as JSON')
+    p.add_argument("--port", type=Range(int, 0, 65535).parse, default=9870,
+                   help="UDP port (0: any free one; default 9870)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--obs-noise", type=Range(float, low=0.0).parse, default=0.0,
+                   help="std of Gaussian noise on every observation entry")
+    p.add_argument("--latency-ms", type=Range(float, low=0.0).parse, default=0.0,
+                   help="controls take effect this long after they arrive")
+    p.add_argument("--jitter-ms", type=Range(float, low=0.0).parse, default=0.0,
+                   help="plus U(-jitter, jitter) ms")
+    p.add_argument("--drop", type=Range(float, 0.0, 0.99).parse, default=0.0,
+                   help="probability that a packet, either way, is lost")
+    p.add_argument("--saturation", type=Range(float, 0.0, 1.0, open_low=True).parse,
+                   default=1.0, help="controls clipped to this fraction of their ranges")
+    p.add_argument("--dynamics", default=None,
+                   help='model fields scaled once for this robot, e.g. \'{"body_mass": '
+                        '[0.8, 1.2]}\'')
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a family field (JSON values)")
+    p.add_argument("--seed", type=SEED.parse, default=0)
+    p.add_argument("--duration", type=Range(float, low=0.0, open_low=True).parse,
+                   default=None, help="seconds to run (default: until Ctrl-C)")
+    p.set_defaults(func=_sim_robot)
+    p = sub.add_parser("hil", help="run a policy on a robot: fixed-rate loop, watchdog, "
+                                   "adaptation on the robot, report")
+    p.add_argument("checkpoint")
+    p.add_argument("--robot", required=True, help="udp://HOST:PORT")
+    p.add_argument("--episodes", type=COUNT.parse, default=1,
+                   help="episodes per stage (before adaptation, and after each step)")
+    p.add_argument("--adapt-steps", type=NONNEGATIVE_INT.parse, default=0,
+                   help="inner steps on the robot's episodes (default 0)")
+    p.add_argument("--report", default=None, help="folder for report.json, report.png, "
+                                                   "cycles.csv")
+    p.add_argument("--rate", type=Range(float, 0.0, 10_000.0, open_low=True).parse,
+                   default=None, help="loop frequency in Hz (default: the family's control "
+                                      "period)")
+    p.add_argument("--lr", type=STEP_SIZE.parse, default=None,
+                   help="inner step size (default: the checkpoint's)")
+    p.add_argument("--sample", type=_boolean, default=None, metavar="{true,false}",
+                   help="sample actions (default: when adapting; else the mean)")
+    p.add_argument("--stale-ms", type=Range(float, low=0.0, open_low=True).parse,
+                   default=250.0, help="stop after this long without a new observation")
+    p.add_argument("--max-misses", type=COUNT.parse, default=5,
+                   help="stop after this many deadline misses in a row")
+    p.add_argument("--connect-timeout", type=Range(float, low=0.0, open_low=True).parse,
+                   default=2.0, help="seconds to wait for the robot's spec")
+    p.add_argument("--seed", type=SEED.parse, default=0, help="seeds the sampled actions")
+    p.set_defaults(func=_hil)
     p = sub.add_parser("families", help="list the task families")
     p.set_defaults(func=_families)
     p = sub.add_parser("render", help="render a frame of a family's task as PNG")
