@@ -9,6 +9,8 @@ meta-iteration. The final checkpoints are copied to checkpoints/<Family>.safeten
   python benchmarks/reproduce.py --evaluate-only --families HalfCheetahDir      # committed ones
   python benchmarks/reproduce.py --families HalfCheetahDir --runs runs/lvc --out runs/lvc \
       --checkpoints runs/lvc --option inner_objective=lvc     # a variant, beside the committed
+  python benchmarks/reproduce.py --families HalfCheetahDir --iterations 200 --continue-committed
+      # continues the committed run (checkpoints/<Family>.safetensors and its progress CSV)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metarobot.train import TrainConfig, evaluate, train
+from metarobot.train import TrainConfig, evaluate, run_from_checkpoint, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,6 +125,9 @@ def main() -> None:
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"),
                         help="final checkpoints are copied here as <Family>.safetensors (and "
                              "--evaluate-only reads them from here)")
+    parser.add_argument("--continue-committed", action="store_true",
+                        help="a family without a run in --runs starts from its checkpoint in "
+                             "--checkpoints (and benchmarks/results/<Family>_progress.csv)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
                         help="evaluation JSON and plots go here")
@@ -146,6 +151,9 @@ def main() -> None:
                                     else {"fisher_fraction": args.fisher_fraction}),
                                  **options)
             latest = run / "checkpoints" / "latest.safetensors"
+            if args.continue_committed and not latest.exists():
+                progress = ROOT / "benchmarks" / "results" / f"{family}_progress.csv"
+                run_from_checkpoint(ckpt, run, progress if progress.exists() else None)
             if latest.exists():
                 check_resumable(run, config)
             start = time.perf_counter()

@@ -234,7 +234,11 @@ def _check_resume_flags(args: argparse.Namespace, saved) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from metarobot.train import RESUME_MAY_CHANGE, TrainConfig, train
+    from metarobot.train import RESUME_MAY_CHANGE, TrainConfig, run_from_checkpoint, train
+    if isinstance(args.resume, str):  # a checkpoint file: the run starts from it
+        run_from_checkpoint(args.resume, args.out, args.progress)
+    elif args.progress is not None:
+        raise ValueError("--progress goes with --resume CHECKPOINT")
     if args.resume:
         from metarobot import checkpoint
         _, info = checkpoint.load(Path(args.out) / "checkpoints" / "latest.safetensors")
@@ -245,7 +249,7 @@ def _train(args: argparse.Namespace) -> int:
                 setattr(config, name, getattr(args, name))
     else:
         config = _config_from_args(args)
-    path = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    path = train(config, args.out, resume=bool(args.resume), progress=not args.quiet)
     print(f"checkpoint: {path}")
     return 0
 
@@ -314,7 +318,7 @@ def _sim_robot(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             overrides[key] = raw
     return main_args(args.family, args.task, args.port, args.host, gap, args.seed, overrides,
-                     args.duration)
+                     args.duration, rate=args.rate)
 
 
 def _hil(args: argparse.Namespace) -> int:
@@ -322,7 +326,8 @@ def _hil(args: argparse.Namespace) -> int:
     from metarobot.deploy.runner import Controller, Limits, run
     controller = Controller.from_checkpoint(args.checkpoint, lr=args.lr, seed=args.seed)
     robot = UdpRobot.from_url(args.robot, timeout=args.connect_timeout)
-    limits = Limits(stale_after=args.stale_ms * 1e-3, max_misses=args.max_misses)
+    limits = Limits(stale_after=args.stale_ms * 1e-3, max_misses=args.max_misses,
+                    joint_margin=args.joint_margin, max_velocity=args.max_velocity)
     try:
         report = run(controller, robot, episodes=args.episodes, adapt_steps=args.adapt_steps,
                      report_dir=args.report, rate=args.rate, limits=limits,
@@ -367,7 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="meta-train a policy on a task family")
     _add_config_flags(p)
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue the run in --out; with a checkpoint file (a committed one, "
+                        "say), first make --out a run of it")
+    p.add_argument("--progress", default=None, metavar="CSV",
+                   help="with --resume CHECKPOINT: the progress.csv of the iterations before "
+                        "it (e.g. benchmarks/results/<Family>_progress.csv)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
     p = sub.add_parser("evaluate", help="returns after 0..K adaptation steps on held-out tasks")
@@ -439,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED.parse, default=0)
     p.add_argument("--duration", type=Range(float, low=0.0, open_low=True).parse,
                    default=None, help="seconds to run (default: until Ctrl-C)")
+    p.add_argument("--rate", type=Range(float, 0.0, 10_000.0, open_low=True).parse,
+                   default=None, help="control rate in Hz (default: the family's env step)")
     p.set_defaults(func=_sim_robot)
     p = sub.add_parser("hil", help="run a policy on a robot: fixed-rate loop, watchdog, "
                                    "adaptation on the robot, report")
@@ -461,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
                    default=250.0, help="stop after this long without a new observation")
     p.add_argument("--max-misses", type=COUNT.parse, default=5,
                    help="stop after this many deadline misses in a row")
+    p.add_argument("--joint-margin", type=Range(float, low=0.0).parse, default=0.5,
+                   help="stop when an observed joint passes its range by more (rad or m; "
+                        "default 0.5)")
+    p.add_argument("--max-velocity", type=Range(float, low=0.0, open_low=True).parse,
+                   default=100.0, help="stop when an observed joint velocity exceeds it "
+                                       "(default 100)")
     p.add_argument("--connect-timeout", type=Range(float, low=0.0, open_low=True).parse,
                    default=2.0, help="seconds to wait for the robot's spec")
     p.add_argument("--seed", type=SEED.parse, default=0, help="seeds the sampled actions")

@@ -560,6 +560,44 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
     return latest
 
 
+def run_from_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path],
+                        progress_csv: Optional[Union[str, Path]] = None) -> Path:
+    """Makes out_dir a run that `train(..., resume=True)` continues from a checkpoint file
+    (a committed one, say): checkpoints/latest.safetensors (a copy), config.json from the
+    checkpoint's metadata, and progress.csv from progress_csv's rows before the checkpoint's
+    iteration when given. Refuses a directory that already holds a run. Returns out_dir."""
+    import shutil
+    out = Path(out_dir)
+    latest = out / "checkpoints" / "latest.safetensors"
+    if latest.exists():
+        raise ValueError(f"{str(out)!r} already holds a run; --resume without a checkpoint "
+                         f"continues it")
+    params, info = checkpoint.load(checkpoint)
+    if "adapted_to" in info:
+        raise ValueError(f"{str(checkpoint)!r} is a policy adapted to one task, not a training "
+                         f"checkpoint")
+    try:
+        config = TrainConfig.from_dict(info["config"])
+        done = int(info["iteration"]) + 1
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{str(checkpoint)!r} is not a training checkpoint (an adapted policy "
+                         f"or a foreign file): {exc}") from None
+    if progress_csv is not None:
+        rows = _read_rows(Path(progress_csv), below=done)
+        if len(rows) != done:
+            raise ValueError(f"{str(progress_csv)!r} has {len(rows)} rows before iteration "
+                             f"{done}, the checkpoint's; expected {done}")
+    latest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, latest)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if progress_csv is not None:
+        with open(out / "progress.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    return out
+
+
 def _save(out: Path, theta: meta.Params, config: TrainConfig, iteration: int, wall: float,
           keep: bool, carry: Optional[np.ndarray] = None) -> None:
     info = {"config": config.to_dict(), "iteration": iteration, "wall_clock": wall,

@@ -34,7 +34,7 @@ def commands():
     out = []
     for block in blocks("bash"):
         for line in block.splitlines():
-            line = line.split("#", 1)[0].strip()
+            line = line.split("#", 1)[0].strip().rstrip("&").strip()  # & : in the background
             if line.startswith("metarobot "):
                 out.append(line)
     out += re.findall(r"`(metarobot [^`]+)`", README.read_text())

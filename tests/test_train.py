@@ -310,3 +310,38 @@ def test_progress_shows_the_first_iterations_phases_and_an_eta_from_later_ones(t
     assert "s/it | ETA" in err[-1] and "] 3/3 |" in err[-1]
     # not a terminal: later iterations are one line each
     assert not any("iteration 2: " in line for line in err)
+
+
+def test_resume_from_a_checkpoint_file_continues_the_run_exactly(tmp_path):
+    """A committed checkpoint (a file, its run directory gone) and its progress CSV: `train
+    --resume FILE --out NEW` makes NEW a run of it and continues as the uninterrupted run."""
+    import shutil
+    from metarobot import cli
+    full = train(tiny(iterations=3), tmp_path / "full", progress=False)
+    train(tiny(iterations=2), tmp_path / "part", progress=False)
+    committed = tmp_path / "committed.safetensors"
+    shutil.copyfile(tmp_path / "part" / "checkpoints" / "latest.safetensors", committed)
+    shutil.copyfile(tmp_path / "part" / "progress.csv", tmp_path / "committed_progress.csv")
+    shutil.rmtree(tmp_path / "part")
+    assert cli.main(["train", "--out", str(tmp_path / "new"), "--resume", str(committed),
+                     "--progress", str(tmp_path / "committed_progress.csv"),
+                     "--iterations", "3", "--quiet"]) == 0
+    a, _ = checkpoint.load(full)
+    b, info = checkpoint.load(tmp_path / "new")
+    assert info["iteration"] == 2
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    strip = lambda r: [line.split(",")[:3] for line in r]
+    assert strip(rows(tmp_path / "full")) == strip(rows(tmp_path / "new"))
+    # a directory that holds a run is not overwritten by another checkpoint
+    assert cli.main(["train", "--out", str(tmp_path / "new"), "--resume", str(committed),
+                     "--iterations", "4", "--quiet"]) == 2
+    assert checkpoint.load(tmp_path / "new")[1]["iteration"] == 2
+    from metarobot.train import adapt_to_task, run_from_checkpoint
+    with pytest.raises(ValueError, match="has 0 rows before iteration 2"):
+        run_from_checkpoint(committed, tmp_path / "other", tmp_path / "nothing.csv")
+    assert not (tmp_path / "other").exists()
+    adapted = tmp_path / "adapted.safetensors"
+    adapt_to_task(full, {"direction": 1.0}, trajectories=2, out=adapted)
+    with pytest.raises(ValueError, match="adapted to one task, not a training checkpoint"):
+        run_from_checkpoint(adapted, tmp_path / "other")

@@ -79,7 +79,7 @@ class SimRobot:
 
     def __init__(self, family: str, task: Dict[str, float], port: int = 0,
                  host: str = "127.0.0.1", gap: RealityGap = RealityGap(), seed: int = 0,
-                 overrides: Optional[Dict[str, Any]] = None):
+                 overrides: Optional[Dict[str, Any]] = None, rate: Optional[float] = None):
         self.family = robot_family(family, overrides, gap.dynamics)
         self.gap = gap
         self.rng = np.random.default_rng(seed)
@@ -92,7 +92,8 @@ class SimRobot:
         self.task = self.family.task(**values)
         self.sim = BatchSim(self.family, [self.task], seed=seed, num_threads=1, autoreset=False)
         model = self.sim.models[0]
-        self.period = float(model.opt.timestep * self.family.frame_skip)
+        # the robot's control period: the family's env step, or 1 / rate (loop benchmarks)
+        self.period = 1.0 / rate if rate else float(model.opt.timestep * self.family.frame_skip)
         lo, hi = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
         centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo) * gap.saturation
         limited = model.actuator_ctrllimited.astype(bool)
@@ -258,7 +259,7 @@ class SimRobot:
 
 def main_args(family: str, task_json: str, port: int, host: str, gap: RealityGap, seed: int,
               overrides: Optional[Dict[str, Any]] = None, duration: Optional[float] = None,
-              ready=None) -> int:
+              ready=None, rate: Optional[float] = None) -> int:
     """The sim-robot command: serve until stopped; prints the port it listens on."""
     try:
         task = json.loads(task_json)
@@ -267,7 +268,7 @@ def main_args(family: str, task_json: str, port: int, host: str, gap: RealityGap
                          f"{exc}") from None
     if not isinstance(task, dict):
         raise ValueError(f"--task should be a JSON object, got {task_json!r}")
-    robot = SimRobot(family, task, port, host, gap, seed, overrides)
+    robot = SimRobot(family, task, port, host, gap, seed, overrides, rate)
     print(f"sim-robot {robot.family.name} {robot.task!r} on udp://{host}:{robot.port}, "
           f"control period {robot.period * 1e3:g} ms", flush=True)
     if ready is not None:
