@@ -147,7 +147,8 @@ class TrainConfig:
     """Seconds of training after which the run stops at the end of an iteration."""
 
     def __post_init__(self):
-        if isinstance(self.hidden_sizes, (str, bytes)) or not hasattr(self.hidden_sizes, "__iter__"):
+        if isinstance(self.hidden_sizes, (str, bytes)) or \
+                not hasattr(self.hidden_sizes, "__iter__"):
             raise ValueError(f"hidden_sizes should be a sequence of integers >= 1, got "
                              f"{self.hidden_sizes!r}")
         self.hidden_sizes = tuple(self.hidden_sizes)
@@ -560,10 +561,10 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
     return latest
 
 
-def run_from_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path],
+def run_from_checkpoint(source: Union[str, Path], out_dir: Union[str, Path],
                         progress_csv: Optional[Union[str, Path]] = None) -> Path:
-    """Makes out_dir a run that `train(..., resume=True)` continues from a checkpoint file
-    (a committed one, say): checkpoints/latest.safetensors (a copy), config.json from the
+    """Makes out_dir a run that `train(..., resume=True)` continues from source, a checkpoint
+    file (a committed one, say): checkpoints/latest.safetensors (a copy), config.json from the
     checkpoint's metadata, and progress.csv from progress_csv's rows before the checkpoint's
     iteration when given. Refuses a directory that already holds a run. Returns out_dir."""
     import shutil
@@ -572,15 +573,15 @@ def run_from_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path],
     if latest.exists():
         raise ValueError(f"{str(out)!r} already holds a run; --resume without a checkpoint "
                          f"continues it")
-    params, info = checkpoint.load(checkpoint)
+    _, info = checkpoint.load(source)
     if "adapted_to" in info:
-        raise ValueError(f"{str(checkpoint)!r} is a policy adapted to one task, not a training "
+        raise ValueError(f"{str(source)!r} is a policy adapted to one task, not a training "
                          f"checkpoint")
     try:
         config = TrainConfig.from_dict(info["config"])
         done = int(info["iteration"]) + 1
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{str(checkpoint)!r} is not a training checkpoint (an adapted policy "
+        raise ValueError(f"{str(source)!r} is not a training checkpoint (an adapted policy "
                          f"or a foreign file): {exc}") from None
     if progress_csv is not None:
         rows = _read_rows(Path(progress_csv), below=done)
@@ -588,7 +589,7 @@ def run_from_checkpoint(checkpoint: Union[str, Path], out_dir: Union[str, Path],
             raise ValueError(f"{str(progress_csv)!r} has {len(rows)} rows before iteration "
                              f"{done}, the checkpoint's; expected {done}")
     latest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(checkpoint, latest)
+    shutil.copyfile(source, latest)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     if progress_csv is not None:
         with open(out / "progress.csv", "w", newline="") as f:

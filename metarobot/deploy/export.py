@@ -77,7 +77,8 @@ class DeployedPolicy(nn.Module):
 
     def controls(self, actions: torch.Tensor) -> torch.Tensor:
         """(B, act_dim) policy actions -> (B, nu) controls on the actuators' ranges."""
-        return torch.clamp(self.ctrl_centre + actions * self.ctrl_half, self.ctrl_low, self.ctrl_high)
+        return torch.clamp(self.ctrl_centre + actions * self.ctrl_half, self.ctrl_low,
+                           self.ctrl_high)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.controls(self.mean(obs))
