@@ -505,8 +505,8 @@ def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
                 report(f"line search {k + 1}")
             candidate = _unflat(flat0 + (backtrack_ratio ** k) * step, theta, names)
             # one read of both (on a GPU, one wait for the device per candidate)
-            loss, kl = torch.stack([x.detach().reshape(()) for x in loss_kl_fn(candidate)]
-                                   ).tolist()
+            loss, kl = torch.stack([x.detach().reshape(()).double()
+                                    for x in loss_kl_fn(candidate)]).tolist()
             if math.isfinite(loss) and loss < float(loss0) and kl <= max_kl:
                 info = TrpoInfo(float(loss0), loss, kl, k, True)
                 return {n: t.clone() for n, t in candidate.items()}, info
