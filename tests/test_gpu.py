@@ -2,7 +2,6 @@
 side stream, one meta-iteration on CUDA against the same iteration on the CPU, and how often
 the outer step waits on the device. Device selection and its errors are tested everywhere."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -21,7 +21,7 @@ import socket
 import struct
 import time
 import zlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -292,7 +292,3 @@ class UdpRobot:
     def close(self) -> None:
         self.sock.close()
 
-
-def describe(packet: Packet) -> Dict[str, Any]:
-    return {"type": TYPE_NAMES.get(packet.kind, packet.kind), "seq": packet.seq,
-            "stamp": packet.stamp, "bytes": len(packet.payload)}

@@ -39,8 +39,9 @@ from ..policy import GaussianMLPPolicy
 from .export import DeployedPolicy, deployed_policy, observation_layout
 from .robot import Reading, Robot
 
+# why a run ends (report["stopped"])
 STOP_REASONS = ("completed", "stale observation", "deadline misses", "non-finite observation",
-                "non-finite controls", "joint limit", "interrupted", "robot error")
+                "non-finite controls", "joint limit", "interrupted")
 
 
 class Stop(Exception):
