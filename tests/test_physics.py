@@ -111,21 +111,32 @@ def test_rollout_policy_noise_has_the_policy_std():
     assert abs(noise.std() - 1.0) < 0.03
 
 
-def test_half_cheetah_physics_equals_gymnasium_v5():
-    """With Gymnasium's model and frame_skip 5, states equal HalfCheetah-v5's to the bit."""
+def gymnasium_asset(name):
     import gymnasium.envs.mujoco as gym_mujoco
     import os
-    xml = os.path.join(os.path.dirname(gym_mujoco.__file__), "assets", "half_cheetah.xml")
-    family = metarobot.make_family("HalfCheetahDir", model_file=xml, frame_skip=5)
-    sim = metarobot.BatchSim(family, [family.task(direction=1.0)], seed=0)
-    env = gym.make("HalfCheetah-v5").unwrapped
+    return os.path.join(os.path.dirname(gym_mujoco.__file__), "assets", name)
+
+
+def start_alike(env_id, sim, rng):
+    """Gymnasium's env_id and a one-simulation BatchSim in the same perturbed initial state
+    (qpos + U(-0.1, 0.1), qvel + 0.1 N(0, 1)); returns the env (unwrapped)."""
+    env = gym.make(env_id).unwrapped
     env.reset(seed=4)
     sim.reset()
-    rng = np.random.default_rng(7)
     qpos0 = env.init_qpos + rng.uniform(-0.1, 0.1, env.model.nq)
     qvel0 = env.init_qvel + 0.1 * rng.standard_normal(env.model.nv)
     env.set_state(qpos0, qvel0)
     sim.set_state(qpos0[None], qvel0[None])
+    return env
+
+
+def test_half_cheetah_physics_equals_gymnasium_v5():
+    """With Gymnasium's model and frame_skip 5, states equal HalfCheetah-v5's to the bit."""
+    family = metarobot.make_family("HalfCheetahDir", model_file=gymnasium_asset(
+        "half_cheetah.xml"), frame_skip=5)
+    sim = metarobot.BatchSim(family, [family.task(direction=1.0)], seed=0)
+    rng = np.random.default_rng(7)
+    env = start_alike("HalfCheetah-v5", sim, rng)
     for t in range(100):
         action = rng.uniform(-1, 1, 6)
         obs_gym, _, _, _, info = env.step(action)
@@ -190,22 +201,13 @@ def test_ant_terminates_when_torso_leaves_health_range():
 
 def test_ant_float64_actions_equal_gymnasium_ant_v5():
     """Gymnasium's ant (control range [-1, 1]) as AntVel's model, frame_skip 5, no keyframe:
-    float64 actions map onto the range exactly (centre + a * half-range), so 300 steps of the
-    chaotic ant stay equal to Ant-v5's to the bit."""
-    import gymnasium.envs.mujoco as gym_mujoco
-    import os
-    xml = os.path.join(os.path.dirname(gym_mujoco.__file__), "assets", "ant.xml")
-    family = metarobot.make_family("AntVel", model_file=xml, frame_skip=5, init_keyframe=None,
-                                   horizon=1000)
+    float64 actions map onto the range exactly (centre + a * half-range), so the chaotic ant
+    stays equal to Ant-v5's to the bit for as long as it is healthy (235 steps here)."""
+    family = metarobot.make_family("AntVel", model_file=gymnasium_asset("ant.xml"),
+                                   frame_skip=5, init_keyframe=None, horizon=1000)
     sim = metarobot.BatchSim(family, [family.task(goal_velocity=1.0)], seed=0, autoreset=False)
-    env = gym.make("Ant-v5").unwrapped
-    env.reset(seed=4)
-    sim.reset()
     rng = np.random.default_rng(3)
-    qpos0 = env.init_qpos + rng.uniform(-0.1, 0.1, env.model.nq)
-    qvel0 = env.init_qvel + 0.1 * rng.standard_normal(env.model.nv)
-    env.set_state(qpos0, qvel0)
-    sim.set_state(qpos0[None], qvel0[None])
+    env = start_alike("Ant-v5", sim, rng)
     steps = 0
     for t in range(300):
         # float64 actions with full mantissas (uniform() draws on a 2^-53 grid, which
