@@ -19,6 +19,27 @@ def features(obs: torch.Tensor, t_index: torch.Tensor) -> torch.Tensor:
     return torch.cat([o, o * o, al, al * al, al * al * al, torch.ones_like(al)], dim=-1)
 
 
+def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a x = b for a batch of square systems, (M, F, F) and (M, F, 1); NaN where singular.
+    The batched solve first; if it fails or gives non-finite values, each system on its
+    own: with an explicitly set number of intra-op threads, torch's batched LU on the CPU
+    (oneMKL) rejects some sizes, among them AntDir's 254 features, with "Pivots given to
+    lu_solve must all be greater or equal to 1", where the single solves succeed."""
+    try:
+        x = torch.linalg.solve(a, b)
+        if torch.isfinite(x).all():
+            return x
+    except RuntimeError:
+        pass
+    out = torch.full_like(b, float("nan"))
+    for i in range(a.shape[0]):
+        try:
+            out[i] = torch.linalg.solve(a[i], b[i])
+        except RuntimeError:  # this task's system is singular
+            pass
+    return out
+
+
 def fit_linear_baseline(obs: np.ndarray, t_index: np.ndarray, returns: np.ndarray,
                         valid: np.ndarray, ntask: int, reg: float = 1e-5,
                         carry: Optional[np.ndarray] = None,
@@ -56,13 +77,10 @@ def fit_linear_baseline(obs: np.ndarray, t_index: np.ndarray, returns: np.ndarra
     for _ in range(5):
         # the regularised normal equations are square: solve them (LAPACK's least-squares
         # drivers are not bit-reproducible from call to call)
-        try:
-            coeffs = torch.linalg.solve(gram + reg * eye, rhs)
-        except RuntimeError:  # singular: more regularisation
-            coeffs = torch.full_like(rhs, float("nan"))
+        coeffs = _solve(gram + reg * eye, rhs)
         if torch.isfinite(coeffs).all():
             break
-        reg *= 10.0
+        reg *= 10.0  # singular: more regularisation
     used = coeffs
     if carry is not None:
         first = torch.as_tensor(np.asarray(carry, dtype=np.float64)).reshape(1, -1, 1)

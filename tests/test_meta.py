@@ -315,6 +315,43 @@ def test_linear_baseline_matches_least_squares():
                 assert abs(values[t, c] - x @ coef) < 1e-6 * max(1, abs(x @ coef))
 
 
+_WIDE_BASELINE = """
+import sys
+import numpy as np
+import torch
+torch.set_num_threads(2)  # explicitly: the setting under which torch's batched LU failed
+from metarobot.baseline import fit_linear_baseline
+rng = np.random.default_rng(1)
+T, ntask, k, od = 60, 3, 2, 125  # AntDir's observation: 2 x 125 + 4 = 254 features
+obs = rng.normal(size=(T, ntask * k, od)).astype(np.float32)
+returns = rng.normal(size=(T, ntask * k))
+valid = np.ones((T, ntask * k), bool)
+t_index = np.broadcast_to(np.arange(T, dtype=float)[:, None], (T, ntask * k))
+values, coeffs = fit_linear_baseline(obs, t_index, returns, valid, ntask, return_all=True)
+assert np.isfinite(values).all(), "non-finite baseline values"
+for task in range(ntask):
+    o = np.clip(obs[:, task * k:(task + 1) * k].astype(float), -10, 10).reshape(-1, od)
+    al = np.repeat(np.arange(T) / 100, k)
+    X = np.concatenate([o, o ** 2, np.stack([al, al ** 2, al ** 3, np.ones_like(al)], 1)], 1)
+    y = returns[:, task * k:(task + 1) * k].reshape(-1)
+    ref = np.linalg.solve(X.T @ X + 1e-5 * np.eye(X.shape[1]), X.T @ y)
+    err = np.abs(coeffs[task] - ref).max() / np.abs(ref).max()
+    assert err < 1e-6, (task, err)
+print("ok")
+"""
+
+
+def test_linear_baseline_with_many_features_and_set_threads():
+    """AntDir's 254 features with torch's thread count set explicitly (as a worker process
+    does): every task's fit is finite and numpy's solve of the same normal equations (torch's
+    batched LU on the CPU rejected this size under that setting, giving NaN advantages)."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", _WIDE_BASELINE], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
 def test_rollout_with_one_policy_per_task():
     torch.set_default_dtype(torch.float32)
     fam = metarobot.make_family("HalfCheetahVel", horizon=10)
