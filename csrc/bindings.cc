@@ -69,7 +69,7 @@ std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addr
                                         bool normalized_actions, int init_key, int nparam,
                                         const std::vector<double>& params, uint64_t seed,
                                         int nthread, bool autoreset,
-                                        const SuccessTuple& success) {
+                                        const SuccessTuple& success, uint64_t first_stream) {
   metarobot::FamilySpec spec;
   for (const auto& [kind, id, start, size, lo, hi, geom, columns] : obs) {
     spec.obs.push_back({kind, id, start, size, lo, hi, geom, columns});
@@ -94,7 +94,8 @@ std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addr
   std::vector<const mjModel*> models;
   models.reserve(model_addresses.size());
   for (uintptr_t a : model_addresses) models.push_back(reinterpret_cast<const mjModel*>(a));
-  return std::make_unique<BatchEngine>(models, spec, params, seed, nthread, autoreset);
+  return std::make_unique<BatchEngine>(models, spec, params, seed, nthread, autoreset,
+                                       first_stream);
 }
 
 const int* Ids(py::handle ids, int nsim, int* nid) {
@@ -143,7 +144,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("horizon"), py::arg("qpos_noise"), py::arg("qvel_noise"),
            py::arg("uniform_noise"), py::arg("normalized_actions"), py::arg("init_key"), py::arg("nparam"), py::arg("params"),
            py::arg("seed"),
-           py::arg("nthread"), py::arg("autoreset"), py::arg("success") = py::none())
+           py::arg("nthread"), py::arg("autoreset"), py::arg("success") = py::none(),
+           py::arg("first_stream") = 0)
       .def_property_readonly("nsim", &BatchEngine::nsim)
       .def_property_readonly("obs_dim", &BatchEngine::obs_dim)
       .def_property_readonly("act_dim", &BatchEngine::act_dim)

@@ -69,8 +69,9 @@ int ObsTermSize(const ObsTerm& term, const mjModel* m) {
 
 BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const FamilySpec& spec,
                          const std::vector<double>& params, uint64_t seed, int nthread,
-                         bool autoreset)
-    : spec_(spec), models_(models), params_(params), autoreset_(autoreset) {
+                         bool autoreset, uint64_t first_stream)
+    : spec_(spec), models_(models), params_(params), autoreset_(autoreset),
+      first_stream_(first_stream) {
   nsim_ = static_cast<int>(models.size());
   if (nsim_ <= 0) throw std::invalid_argument("a batch needs at least one simulation, got 0");
   for (int i = 0; i < nsim_; ++i) {
@@ -277,7 +278,7 @@ BatchEngine::~BatchEngine() {
 int BatchEngine::nthread() const { return mjb_nthread(batch_); }
 
 void BatchEngine::Seed(uint64_t seed) {
-  for (int i = 0; i < nsim_; ++i) slots_[i].rng.Seed(seed, static_cast<uint64_t>(i));
+  for (int i = 0; i < nsim_; ++i) slots_[i].rng.Seed(seed, first_stream_ + static_cast<uint64_t>(i));
 }
 
 int BatchEngine::Apply(const int* ids, int nid, void (*func)(const mjModel*, mjData*, int, void*),

@@ -138,9 +138,12 @@ class BatchEngine {
  public:
   // models: one per simulation (pointers may repeat), of identical sizes, owned by the caller
   // and alive as long as the engine. params: (nsim, spec.nparam). nthread <= 0: all CPUs.
+  // Simulation i draws from random stream (seed, first_stream + i): a batch holding
+  // simulations first_stream.. of a larger one reproduces them exactly.
   // Throws std::invalid_argument or std::runtime_error.
   BatchEngine(const std::vector<const mjModel*>& models, const FamilySpec& spec,
-              const std::vector<double>& params, uint64_t seed, int nthread, bool autoreset);
+              const std::vector<double>& params, uint64_t seed, int nthread, bool autoreset,
+              uint64_t first_stream = 0);
   ~BatchEngine();
   BatchEngine(const BatchEngine&) = delete;
   BatchEngine& operator=(const BatchEngine&) = delete;
@@ -153,7 +156,7 @@ class BatchEngine {
   int nthread() const;
   int horizon() const { return spec_.horizon; }
 
-  // Reseeds every simulation's random stream from (seed, simulation index).
+  // Reseeds every simulation's random stream from (seed, first_stream + simulation index).
   void Seed(uint64_t seed);
   // Resets all simulations (ids == nullptr) or the given ones; writes their observations,
   // obs: (nid or nsim, obs_dim).
@@ -213,6 +216,7 @@ class BatchEngine {
   int nsim_ = 0, obs_dim_ = 0, act_dim_ = 0, nq_ = 0, nv_ = 0;
   int qpos_offset_ = 0, qvel_offset_ = 0, nstate_ = 0;
   bool autoreset_ = true;
+  uint64_t first_stream_ = 0;  // stream of simulation 0
   bool split_step_ = false, need_acc_ = false, need_posvel_ = false, need_subtree_vel_ = false;
 
  public:

@@ -5,8 +5,9 @@ episodes with a Gaussian MLP policy evaluated in C++ (``rollout``), or one env s
 from any policy (``step``, gymnasium's vector conventions with same-step auto-reset).
 
 Simulation i runs task i // envs_per_task. Each simulation owns a random stream seeded from
-(seed, i): the same seed gives bit-identical results at any thread count and any split of the
-same simulations into tasks x envs_per_task.
+(seed, first_stream + i): the same seed gives bit-identical results at any thread count, any
+split of the same simulations into tasks x envs_per_task, and any split of them into batches
+(a batch of simulations f.. of a larger one, built with first_stream f, reproduces them).
 """
 
 from __future__ import annotations
@@ -116,11 +117,13 @@ class BatchSim:
       seed: seeds every simulation's random stream (reset noise, policy noise).
       num_threads: threads of the batch, the caller's included; 0: one per CPU.
       autoreset: step() resets an ended episode in the same call (gymnasium's SAME_STEP).
+      first_stream: the random stream of simulation 0; simulation i draws from stream
+        first_stream + i (a shard of a larger batch, whose simulations it reproduces).
     """
 
     def __init__(self, family: Union[str, TaskFamily], tasks: Sequence[Task],
                  envs_per_task: int = 1, seed: int = 0, num_threads: int = 0,
-                 autoreset: bool = True):
+                 autoreset: bool = True, first_stream: int = 0):
         if isinstance(family, str):
             family = make_family(family)
         if not isinstance(family, TaskFamily):
@@ -136,11 +139,13 @@ class BatchSim:
         envs_per_task = _int_arg(envs_per_task, "envs_per_task", 1)
         seed = _int_arg(seed, "seed", 0, SEED_MAX)
         num_threads = _int_arg(num_threads, "num_threads", 0)
+        first_stream = _int_arg(first_stream, "first_stream", 0, SEED_MAX)
 
         self.family = family
         self.tasks = tasks
         self.envs_per_task = envs_per_task
         self.seed = seed
+        self.first_stream = first_stream
         self.num_envs = len(tasks) * envs_per_task
         self.task_index = np.repeat(np.arange(len(tasks)), envs_per_task)
         self.models = self._task_models()
@@ -150,7 +155,7 @@ class BatchSim:
         self._engine = _core.BatchEngine(
             [self.models[t]._address for t in self.task_index], **spec,
             params=params.ravel().tolist(), seed=seed, nthread=num_threads,
-            autoreset=bool(autoreset))
+            autoreset=bool(autoreset), first_stream=first_stream)
         self.observation_dim = self._engine.obs_dim
         self.action_dim = self._engine.act_dim
         model = self.models[0]
@@ -195,7 +200,8 @@ class BatchSim:
     def reset(self, seed: Optional[int] = None) -> np.ndarray:
         """Starts a new episode in every simulation; returns observations (N, obs_dim) float32.
 
-        seed, when given, reseeds every simulation's random stream from (seed, index) first.
+        seed, when given, reseeds every simulation's random stream from (seed, first_stream +
+        index) first.
         """
         if seed is not None:
             seed = _int_arg(seed, "seed", 0, SEED_MAX)

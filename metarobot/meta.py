@@ -131,8 +131,13 @@ def task_chunks(batch: TaskBatch, samples: int) -> List[Tuple[int, int]]:
     tasks stay in the CPU's caches, where those of all tasks at once (tens of MB) would not,
     which makes them about twice as fast; the sums are the same up to rounding."""
     M, S = batch.mask.shape
-    per = max(1, samples // max(S, 1))
-    return [(lo, min(M, lo + per)) for lo in range(0, M, per)]
+    return chunk_ranges(M, S, samples)
+
+
+def chunk_ranges(ntask: int, samples_per_task: int, samples: int) -> List[Tuple[int, int]]:
+    """task_chunks of ntask tasks of samples_per_task samples each."""
+    per = max(1, samples // max(samples_per_task, 1))
+    return [(lo, min(ntask, lo + per)) for lo in range(0, ntask, per)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,7 @@ from . import device as device_module
 from .batch import BatchSim
 from .families import Task, TaskFamily, make_family
 from .policy import ACTIVATIONS, GaussianMLPPolicy
+from .workers import CLUSTERS, InProcessWorkers, WorkerSet, make_workers
 
 ALGORITHMS = ("maml-trpo", "fomaml-trpo", "reptile")
 BASELINE_FITS = ("current", "previous", "fresh")
@@ -236,142 +237,54 @@ class IterationResult:
 
 def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPPolicy,
                    theta: meta.Params, iteration: int, carry: Optional[np.ndarray] = None,
-                   report: Optional[Callable[[str], None]] = None
+                   report: Optional[Callable[[str], None]] = None,
+                   workers: Optional[WorkerSet] = None
                    ) -> Tuple[meta.Params, IterationResult]:
     """One meta-iteration; returns the new parameters and what it measured. theta: the
     policy's parameters, and Meta-SGD's step sizes when config.learn_inner_lr (see
     meta.split_step_sizes). carry: the baseline coefficients carried between batches
     (baseline_fit 'previous'); the result's carry is the next iteration's. report, when
-    given, hears of each phase as it starts (a progress display)."""
+    given, hears of each phase as it starts (a progress display). workers: who does the
+    per-task work (metarobot.workers); default one worker in this process. This function is
+    the driver: it sums the workers' answers and takes the outer step."""
     say = report or (lambda text: None)
-    device = device_module.resolve(config.device)  # where theta lives and the learner runs
-    spec = meta.PolicySpec(policy.nlayers, policy.activation)
-    policy_theta, sizes = meta.split_step_sizes(theta)
-    if config.learn_inner_lr != (sizes is not None):
+    if config.learn_inner_lr != (meta.split_step_sizes(theta)[1] is not None):
         raise ValueError("theta should hold step sizes exactly when learn_inner_lr is set")
-
-    def step_size(p: meta.Params) -> Any:
-        """The adaptation's step size(s) from a full parameter dict."""
-        learned = meta.split_step_sizes(p)[1]
-        return config.inner_lr if learned is None else learned
-
-    times = {"sampling": 0.0, "returns": 0.0, "inner": 0.0, "outer": 0.0}
-    tasks = family.sample_tasks(config.meta_batch_size, _seed(config.seed, TRAIN_STREAM,
-                                                              iteration, 0))
-    say(f"building {len(tasks) * config.trajectories} simulations")
-    sim = BatchSim(family, tasks, config.trajectories, seed=_seed(config.seed, TRAIN_STREAM,
-                                                                   iteration, 1),
-                   num_threads=config.threads)
-    first_order = config.algo != "maml-trpo"
-    ntask = len(tasks)
-    batches: List[meta.TaskBatch] = []
-    sampling_params: Any = (policy_theta if device.type == "cpu"
-                            else device_module.params_to_cpu(policy_theta))
-    adapted: Optional[meta.Params] = None
-    carry, prior = _baseline_start(config.baseline_fit, ntask, sim.observation_dim, carry)
-    for step in range(config.inner_steps):
-        say(f"sampling (adaptation step {step + 1}/{config.inner_steps})")
-        t0 = time.perf_counter()
-        traj = sim.rollout(policy, params=sampling_params)
-        t1 = time.perf_counter()
-        say("advantages")
-        batches.append(device_module.to_device(
-            meta.process(traj, ntask, config.gamma, config.gae_lambda, carry=carry,
-                         prior=prior), device))
-        if config.inner_objective == "lvc":
-            # the sampling policy's log-probabilities: constants of the 'lvc' loss
-            meta.record_sampling(spec, policy_theta if adapted is None else adapted,
-                                 batches[-1], batched=adapted is not None)
-        carry, prior = _baseline_next(config.baseline_fit, batches[-1])
-        t2 = time.perf_counter()
-        say("inner step")
-        # the values of the adapted parameters, for sampling; the outer step differentiates
-        # through the adaptation itself
-        source = policy_theta if adapted is None else {k: v.detach()
-                                                        for k, v in adapted.items()}
-        lr = step_size({k: v.detach() for k, v in theta.items()})
-        adapted = meta.inner_step(spec, source, batches[-1], lr, True, adapted is not None,
-                                  config.inner_objective)
-        adapted = {k: v.detach() for k, v in adapted.items()}
-        sampling_params = _per_task_params(
-            adapted if device.type == "cpu" else device_module.params_to_cpu(adapted), ntask)
-        t3 = time.perf_counter()
-        times["sampling"] += t1 - t0
-        times["returns"] += t2 - t1
-        times["inner"] += t3 - t2
-    pre_return = float(batches[0].returns.mean())
-    info: Dict[str, float] = {}
-    # the adapted policies' own samples: the outer step's data (for Reptile, only the log's)
-    say("sampling the adapted policies")
+    if workers is None:
+        workers = InProcessWorkers(config, family, policy)
     t0 = time.perf_counter()
-    post_traj = sim.rollout(policy, params=sampling_params)
-    t1 = time.perf_counter()
-    say("advantages")
-    post = device_module.to_device(
-        meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry,
-                     prior=prior), device)
-    carry, _ = _baseline_next(config.baseline_fit, post)
-    t2 = time.perf_counter()
-    times["sampling"] += t1 - t0
-    times["returns"] += t2 - t1
+    sampled = workers.sample(theta, iteration, carry, report=say)
+    transfer = time.perf_counter() - t0 - sum(sampled.times.values())
+    times = dict(sampled.times, outer=0.0)
+    if not workers.local:
+        times["transfer"] = max(0.0, transfer)
+    pre_return = float(sampled.pre_returns.mean())
+    post_return = float(sampled.post_returns.mean())
+    info: Dict[str, float] = {}
+    t0 = time.perf_counter()
     if config.algo == "reptile":
-        new_theta = meta.reptile_update(theta, adapted, config.reptile_epsilon)
-        times["outer"] += time.perf_counter() - t2
-        return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info,
-                                          carry)
+        new_theta = meta.reptile_update(theta, workers.adapted(), config.reptile_epsilon)
+        times["outer"] += time.perf_counter() - t0
+        return new_theta, IterationResult(pre_return, post_return, times, info, sampled.carry)
 
-    post = meta.record_old(spec, adapted, post)
-
-    # The outer step's losses, gradients and Fisher products are means over tasks, computed
-    # over chunks of a few tasks at a time (meta.task_chunks) and summed with weights
-    # (tasks in the chunk) / (all tasks).
-    fraction = config.fisher_fraction
-    theta_sorted = {n: theta[n] for n in sorted(theta)}
-    grads, kl_grads, losses, losses_kls, products = [], [], [], [], []
-    # a GPU takes all tasks in one batch: its cost is the number of operations launched
-    chunks = meta.task_chunks(post, config.chunk_samples) if device.type == "cpu" \
-        else [(0, ntask)]
-    for lo, hi in chunks:
-        weight = (hi - lo) / ntask
-        part_batches = [meta.task_slice(b, lo, hi) for b in batches]
-        part_post = meta.task_slice(post, lo, hi)
-
-        def part_loss(p: meta.Params, bs=part_batches, ps=part_post) -> torch.Tensor:
-            phi = meta.adapt(spec, meta.split_step_sizes(p)[0], bs, step_size(p),
-                             first_order, config.inner_objective)
-            return meta.surrogate(spec, phi, ps)
-
-        def part_loss_kl(p: meta.Params, bs=part_batches, ps=part_post
-                         ) -> Tuple[torch.Tensor, torch.Tensor]:
-            phi = meta.adapt(spec, meta.split_step_sizes(p)[0], bs, step_size(p),
-                             first_order, config.inner_objective)  # once for both
-            return meta.surrogate(spec, phi, ps), meta.mean_kl(spec, phi, ps)
-
-        kl_grads.append((weight, torch.func.grad(lambda p, f=part_loss_kl: f(p)[1])))
-        grads.append((weight, torch.func.grad_and_value(part_loss)))
-        losses.append((weight, part_loss))
-        losses_kls.append((weight, part_loss_kl))
-        if config.hessian == "finite-difference":
-            continue
-        products.append((weight, meta.maml_fisher_product(
-            spec, theta_sorted, [meta.subsample(b, fraction) for b in part_batches],
-            config.inner_lr, meta.subsample(part_post, fraction),
-            phi={k: v[lo:hi] for k, v in adapted.items()}, first_order=first_order,
-            objective=config.inner_objective)))
-    loss_kl = meta.weighted_sum(losses_kls)
-    product = meta.weighted_sum(products)
+    # The outer step's losses, gradients and Fisher products are means over tasks: the
+    # workers compute them per chunk of tasks (meta.task_chunks), summed with weights
+    # (tasks in the chunk) / (all tasks) in the meta-batch's chunk order.
+    product: Callable[[meta.Params], meta.Params] = workers.fisher_product
     if config.hessian == "finite-difference":
-        product = meta.finite_difference_product(meta.weighted_sum(kl_grads), theta_sorted)
+        product = meta.finite_difference_product(workers.kl_gradient,
+                                                 {n: theta[n] for n in sorted(theta)})
     new_theta, trpo = meta.trpo_step(
-        theta, meta.weighted_sum(losses), lambda p: loss_kl(p)[1], config.kl_bound,
-        config.cg_iters, config.cg_damping, max_backtracks=config.max_backtracks,
-        hessian_product=product, loss_kl_fn=loss_kl,
-        grad_fn=meta.weighted_sum(grads), report=lambda text: say(f"outer step: {text}"),
-        cuda_graph=config.cuda_graphs)
-    times["outer"] += time.perf_counter() - t2
+        theta, lambda p: workers.loss_kl(p)[0], lambda p: workers.loss_kl(p)[1],
+        config.kl_bound, config.cg_iters, config.cg_damping,
+        max_backtracks=config.max_backtracks, hessian_product=product,
+        loss_kl_fn=workers.loss_kl, grad_fn=workers.gradient,
+        report=lambda text: say(f"outer step: {text}"),
+        cuda_graph=config.cuda_graphs and workers.local)
+    times["outer"] += time.perf_counter() - t0
     info.update(kl=trpo.kl, backtracks=trpo.backtracks, accepted=float(trpo.accepted),
                 surrogate_before=trpo.surrogate_before, surrogate_after=trpo.surrogate_after)
-    return new_theta, IterationResult(pre_return, float(post.returns.mean()), times, info, carry)
+    return new_theta, IterationResult(pre_return, post_return, times, info, sampled.carry)
 
 
 def _check_baseline_fit(value: Any) -> None:
