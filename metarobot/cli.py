@@ -134,6 +134,31 @@ def _device(text: str) -> str:
     return text
 
 
+def _ray_address(text: str) -> str:
+    """An argparse type: 'auto' or HOST:PORT (checked for form, not reached, here)."""
+    from metarobot.cluster import check_address
+    try:
+        check_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """evaluate's cluster flags (train's come from TrainConfig)."""
+    from metarobot.checks import COUNT
+    from metarobot.workers import CLUSTERS
+    parser.add_argument("--cluster", choices=CLUSTERS, default="local",
+                        help="local, or ray: the tasks split over Ray workers (default local)")
+    parser.add_argument("--ray-address", type=_ray_address, default=None,
+                        help="with --cluster ray: auto, or HOST:PORT of a Ray head (default: a "
+                             "Ray instance on this machine)")
+    parser.add_argument("--workers", type=COUNT.parse, default=1,
+                        help="with --cluster ray: Ray workers (default 1)")
+    parser.add_argument("--threads-per-worker", type=COUNT.parse, default=1,
+                        help="with --cluster ray: CPUs of each worker (default 1)")
+
+
 def _boolean(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -167,6 +192,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             kwargs.update(type=checks.COUNT.parse, nargs="+")
         elif field.name == "device":
             kwargs.update(type=_device)
+        elif field.name == "ray_address":
+            kwargs.update(type=_ray_address)
         elif isinstance(default, bool):
             kwargs.update(type=_boolean, metavar="{true,false}")
         elif field.name in FIELD_RANGES:
@@ -259,7 +286,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate(args.checkpoint, tasks=args.tasks, steps=args.steps, seed=args.seed,
                       trajectories=args.trajectories, lr=args.lr, json_path=args.json,
                       plot_path=args.plot, threads=args.threads,
-                      baseline_fit=args.baseline_fit, device=args.device)
+                      baseline_fit=args.baseline_fit, device=args.device,
+                      cluster=args.cluster, ray_address=args.ray_address, workers=args.workers,
+                      threads_per_worker=args.threads_per_worker)
     print(f"{result['family']} after {result['iteration']} iterations, {result['tasks']} "
           f"held-out tasks, {result['trajectories_per_task']} trajectories per step:")
     for k, m, e in zip(result["steps"], result["mean_return"], result["stderr"]):
@@ -402,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "task, so the first step's advantages are the centred returns)")
     p.add_argument("--device", type=_device, default="cpu",
                    help="where the adaptation steps run: cpu, cuda or auto (default cpu)")
+    _add_cluster_flags(p)
     p.set_defaults(func=_evaluate)
     p = sub.add_parser("adapt", help="adapt a checkpoint's policy to one task")
     p.add_argument("checkpoint")

@@ -53,14 +53,17 @@ FIELD_RANGES: Dict[str, checks.Range] = {
     "fisher_fraction": checks.Range(float, 0.0, 1.0, open_low=True),
     "reptile_epsilon": checks.POSITIVE, "init_log_std": checks.Range(float),
     "seed": checks.SEED, "threads": checks.NONNEGATIVE_INT, "time_budget": checks.POSITIVE,
+    "workers": checks.COUNT, "threads_per_worker": checks.COUNT,
 }
 OPTIONAL_FIELDS = ("trajectories_per_task", "max_kl", "time_budget")  # None: a default
 # What --resume may change of a run's saved settings: none of them changes its results
 # (beyond float32 rounding between devices).
-RESUME_MAY_CHANGE = ("iterations", "time_budget", "device", "cuda_graphs")
+RESUME_MAY_CHANGE = ("iterations", "time_budget", "device", "cuda_graphs", "cluster",
+                     "ray_address", "workers", "threads_per_worker")
 FIELD_CHOICES: Dict[str, Tuple[str, ...]] = {
     "algo": ALGORITHMS, "inner_objective": meta.INNER_OBJECTIVES,
     "baseline_fit": BASELINE_FITS, "hessian": HESSIANS, "activation": ACTIVATIONS,
+    "cluster": CLUSTERS,
 }
 
 
@@ -142,6 +145,17 @@ class TrainConfig:
     may change device."""
     cuda_graphs: bool = True
     """On CUDA: replay the Fisher-vector product of the conjugate gradient as one CUDA graph."""
+    cluster: str = "local"
+    """Where the per-task work runs: local (this process) or ray (one Ray actor per shard of
+    the meta-batch; see docs/cluster.md). The results are the same bit for bit."""
+    ray_address: Optional[str] = None
+    """With cluster ray: auto (the cluster this machine belongs to), HOST:PORT of a
+    cluster's head, or None to start a Ray instance on this machine for the run."""
+    workers: int = 1
+    """With cluster ray: task workers (Ray actors), each owning a shard of whole task chunks
+    (at most one worker per chunk, see chunk_samples)."""
+    threads_per_worker: int = 1
+    """With cluster ray: CPUs each worker reserves, its simulation and torch threads."""
     checkpoint_every: int = 10
     """Iterations between checkpoints (the last one is always saved)."""
     time_budget: Optional[float] = None
@@ -178,7 +192,13 @@ class TrainConfig:
             raise ValueError("learn_inner_lr (Meta-SGD) needs an outer step that "
                              "differentiates the adaptation: maml-trpo or fomaml-trpo, not "
                              "reptile")
-        make_family(self.family, **self.family_overrides)  # raises for unknown names and fields
+        family = make_family(self.family, **self.family_overrides)  # raises for unknown names
+        self._check_cluster(family)
+
+    def _check_cluster(self, family: TaskFamily) -> None:
+        """The cluster settings hold together (before any connection is made)."""
+        from .workers import check_cluster_settings
+        check_cluster_settings(self, family)
 
     @property
     def kl_bound(self) -> float:
@@ -255,9 +275,8 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     t0 = time.perf_counter()
     sampled = workers.sample(theta, iteration, carry, report=say)
     transfer = time.perf_counter() - t0 - sum(sampled.times.values())
-    times = dict(sampled.times, outer=0.0)
-    if not workers.local:
-        times["transfer"] = max(0.0, transfer)
+    # transfer: what the sampling round took beyond its slowest shard's work (0 in-process)
+    times = dict(sampled.times, outer=0.0, transfer=0.0 if workers.local else max(0.0, transfer))
     pre_return = float(sampled.pre_returns.mean())
     post_return = float(sampled.post_returns.mean())
     info: Dict[str, float] = {}
@@ -367,7 +386,8 @@ class _Progress:
 
 
 _CSV_FIELDS = ["iteration", "pre_return", "post_return", "time_sampling", "time_returns",
-               "time_inner", "time_outer", "time_total", "kl", "backtracks", "wall_clock"]
+               "time_inner", "time_outer", "time_total", "kl", "backtracks", "wall_clock",
+               "time_transfer"]
 
 
 def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
@@ -390,7 +410,7 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
             # may be asked for
             for name in RESUME_MAY_CHANGE:
                 setattr(saved, name, getattr(config, name))
-        config = saved
+        config = TrainConfig.from_dict(saved.to_dict())  # the changed settings checked
         start = int(info["iteration"]) + 1
         wall0 = float(info.get("wall_clock", 0.0))
         carry = info.get("baseline_carry")
@@ -409,6 +429,21 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
     device = device_module.resolve(config.device)
     if device.type != "cpu":
         theta = {n: v.to(device) for n, v in theta.items()}
+    # connected and started before anything is written: a cluster that cannot be used
+    # fails here
+    workers = make_workers(config, family, policy)
+    try:
+        return _train_loop(config, out, family, policy, theta, workers, start, wall0, carry,
+                           resume, progress)
+    finally:
+        workers.close()
+
+
+def _train_loop(config: TrainConfig, out: Path, family: TaskFamily,
+                policy: GaussianMLPPolicy, theta: meta.Params, workers: WorkerSet, start: int,
+                wall0: float, carry: Optional[np.ndarray], resume: bool, progress: bool
+                ) -> Path:
+    latest = out / "checkpoints" / "latest.safetensors"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     csv_path = out / "progress.csv"
@@ -416,9 +451,11 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
     writer = _tensorboard(out)
     bar = _Progress(config.iterations, start, progress)
     if progress:
-        print(f"{'resuming' if resume else 'training'} {config.family} with {config.algo}: "
-              f"iterations {start + 1}..{config.iterations}, {config.meta_batch_size} tasks x "
-              f"{config.trajectories} trajectories each, into {out}", file=sys.stderr)
+        where = "" if config.cluster == "local" else \
+            f" on {config.workers} Ray worker(s) x {config.threads_per_worker} thread(s)"
+        print(f"{'resuming' if resume else 'training'} {config.family} with {config.algo}"
+              f"{where}: iterations {start + 1}..{config.iterations}, {config.meta_batch_size} "
+              f"tasks x {config.trajectories} trajectories each, into {out}", file=sys.stderr)
     stop = {"now": False}
 
     def request_stop(signum, frame):  # finish the iteration, save, then stop
@@ -435,7 +472,7 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
             for iteration in range(start, config.iterations):
                 t0 = time.perf_counter()
                 theta, result = meta_iteration(config, family, policy, theta, iteration, carry,
-                                               report=bar.phase)
+                                               report=bar.phase, workers=workers)
                 carry = result.carry
                 total = time.perf_counter() - t0
                 wall = wall0 + time.perf_counter() - t_start
@@ -587,13 +624,15 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
                      steps: int, trajectories: int,
                      lr: Union[float, Sequence[float], meta.Params],
                      seed: int, gamma: float = 0.99, gae_lambda: float = 1.0,
-                     threads: int = 0, baseline_fit: str = "current", device: str = "cpu"
+                     threads: int = 0, baseline_fit: str = "current", device: str = "cpu",
+                     first_stream: int = 0
                      ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
     """Mean return per task after 0..steps vanilla policy-gradient steps: (steps + 1, M), and
     the adapted parameters of each task after the last step (on the CPU). lr: the step size
     of each step (a sequence; the last repeats), or one for all, or learned per-entry step
     sizes (a dict of tensors shaped as the policy's parameters) for every step. device: where
-    the adaptation steps run (sampling is on CPU threads)."""
+    the adaptation steps run (sampling is on CPU threads). first_stream: the random stream of
+    the first simulation (tasks that are a shard of a larger set, see BatchSim)."""
     where = device_module.resolve(device)
     _check_baseline_fit(baseline_fit)
     checks.NONNEGATIVE_INT.check(steps, "steps")
@@ -611,7 +650,8 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
     if isinstance(lr, dict):
         lrs = [{k: v.to(where) for k, v in lr.items()}] * steps
     theta_dev = {k: v.to(where) for k, v in theta.items()}
-    sim = BatchSim(family, tasks, trajectories, seed=seed, num_threads=threads)
+    sim = BatchSim(family, tasks, trajectories, seed=seed, num_threads=threads,
+                   first_stream=first_stream)
     ntask = len(tasks)
     returns = []
     current: Any = theta
@@ -638,7 +678,9 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
              lr: Optional[Union[float, Sequence[float]]] = None,
              json_path: Optional[Union[str, Path]] = None,
              plot_path: Optional[Union[str, Path]] = None, threads: int = 0,
-             baseline_fit: Optional[str] = None, device: str = "cpu") -> Dict[str, Any]:
+             baseline_fit: Optional[str] = None, device: str = "cpu",
+             cluster: str = "local", ray_address: Optional[str] = None, workers: int = 1,
+             threads_per_worker: int = 1) -> Dict[str, Any]:
     """Held-out evaluation of a checkpoint: tasks drawn from a stream disjoint from training's,
     mean return and standard error over tasks after 0..steps adaptation steps. lr: the step
     size of each step (the last repeats); the default is a Meta-SGD checkpoint's learned step
@@ -646,7 +688,9 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     initial step, then half). baseline_fit: the
     advantages' baseline order (see TrainConfig.baseline_fit); default the checkpoint's
     training order; 'fresh' is the order of the paper's evaluation script. device: where the
-    adaptation steps run (cpu, cuda, auto)."""
+    adaptation steps run (cpu, cuda, auto). cluster, ray_address, workers, threads_per_worker:
+    as TrainConfig's; on a cluster the tasks are split over the workers, with the same
+    results."""
     checks.COUNT.check(tasks, "tasks")
     checks.NONNEGATIVE_INT.check(steps, "steps")
     checks.SEED.check(seed, "seed")
@@ -664,9 +708,24 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     step_sizes: Any = lr if lr is not None else (sizes if sizes is not None else (0.1, 0.05))
     held_out = family.sample_tasks(tasks, _seed(seed, EVAL_STREAM, 0))
     k = trajectories if trajectories is not None else (40 if config.family == "AntDir" else 20)
-    curve, _ = adaptation_curve(policy, family, held_out, steps, k, step_sizes,
-                                _seed(seed, EVAL_STREAM, 1), config.gamma, config.gae_lambda,
-                                threads, baseline_fit, device)
+    if cluster not in CLUSTERS:
+        raise ValueError(f"cluster should be one of {CLUSTERS}, got {cluster!r}")
+    if cluster == "local":
+        if (workers, ray_address) != (1, None):
+            raise ValueError("workers and ray_address need cluster 'ray'")
+        curve, _ = adaptation_curve(policy, family, held_out, steps, k, step_sizes,
+                                    _seed(seed, EVAL_STREAM, 1), config.gamma,
+                                    config.gae_lambda, threads, baseline_fit, device)
+    else:
+        on = TrainConfig.from_dict(dict(config.to_dict(), device=device, cluster=cluster,
+                                        ray_address=ray_address, workers=1,
+                                        threads_per_worker=threads_per_worker))
+        on.workers = int(checks.COUNT.check(workers, "workers"))
+        from .cluster import RayWorkers
+        with RayWorkers(on, training=False) as pool:
+            theta = {n: p.detach() for n, p in policy.params().items()}
+            curve, _ = pool.curves(theta, held_out, steps, k, step_sizes,
+                                   _seed(seed, EVAL_STREAM, 1), baseline_fit)
     mean = curve.mean(1)
     stderr = curve.std(1, ddof=1) / math.sqrt(tasks) if tasks > 1 else np.zeros_like(mean)
     result = {"family": config.family, "checkpoint": str(path),

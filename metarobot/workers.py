@@ -94,16 +94,17 @@ class TaskWorker:
     """The per-task work of chunks of the meta-batch (a shard), for one iteration at a time.
 
     config: the run's TrainConfig; chunks: the shard's task chunks, contiguous, in meta-batch
-    order; family, policy: built from config when not given. Calls after sample() refer to
-    the iteration sampled last; each returns a list with one value per chunk, unweighted."""
+    order (None: a worker that only evaluates, see curves); family, policy: built from config
+    when not given. Calls after sample() refer to the iteration sampled last; each returns a
+    list with one value per chunk, unweighted."""
 
-    def __init__(self, config: Any, chunks: Sequence[Chunk],
+    def __init__(self, config: Any, chunks: Optional[Sequence[Chunk]],
                  family: Optional[TaskFamily] = None,
                  policy: Optional[GaussianMLPPolicy] = None, threads: Optional[int] = None):
         from .train import make_policy  # train imports this module
         self.config = config
-        self.chunks = [tuple(c) for c in chunks]
-        self.lo, self.hi = self.chunks[0][0], self.chunks[-1][1]
+        self.chunks = [tuple(c) for c in chunks or ()]
+        self.lo, self.hi = (self.chunks[0][0], self.chunks[-1][1]) if self.chunks else (0, 0)
         self.family = family or make_family(config.family, **config.family_overrides)
         self.policy = policy or make_policy(config, self.family)
         self.spec = meta.PolicySpec(self.policy.nlayers, self.policy.activation)
@@ -121,6 +122,8 @@ class TaskWorker:
         carry into the shard's first task ('previous')."""
         from .train import TRAIN_STREAM, _baseline_next, _baseline_start, _per_task_params, _seed
         say = report or (lambda text: None)
+        if not self.chunks:
+            raise RuntimeError("this worker holds no tasks of the meta-batch")
         config, device, spec = self.config, self.device, self.spec
         policy_theta, _ = meta.split_step_sizes(theta)
         learned = meta.split_step_sizes(theta)[1]
@@ -366,6 +369,30 @@ def merge_rounds(rounds: Sequence[Round]) -> Round:
     times = {k: max(r.times[k] for r in rounds) for k in rounds[0].times}
     return Round(torch.cat([r.pre_returns for r in rounds]),
                  torch.cat([r.post_returns for r in rounds]), times, rounds[-1].carry)
+
+
+def check_cluster_settings(config: Any, family: TaskFamily) -> None:
+    """ValueError, naming the setting, for cluster settings that do not hold together."""
+    if config.cluster not in CLUSTERS:
+        raise ValueError(f"cluster should be one of {CLUSTERS}, got {config.cluster!r}")
+    if config.cluster == "local":
+        if config.workers != 1:
+            raise ValueError(f"workers {config.workers} needs cluster 'ray' (--cluster ray): "
+                             f"in one process the shards would only run one after the other")
+        if config.ray_address is not None:
+            raise ValueError("ray_address (--ray-address) needs cluster 'ray' (--cluster ray)")
+        return
+    from .cluster import check_address
+    if config.ray_address is not None:
+        check_address(config.ray_address)
+    if device_module.resolve(config.device).type != "cpu":
+        raise ValueError(f"cluster 'ray' runs the learner on its workers' CPUs; device "
+                         f"{config.device!r} is for one machine (--device cpu)")
+    if config.baseline_fit == "previous" and config.workers > 1:
+        raise ValueError("baseline_fit 'previous' predicts each task's values with the fit of "
+                         "the task before it, across shards: it needs one worker (or "
+                         "baseline_fit 'current' or 'fresh')")
+    shard_chunks(chunk_bounds(config, family), config.workers)  # enough chunks
 
 
 def make_workers(config: Any, family: Optional[TaskFamily] = None,
