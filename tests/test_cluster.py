@@ -1,0 +1,205 @@
+"""Meta-training on a Ray cluster: a head started here (loopback only, ended at the end), runs
+with 1 and 2 workers equal to the local run bit for bit, a worker killed mid-iteration
+replaced with the iteration's result unchanged, evaluation split over workers, and bad
+settings and unreachable clusters refused before any work."""
+
+import os
+
+# Ray reads these when it is imported: every Ray process of these tests binds the loopback
+# interface only, and the test cluster runs without tokens (it is reachable from here alone)
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_AUTH_MODE"] = "disabled"
+
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from metarobot import checkpoint, make_family  # noqa: E402
+from metarobot.cli import main  # noqa: E402
+from metarobot.train import TrainConfig, evaluate, make_policy, meta_iteration, train  # noqa: E402
+from metarobot.workers import InProcessWorkers, shard_chunks  # noqa: E402
+
+ray = pytest.importorskip("ray")
+
+SMALL = dict(family="HalfCheetahVel", meta_batch_size=4, trajectories_per_task=2,
+             chunk_samples=100, threads=1, family_overrides={"horizon": 50})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_cli() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+@pytest.fixture(scope="module")
+def head():
+    """A Ray head on 127.0.0.1 with 3 CPUs; its address. Stopped at the end."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="mrray", dir="/tmp")  # Ray's socket paths must be short
+    started = subprocess.run(
+        [_ray_cli(), "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
+         "--num-cpus", "3", "--include-dashboard", "false", "--disable-usage-stats",
+         "--temp-dir", temp, "--object-store-memory", str(100 * 2 ** 20)],
+        capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def one_thread():
+    """torch's thread count of the Ray workers (threads_per_worker 1): the CPU's BLAS rounds
+    by it, so bit-equality with the local run needs the same count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _csv(path: Path):
+    import csv
+    with open(path, newline="") as f:
+        return [(r["pre_return"], r["post_return"], r["kl"], r["backtracks"])
+                for r in csv.DictReader(f)]
+
+
+def _same_params(a: Path, b: Path) -> None:
+    pa, _ = checkpoint.load(a)
+    pb, _ = checkpoint.load(b)
+    assert set(pa) == set(pb)
+    for k in pa:
+        assert torch.equal(pa[k], pb[k]), k
+
+
+def test_runs_on_one_and_two_workers_equal_the_local_run(head, one_thread, tmp_path):
+    runs = {}
+    for name, extra in {"local": {}, "ray1": dict(cluster="ray", ray_address=head, workers=1),
+                        "ray2": dict(cluster="ray", ray_address=head, workers=2)}.items():
+        runs[name] = train(TrainConfig(**SMALL, **extra, iterations=3), tmp_path / name,
+                           progress=False)
+        assert not ray.is_initialized()  # the run's connection is closed at its end
+    local = _csv(tmp_path / "local" / "progress.csv")
+    assert len(local) == 3
+    for name in ("ray1", "ray2"):
+        assert _csv(tmp_path / name / "progress.csv") == local, name
+        _same_params(runs["local"], runs[name])
+    # the cluster's time beyond the workers' is logged
+    import csv
+    with open(tmp_path / "ray2" / "progress.csv", newline="") as f:
+        assert all(float(r["time_transfer"]) >= 0 for r in csv.DictReader(f))
+
+    # evaluation split over two workers gives the local evaluation's returns
+    kwargs = dict(tasks=3, steps=1, trajectories=2, threads=1)
+    alone = evaluate(runs["local"], **kwargs)
+    spread = evaluate(runs["local"], cluster="ray", ray_address=head, workers=2, **kwargs)
+    assert spread["per_task"] == alone["per_task"]
+
+
+def test_a_worker_killed_mid_iteration_is_replaced_and_the_result_unchanged(head, one_thread):
+    from metarobot.cluster import RayWorkers
+    config = TrainConfig(**SMALL, cluster="ray", ray_address=head, workers=2)
+    family = make_family(config.family, **config.family_overrides)
+    policy = make_policy(config, family)
+    start = {n: p.detach().clone() for n, p in policy.params().items()}
+
+    local = dict(start)
+    with InProcessWorkers(config, family, policy) as workers:
+        for iteration in range(2):
+            local, _ = meta_iteration(config, family, policy, local, iteration, workers=workers)
+
+    theta = dict(start)
+    with RayWorkers(config) as workers:
+        assert len(set(workers.pids)) == 2
+        product = workers.fisher_product
+        calls = {"n": 0}
+
+        def product_killing_worker_1(v):
+            calls["n"] += 1
+            if calls["n"] == 3:  # the third conjugate-gradient product of the iteration
+                os.kill(workers.pids[1], signal.SIGKILL)
+            return product(v)
+        victim = workers.pids[1]
+        theta, _ = meta_iteration(config, family, policy, theta, 0, workers=workers)
+        workers.fisher_product = product_killing_worker_1
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            theta, _ = meta_iteration(config, family, policy, theta, 1, workers=workers)
+        assert calls["n"] > 3  # the conjugate gradient went on after the loss
+        assert workers.replaced == 1
+        assert workers.pids[1] != victim
+        assert any("worker 1 was lost" in str(w.message) for w in caught)
+    for n in local:
+        assert torch.equal(local[n], theta[n]), n
+
+
+def test_unreachable_and_malformed_addresses_fail_fast_and_write_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--family", "HalfCheetahVel", "--iterations", "1", "--out", str(out),
+            "--cluster", "ray"]
+    with pytest.raises(SystemExit) as exc:
+        main(base + ["--ray-address", "not an address"])
+    assert exc.value.code == 2
+    assert "argument --ray-address: ray_address should be 'auto' or HOST:PORT" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(base + ["--ray-address", "10.0.0.1:99999"])
+    assert "port 1-65535" in capsys.readouterr().err
+
+    t0 = time.perf_counter()
+    assert main(base + ["--ray-address", f"127.0.0.1:{_free_port()}"]) == 2  # nobody listens
+    assert time.perf_counter() - t0 < 30
+    assert "cannot reach a Ray cluster at 127.0.0.1:" in capsys.readouterr().err
+    assert not out.exists()
+    assert not ray.is_initialized()
+
+
+def test_cluster_settings_that_do_not_hold_together_are_refused():
+    with pytest.raises(ValueError, match="workers 2 needs cluster 'ray'"):
+        TrainConfig(**SMALL, workers=2)
+    with pytest.raises(ValueError, match="ray_address .* needs cluster 'ray'"):
+        TrainConfig(**SMALL, ray_address="auto")
+    with pytest.raises(ValueError, match="5 workers need at least 5 task chunks; the "
+                                         "meta-batch has 4"):
+        TrainConfig(**SMALL, cluster="ray", workers=5)
+    with pytest.raises(ValueError, match="baseline_fit 'previous'"):
+        TrainConfig(**SMALL, cluster="ray", workers=2, baseline_fit="previous")
+    TrainConfig(**SMALL, cluster="ray", workers=1, baseline_fit="previous")  # one shard: fine
+    with pytest.raises(ValueError, match="workers should be an integer >= 1"):
+        TrainConfig(**SMALL, cluster="ray", workers=0)
+
+
+def test_without_ray_the_cluster_says_how_to_install_it(monkeypatch, tmp_path):
+    from metarobot.workers import make_workers
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    config = TrainConfig(**SMALL, cluster="ray")
+    with pytest.raises(ValueError, match=r"needs Ray, which is not installed: pip install -e "
+                                         r"\"\.\[ray\]\""):
+        make_workers(config)
+
+
+def test_shards_are_runs_of_whole_chunks_even_in_tasks():
+    chunks = [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]
+    assert shard_chunks(chunks, 1) == [chunks]
+    assert shard_chunks(chunks, 2) == [[(0, 2), (2, 4)], [(4, 6), (6, 8), (8, 9)]]
+    assert shard_chunks(chunks, 5) == [[c] for c in chunks]
+    three = shard_chunks(chunks, 3)
+    assert [c for s in three for c in s] == chunks and all(three)
