@@ -169,8 +169,10 @@ class RayWorkers(WorkerSet):
     config.ray_address 'auto', HOST:PORT, or None (a Ray instance on this machine, for the
     run). ValueError, before any work, for an unreachable cluster or one with too few CPUs.
 
-    bytes_moved counts the tensors that travelled (each worker's copy of a broadcast counts);
-    replaced counts the workers replaced after dying."""
+    Counters, for benchmarks: bytes_moved, the tensors that travelled (each worker's copy of a
+    broadcast counts); calls, the calls made to all workers at once (each a round trip);
+    waited, the seconds the driver spent waiting for answers; replaced, the workers replaced
+    after dying."""
 
     local = False
 
@@ -185,6 +187,8 @@ class RayWorkers(WorkerSet):
         self.shards = (shard_chunks(self.chunks, config.workers) if training
                        else [None] * config.workers)
         self.bytes_moved = 0
+        self.calls = 0
+        self.waited = 0.0
         self.replaced = 0
         self._owns_ray = False
         self._round: Optional[Dict[str, Any]] = None
@@ -208,6 +212,10 @@ class RayWorkers(WorkerSet):
                                   "logging_level": "WARNING", "configure_logging": True}
         if config.ray_address is None:
             kwargs.update(num_cpus=need)
+            # Ray lowers its workers' priority (nice 15) by default: on a machine shared with
+            # other work they then lose the CPU to it. A cluster started with `ray start` has
+            # its own setting (see docs/cluster.md).
+            os.environ.setdefault("RAY_worker_niceness", "0")
         else:
             host, port = check_address(config.ray_address)
             if host is not None:
@@ -265,6 +273,8 @@ class RayWorkers(WorkerSet):
         """submit(actor, i) on every worker; each answer, replacing a worker that died (up
         to RETRIES times per worker) and asking it again."""
         lost = (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError)
+        t0 = time.perf_counter()
+        self.calls += 1
         refs = [submit(a, i) for i, a in enumerate(self.actors)]
         out = []
         for i, ref in enumerate(refs):
@@ -278,6 +288,7 @@ class RayWorkers(WorkerSet):
                                            f"call; last: {exc}") from exc
                     self._replace(i, exc)
                     ref = submit(self.actors[i], i)
+        self.waited += time.perf_counter() - t0
         return out
 
     # ------------------------------------------------------------------------------ the seam

@@ -276,7 +276,7 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     sampled = workers.sample(theta, iteration, carry, report=say)
     transfer = time.perf_counter() - t0 - sum(sampled.times.values())
     # transfer: what the sampling round took beyond its slowest shard's work (0 in-process)
-    times = dict(sampled.times, outer=0.0, transfer=0.0 if workers.local else max(0.0, transfer))
+    times = dict(sampled.times, transfer=0.0 if workers.local else max(0.0, transfer))
     pre_return = float(sampled.pre_returns.mean())
     post_return = float(sampled.post_returns.mean())
     info: Dict[str, float] = {}

@@ -81,8 +81,8 @@ class Round:
     """What a sampling round of the meta-batch (or a shard of it) measured.
 
     pre_returns, post_returns: (M,) float64 mean undiscounted return per task before and after
-    adaptation; times: seconds per phase (sampling, returns, inner; the slowest shard's for
-    several); carry: the baseline coefficients carried to the next iteration ('previous')."""
+    adaptation; times: seconds per phase (sampling, returns, inner, and outer: the outer
+    step's set-up; the slowest shard's for several); carry: the baseline coefficients carried to the next iteration ('previous')."""
 
     pre_returns: torch.Tensor
     post_returns: torch.Tensor
@@ -185,8 +185,10 @@ class TaskWorker:
         times["sampling"] += t1 - t0
         times["returns"] += time.perf_counter() - t1
         self._round = {"theta": theta, "batches": batches, "post": post, "adapted": adapted}
+        t0 = time.perf_counter()
         if config.algo != "reptile":
             self._outer_parts(theta)
+        times["outer"] = time.perf_counter() - t0  # the outer step's set-up on this shard
         return Round(batches[0].returns, post.returns, times, carry)
 
     def _outer_parts(self, theta: meta.Params) -> None:

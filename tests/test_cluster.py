@@ -9,6 +9,7 @@ import os
 # interface only, and the test cluster runs without tokens (it is reachable from here alone)
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ["RAY_worker_niceness"] = "0"  # workers at normal priority, as metarobot starts them
 
 import shutil  # noqa: E402
 import signal  # noqa: E402
