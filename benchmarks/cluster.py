@@ -44,7 +44,14 @@ def run(config: TrainConfig, iterations: int) -> Dict[str, Any]:
     t0 = time.perf_counter()
     workers = make_workers(config, family, policy)
     start_s = time.perf_counter() - t0
-    inside = {"s": 0.0}
+    inside = {"s": 0.0, "setup": 0.0}
+    sample = workers.sample
+
+    def timed_sample(*args, **kwargs):
+        r = sample(*args, **kwargs)
+        inside["setup"] = r.times.get("outer", 0.0)  # the outer step's set-up in the workers
+        return r
+    workers.sample = timed_sample
     if isinstance(workers, InProcessWorkers):
         mapped = workers._map
 
@@ -68,7 +75,7 @@ def run(config: TrainConfig, iterations: int) -> Dict[str, Any]:
                        calls=getattr(workers, "calls", 0) - calls0,
                        bytes=getattr(workers, "bytes_moved", 0) - bytes0,
                        waited=getattr(workers, "waited", 0.0) - waited0,
-                       in_workers=inside["s"])
+                       in_workers=inside["s"], outer_setup=inside["setup"])
             print(f"  {config.cluster} x{config.workers} iteration {iteration}: "
                   f"{total:.2f} s", file=sys.stderr, flush=True)
             if iteration > 0:
@@ -81,29 +88,50 @@ def run(config: TrainConfig, iterations: int) -> Dict[str, Any]:
             "chunks": len(workers.chunks), "shards": [len(s) for s in workers.shards]}
 
 
-def model(local: Dict[str, Any], rays: Dict[int, Dict[str, Any]], config: TrainConfig,
+def round_trips(names_sizes: int, chunks: int, workers: int, repeats: int = 200) -> float:
+    """Seconds of one call to `workers` Ray actors that sends a vector of the policy's size
+    (put once) and gets back each actor's share of `chunks` such vectors: the cost of a
+    round trip of the outer step beyond the work."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Echo:
+        def answer(self, v, rows):
+            return torch.zeros(rows, v[1].numel()), torch.zeros(rows, 2)
+
+    actors = [Echo.remote() for _ in range(workers)]
+    ray.get([a.answer.remote((False, torch.zeros(1)), 1) for a in actors])
+    rows = [len(range(i, chunks, workers)) for i in range(workers)]
+    best = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        ref = ray.put((False, torch.zeros(names_sizes)))
+        ray.get([a.answer.remote(ref, r) for a, r in zip(actors, rows)])
+        best.append(time.perf_counter() - t)
+    for a in actors:
+        ray.kill(a)
+    best.sort()
+    return best[len(best) // 2]
+
+
+def model(local: Dict[str, Any], trips: Dict[int, float], calls: float, config: TrainConfig,
           family) -> Dict[str, Any]:
-    """The modelled iteration time for W workers, from the measured parts."""
+    """The modelled iteration time for W workers of this machine's CPUs each, from the local
+    run's per-task work and driver time and the measured round trips."""
     m = local["mean"]
     ntask = config.meta_batch_size
-    per_task = (m["sampling"] + m["returns"] + m["inner"] + m["in_workers"]) / ntask
-    driver = m["outer"] - m["in_workers"]
-    # per round trip: the Ray runs' waiting beyond the local workers' own time
-    costs = {}
-    for w, r in rays.items():
-        rm = r["mean"]
-        work = m["in_workers"] * max(r["shards"]) / len(local_chunks(config, family))
-        costs[w] = max(0.0, (rm["waited"] - rm["sampling"] - rm["returns"] - rm["inner"]
-                             - work) / max(rm["calls"], 1))
-    ws = sorted(costs)
-    if len(ws) >= 2:
-        b = max(0.0, (costs[ws[-1]] - costs[ws[0]]) / (ws[-1] - ws[0]))
-        a = max(0.0, costs[ws[0]] - b * ws[0])
-    else:
-        a, b = costs[ws[0]], 0.0
-    calls = rays[ws[0]]["mean"]["calls"]
+    per_task = (m["sampling"] + m["returns"] + m["inner"] + m["outer_setup"]
+                + m["in_workers"]) / ntask
+    driver = m["outer"] - m["outer_setup"] - m["in_workers"]
+    # least squares of the measured round trips on a + b W
+    ws = sorted(trips)
+    mw = sum(ws) / len(ws)
+    mt = sum(trips[w] for w in ws) / len(ws)
+    var = sum((w - mw) ** 2 for w in ws)
+    b = max(0.0, sum((w - mw) * (trips[w] - mt) for w in ws) / var) if var else 0.0
+    a = max(0.0, mt - b * mw)
     # the driver's part is taken as independent of the tasks (its vectors are the policy's
-    # size; the sums over chunks it also does grow with them, by about 0.1 ms per chunk)
+    # size; the sums over chunks it also does grow with them)
     curve: Dict[str, Dict[str, float]] = {}
     for tasks in (ntask, 256):
         chunks = local_chunks(config, family, tasks)
@@ -114,7 +142,7 @@ def model(local: Dict[str, Any], rays: Dict[int, Dict[str, Any]], config: TrainC
             largest = max(s[-1][1] - s[0][0] for s in shard_chunks(chunks, w))
             curve[str(tasks)][str(w)] = per_task * largest + driver + calls * (a + b * w)
     return {"per_task_s": per_task, "driver_s": driver, "round_trip_a_s": a,
-            "round_trip_b_s": b, "round_trips": calls, "per_round_trip_s": costs,
+            "round_trip_b_s": b, "round_trips": calls, "round_trip_s": trips,
             "modelled_iteration_s": curve}
 
 
@@ -152,7 +180,15 @@ def main() -> None:
             config = TrainConfig(family=name, cluster="ray", workers=w, threads_per_worker=k)
             print(f"{name}: Ray, {w} worker(s) x {k} thread(s)", file=sys.stderr)
             rays[w] = run(config, args.iterations)
-        fit = model(local, rays, base, family)
+        import ray
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level="WARNING")
+        nparam = sum(p.numel() for p in make_policy(base, family).params().values())
+        nchunks = len(local_chunks(base, family))
+        trips = {w: round_trips(nparam, nchunks, w) for w in (1, 2, 4, 8)}
+        ray.shutdown()
+        calls = rays[min(rays)]["mean"]["calls"]
+        fit = model(local, trips, calls, base, family)
         results["families"][name] = {"local": local, "ray": rays, "model": fit}
         print(f"\n{name}, mean of {args.iterations} iterations after a warm-up, {cpus} CPUs:")
         print("| run | sampling | returns | inner | outer | transfer | total | vs local | "
@@ -165,11 +201,13 @@ def main() -> None:
             print(f"| {label} | " + " | ".join(f"{m.get(k, 0.0):.2f}" for k in PHASES) +
                   f" | {m['total']:.2f} | {m['total'] / local['mean']['total']:.3f} | "
                   f"{m['calls']:.0f} | {m['bytes'] / 1e6:.2f} |")
-        same = len({r["params_checksum"] for _, r in runs}) == 1
-        print(f"\nparameters after the run equal in every configuration: {same}")
+        print("\nparameters' checksum after the run (equal at equal torch thread counts): " +
+              ", ".join(f"{label}: {r['params_checksum']!r}" for label, r in runs))
         print(f"\nmodel: per task {fit['per_task_s'] * 1e3:.1f} ms, driver "
               f"{fit['driver_s'] * 1e3:.1f} ms, {fit['round_trips']:.0f} round trips of "
-              f"{fit['round_trip_a_s'] * 1e3:.2f} + {fit['round_trip_b_s'] * 1e3:.2f} x W ms")
+              f"{fit['round_trip_a_s'] * 1e3:.2f} + {fit['round_trip_b_s'] * 1e3:.2f} x W ms "
+              f"(measured: " + ", ".join(f"{w} actors {t * 1e3:.2f} ms"
+                                         for w, t in trips.items()) + ")")
         for tasks, curve in fit["modelled_iteration_s"].items():
             print(f"\nmodelled, a meta-batch of {tasks} tasks:")
             print("| workers | iteration (s) | speed-up over 1 worker |")

@@ -119,7 +119,11 @@ class _ShardActor:
     def __init__(self, config: Dict[str, Any], chunks: Optional[List[Tuple[int, int]]],
                  threads: int):
         from .train import TrainConfig
-        torch.set_num_threads(threads)
+        # Ray sets OMP_NUM_THREADS to the actor's CPUs, which torch starts with; set it only
+        # if that differs: with the count set explicitly, torch's batched LU rejects some
+        # sizes (metarobot.baseline falls back, but its bits then differ from the local run's)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         self.worker = TaskWorker(TrainConfig.from_dict(config), chunks, threads=threads)
         self.names: List[str] = []
         self.shapes: Dict[str, Tuple[int, ...]] = {}

@@ -228,6 +228,57 @@ def inner_step(spec: PolicySpec, params: Params, batch: TaskBatch, lr: Union[flo
     return out
 
 
+INNER_UPDATES = ("pg", "clipped")
+
+
+def clipped_loss(spec: PolicySpec, params: Params, obs, actions, advantages, mask,
+                 sample_log_prob, clip: float) -> torch.Tensor:
+    """PPO's clipped surrogate loss of one task: -mean(min(r A, clip(r, 1 - clip, 1 + clip)
+    A)), r = pi(a|s) / pi_s(a|s), pi_s the sampling policy."""
+    ratio = torch.exp(spec.log_prob(params, obs, actions) - sample_log_prob)
+    clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+    return -_masked_mean(torch.minimum(ratio * advantages, clipped * advantages), mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerUpdate:
+    """How one adaptation step moves the parameters on a batch sampled with them (values
+    only, no derivatives through it): 'pg', one policy-gradient step (inner_step, the MAML
+    paper's); 'clipped', `epochs` full-batch gradient steps of the step size on PPO's
+    clipped surrogate (clipped_loss), the first of which is the 'pg' step. Reptile trains
+    with either; evaluation, adaptation and the robot then use the checkpoint's."""
+
+    kind: str = "pg"
+    epochs: int = 1
+    clip: float = 0.2
+
+    def __post_init__(self):
+        if self.kind not in INNER_UPDATES:
+            raise ValueError(f"inner update should be one of {INNER_UPDATES}, got "
+                             f"{self.kind!r}")
+
+    def step(self, spec: PolicySpec, params: Params, batch: TaskBatch,
+             lr: Union[float, Params], batched: bool, objective: str = "pg") -> Params:
+        """params (shared, or (M, ...) per task if batched) -> (M, ...) adapted, detached."""
+        if self.kind == "pg":
+            out = inner_step(spec, params, batch, lr, True, batched, objective)
+            return {k: v.detach() for k, v in out.items()}
+        ntask = batch.mask.shape[0]
+        p = {k: (v if batched else v.unsqueeze(0).expand(ntask, *v.shape)).detach()
+             for k, v in params.items()}
+        with torch.no_grad():
+            sample_lp = vmap(spec.log_prob)(p, batch.obs, batch.actions)
+        clip = self.clip
+        task_grad = grad(lambda q, o, a, adv, m, lp: clipped_loss(spec, q, o, a, adv, m, lp,
+                                                                  clip))
+        for _ in range(self.epochs):
+            grads = vmap(task_grad)(p, batch.obs, batch.actions, batch.advantages, batch.mask,
+                                    sample_lp)
+            p = {k: (v - (lr[k] if isinstance(lr, dict) else lr) * grads[k]).detach()
+                 for k, v in p.items()}
+        return p
+
+
 def adapt(spec: PolicySpec, params: Params, batches: Sequence[TaskBatch],
           lr: Union[float, Params], first_order: bool, objective: str = "pg") -> Params:
     """K >= 1 inner steps, step j on batches[j] (sampled with the params of step j): (M, ...).

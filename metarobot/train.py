@@ -51,17 +51,21 @@ FIELD_RANGES: Dict[str, checks.Range] = {
     "gae_lambda": checks.Range(float, 0.0, 1.0), "max_kl": checks.POSITIVE,
     "cg_damping": checks.Range(float, low=0.0),
     "fisher_fraction": checks.Range(float, 0.0, 1.0, open_low=True),
-    "reptile_epsilon": checks.POSITIVE, "init_log_std": checks.Range(float),
+    "reptile_epsilon": checks.POSITIVE, "reptile_epsilon_final": checks.Range(float, low=0.0),
+    "reptile_anneal_iterations": checks.COUNT, "init_log_std": checks.Range(float),
+    "inner_epochs": checks.COUNT, "inner_clip": checks.Range(float, 0.0, 1.0, open_low=True),
     "seed": checks.SEED, "threads": checks.NONNEGATIVE_INT, "time_budget": checks.POSITIVE,
     "workers": checks.COUNT, "threads_per_worker": checks.COUNT,
 }
-OPTIONAL_FIELDS = ("trajectories_per_task", "max_kl", "time_budget")  # None: a default
+OPTIONAL_FIELDS = ("trajectories_per_task", "max_kl", "time_budget",  # None: a default
+                   "reptile_epsilon_final", "reptile_anneal_iterations")
 # What --resume may change of a run's saved settings: none of them changes its results
 # (beyond float32 rounding between devices).
 RESUME_MAY_CHANGE = ("iterations", "time_budget", "device", "cuda_graphs", "cluster",
                      "ray_address", "workers", "threads_per_worker")
 FIELD_CHOICES: Dict[str, Tuple[str, ...]] = {
     "algo": ALGORITHMS, "inner_objective": meta.INNER_OBJECTIVES,
+    "inner_update": meta.INNER_UPDATES,
     "baseline_fit": BASELINE_FITS, "hessian": HESSIANS, "activation": ACTIVATIONS,
     "cluster": CLUSTERS,
 }
@@ -91,6 +95,14 @@ class TrainConfig:
     """What the adaptation step differentiates: pg, the policy-gradient loss (the MAML
     paper's); lvc, ProMP's low-variance curvature loss, the same step with the score's outer
     product in its second derivatives (maml-trpo only)."""
+    inner_update: str = "pg"
+    """What each adaptation step does with its batch (reptile): pg, one policy-gradient
+    step; clipped, inner_epochs full-batch steps of inner_lr on PPO's clipped surrogate (the
+    first is the pg step). Evaluation and adaptation of the checkpoint use the same."""
+    inner_epochs: int = 4
+    """Gradient steps per batch of the clipped inner update."""
+    inner_clip: float = 0.2
+    """The clipped inner update's ratio bound: 1 +- inner_clip."""
     learn_inner_lr: bool = False
     """Meta-SGD: one adaptation step size per parameter entry, starting at inner_lr and
     learned by the outer step with the policy (maml-trpo, fomaml-trpo); evaluate and adapt
@@ -126,7 +138,13 @@ class TrainConfig:
     one): the results are the same up to rounding; chunks whose activations fit the CPU's
     caches run about twice as fast as all tasks at once."""
     reptile_epsilon: float = 0.1
-    """Reptile's outer step size."""
+    """Reptile's outer step size (at the first iteration when it anneals)."""
+    reptile_epsilon_final: Optional[float] = None
+    """Reptile: the outer step size reached after reptile_anneal_iterations, linearly from
+    reptile_epsilon (and kept after); None: no annealing."""
+    reptile_anneal_iterations: Optional[int] = None
+    """Reptile: iterations over which the outer step size anneals (default: iterations). A
+    setting of its own, so that a resumed run with more iterations keeps the schedule."""
     hidden_sizes: Tuple[int, ...] = (100, 100)
     """Hidden layer widths of the policy."""
     activation: str = "relu"
@@ -188,10 +206,16 @@ class TrainConfig:
             raise ValueError(f"inner_objective {self.inner_objective!r} changes only second "
                              f"derivatives of the adaptation: it needs maml-trpo, not "
                              f"{self.algo}")
+        if self.inner_update != "pg" and self.algo != "reptile":
+            raise ValueError(f"inner_update {self.inner_update!r} is not differentiated "
+                             f"through: it needs reptile, not {self.algo} (MAML's outer step "
+                             f"differentiates the pg step)")
         if self.learn_inner_lr and self.algo == "reptile":
             raise ValueError("learn_inner_lr (Meta-SGD) needs an outer step that "
                              "differentiates the adaptation: maml-trpo or fomaml-trpo, not "
                              "reptile")
+        if self.reptile_epsilon_final is not None and self.reptile_anneal_iterations is None:
+            self.reptile_anneal_iterations = self.iterations  # saved: resuming keeps it
         family = make_family(self.family, **self.family_overrides)  # raises for unknown names
         self._check_cluster(family)
 
@@ -206,6 +230,20 @@ class TrainConfig:
         if self.max_kl is not None:
             return self.max_kl
         return PAPER_MAX_KL.get(self.family, 0.01)
+
+    def epsilon_at(self, iteration: int) -> float:
+        """Reptile's outer step size at an iteration (0-based): reptile_epsilon, annealed
+        linearly to reptile_epsilon_final over reptile_anneal_iterations when that is set."""
+        if self.reptile_epsilon_final is None:
+            return self.reptile_epsilon
+        done = min(1.0, iteration / max(self.reptile_anneal_iterations or 1, 1))
+        return self.reptile_epsilon + (self.reptile_epsilon_final - self.reptile_epsilon) * done
+
+    @property
+    def inner_rule(self) -> meta.InnerUpdate:
+        """The adaptation step's update (see inner_update)."""
+        return meta.InnerUpdate(self.inner_update, self.inner_epochs if
+                                self.inner_update == "clipped" else 1, self.inner_clip)
 
     @property
     def trajectories(self) -> int:
@@ -282,7 +320,7 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     info: Dict[str, float] = {}
     t0 = time.perf_counter()
     if config.algo == "reptile":
-        new_theta = meta.reptile_update(theta, workers.adapted(), config.reptile_epsilon)
+        new_theta = meta.reptile_update(theta, workers.adapted(), config.epsilon_at(iteration))
         times["outer"] += time.perf_counter() - t0
         return new_theta, IterationResult(pre_return, post_return, times, info, sampled.carry)
 
@@ -625,14 +663,15 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
                      lr: Union[float, Sequence[float], meta.Params],
                      seed: int, gamma: float = 0.99, gae_lambda: float = 1.0,
                      threads: int = 0, baseline_fit: str = "current", device: str = "cpu",
-                     first_stream: int = 0
+                     first_stream: int = 0, update: Optional[meta.InnerUpdate] = None
                      ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
     """Mean return per task after 0..steps vanilla policy-gradient steps: (steps + 1, M), and
     the adapted parameters of each task after the last step (on the CPU). lr: the step size
     of each step (a sequence; the last repeats), or one for all, or learned per-entry step
     sizes (a dict of tensors shaped as the policy's parameters) for every step. device: where
     the adaptation steps run (sampling is on CPU threads). first_stream: the random stream of
-    the first simulation (tasks that are a shard of a larger set, see BatchSim)."""
+    the first simulation (tasks that are a shard of a larger set, see BatchSim). update: what
+    each step does with its batch (meta.InnerUpdate; default one policy-gradient step)."""
     where = device_module.resolve(device)
     _check_baseline_fit(baseline_fit)
     checks.NONNEGATIVE_INT.check(steps, "steps")
@@ -664,9 +703,9 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
         returns.append(batch.returns.numpy())
         if step < steps:
             source = theta_dev if adapted is None else adapted
-            adapted = meta.inner_step(spec, source, device_module.to_device(batch, where),
-                                      lrs[step], True, adapted is not None)
-            adapted = {k: v.detach() for k, v in adapted.items()}
+            adapted = (update or meta.InnerUpdate()).step(
+                spec, source, device_module.to_device(batch, where), lrs[step],
+                adapted is not None)
             current = _per_task_params(device_module.params_to_cpu(adapted)
                                        if where.type != "cpu" else adapted, ntask)
     per_task = current if isinstance(current, list) else [theta] * ntask
@@ -684,8 +723,9 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     """Held-out evaluation of a checkpoint: tasks drawn from a stream disjoint from training's,
     mean return and standard error over tasks after 0..steps adaptation steps. lr: the step
     size of each step (the last repeats); the default is a Meta-SGD checkpoint's learned step
-    sizes, else the MAML paper's evaluation, 0.1 for the first step and 0.05 after (its VPG's
-    initial step, then half). baseline_fit: the
+    sizes, else for Reptile its training inner step size at every step, else the MAML
+    paper's evaluation, 0.1 for the first step and 0.05 after (its VPG's initial step, then
+    half). baseline_fit: the
     advantages' baseline order (see TrainConfig.baseline_fit); default the checkpoint's
     training order; 'fresh' is the order of the paper's evaluation script. device: where the
     adaptation steps run (cpu, cuda, auto). cluster, ray_address, workers, threads_per_worker:
@@ -705,7 +745,10 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
             checks.STEP_SIZE.check(value, "lr (adaptation step size)")
     policy, config, family, info, sizes = _load(path)
     baseline_fit = config.baseline_fit if baseline_fit is None else baseline_fit
-    step_sizes: Any = lr if lr is not None else (sizes if sizes is not None else (0.1, 0.05))
+    step_sizes: Any = lr if lr is not None else (
+        sizes if sizes is not None else
+        # Reptile adapts as it trained: its inner update at every step
+        (config.inner_lr,) if config.algo == "reptile" else (0.1, 0.05))
     held_out = family.sample_tasks(tasks, _seed(seed, EVAL_STREAM, 0))
     k = trajectories if trajectories is not None else (40 if config.family == "AntDir" else 20)
     if cluster not in CLUSTERS:
@@ -715,7 +758,8 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
             raise ValueError("workers and ray_address need cluster 'ray'")
         curve, _ = adaptation_curve(policy, family, held_out, steps, k, step_sizes,
                                     _seed(seed, EVAL_STREAM, 1), config.gamma,
-                                    config.gae_lambda, threads, baseline_fit, device)
+                                    config.gae_lambda, threads, baseline_fit, device,
+                                    update=config.inner_rule)
     else:
         on = TrainConfig.from_dict(dict(config.to_dict(), device=device, cluster=cluster,
                                         ray_address=ray_address, workers=1,
@@ -778,14 +822,15 @@ def adapt_to_task(path: Union[str, Path], task: Union[Task, Dict[str, float]], s
     checks.NONNEGATIVE_INT.check(threads, "threads")
     device_module.resolve(device)
     policy, config, family, info, sizes = _load(path)
-    step_sizes: Any = lr if lr is not None else (sizes if sizes is not None else 0.1)
+    step_sizes: Any = lr if lr is not None else (
+        sizes if sizes is not None else config.inner_lr if config.algo == "reptile" else 0.1)
     if isinstance(task, dict):
         task = family.task(**task)
     family.check_task(task)
     curve, per_task = adaptation_curve(policy, family, [task], steps, trajectories, step_sizes,
                                        _seed(seed, ADAPT_STREAM, 0), config.gamma,
                                        config.gae_lambda, threads, config.baseline_fit,
-                                       device)
+                                       device, update=config.inner_rule)
     adapted = per_task[0]
     if out is not None:
         info = dict(info, adapted_to=task.as_dict(), adaptation_steps=steps,

@@ -162,9 +162,8 @@ class TaskWorker:
             # the values of the adapted parameters, for sampling; the outer step
             # differentiates through the adaptation itself
             source = policy_theta if adapted is None else adapted
-            adapted = meta.inner_step(spec, source, batches[-1], lr, True, adapted is not None,
-                                      config.inner_objective)
-            adapted = {k: v.detach() for k, v in adapted.items()}
+            adapted = config.inner_rule.step(spec, source, batches[-1], lr, adapted is not None,
+                                             config.inner_objective)
             sampling_params = _per_task_params(
                 adapted if device.type == "cpu" else device_module.params_to_cpu(adapted),
                 ntask)
@@ -274,7 +273,8 @@ class TaskWorker:
                 p.copy_(theta[n])
         return adaptation_curve(self.policy, self.family, tasks, steps, trajectories, lr, seed,
                                 self.config.gamma, self.config.gae_lambda, self.threads,
-                                baseline_fit, self.config.device, first_stream=first_stream)
+                                baseline_fit, self.config.device, first_stream=first_stream,
+                                update=self.config.inner_rule)
 
 
 def _weights(chunks: Sequence[Chunk], ntask: int) -> List[float]:

@@ -285,6 +285,52 @@ def test_reptile_update():
     torch.testing.assert_close(new["w"], torch.tensor([2.0, 1.5]))
 
 
+def test_clipped_update_first_epoch_is_the_policy_gradient_step():
+    spec, theta, pre, _ = tiny_problem(seed=4)
+    pg = meta.InnerUpdate("pg").step(spec, theta, pre, 0.3, batched=False)
+    one = meta.InnerUpdate("clipped", epochs=1, clip=0.2).step(spec, theta, pre, 0.3,
+                                                              batched=False)
+    for k in pg:
+        torch.testing.assert_close(one[k], pg[k], rtol=1e-12, atol=1e-12)
+    # per-task parameters in give the same as shared ones
+    batched = {k: v.unsqueeze(0).expand(pre.mask.shape[0], *v.shape) for k, v in theta.items()}
+    again = meta.InnerUpdate("clipped", epochs=1).step(spec, batched, pre, 0.3, batched=True)
+    for k in pg:
+        torch.testing.assert_close(again[k], pg[k], rtol=1e-12, atol=1e-12)
+
+
+def test_clipped_update_lowers_the_clipped_loss_each_epoch_and_stops_at_the_clip():
+    spec, theta, pre, _ = tiny_problem(seed=5)
+    ntask = pre.mask.shape[0]
+    shared = {k: v.unsqueeze(0).expand(ntask, *v.shape) for k, v in theta.items()}
+    sample_lp = torch.vmap(spec.log_prob)(shared, pre.obs, pre.actions)
+
+    def losses(p, clip):
+        return torch.vmap(lambda q, o, a, adv, m, lp: meta.clipped_loss(
+            spec, q, o, a, adv, m, lp, clip))(p, pre.obs, pre.actions, pre.advantages,
+                                              pre.mask, sample_lp)
+    previous = losses(shared, 0.2)
+    for epochs in range(1, 6):
+        p = meta.InnerUpdate("clipped", epochs=epochs, clip=0.2).step(spec, theta, pre, 0.005,
+                                                                     batched=False)
+        now = losses(p, 0.2)
+        assert (now <= previous + 1e-12).all()
+        previous = now
+    # a ratio pushed past 1 + clip in the advantage's favour gives no gradient: with a tiny
+    # clip, many epochs of a large step move the policy hardly further than one does
+    p1 = meta.InnerUpdate("clipped", epochs=1, clip=1e-3).step(spec, theta, pre, 0.5, False)
+    p50 = meta.InnerUpdate("clipped", epochs=50, clip=1e-3).step(spec, theta, pre, 0.5, False)
+    free = meta.InnerUpdate("clipped", epochs=50, clip=0.999).step(spec, theta, pre, 0.5, False)
+    dist = lambda p: float(flat({k: v - shared[k] for k, v in p.items()}).norm())  # noqa: E731
+    assert dist(p50) < 0.5 * dist(free)
+    assert dist(p50) > dist(p1) * 0.99
+
+
+def test_inner_update_refuses_unknown_kinds():
+    with pytest.raises(ValueError, match="inner update should be one of"):
+        meta.InnerUpdate("adam")
+
+
 def test_linear_baseline_matches_least_squares():
     rng = np.random.default_rng(0)
     T, ntask, k, od = 12, 2, 3, 4

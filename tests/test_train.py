@@ -117,6 +117,39 @@ def test_bad_config_raises():
         TrainConfig(hessian="perlmutter")
 
 
+def test_reptile_outer_step_size_anneals_and_resumes_with_its_schedule():
+    config = TrainConfig(algo="reptile", iterations=10, reptile_epsilon=1.0,
+                         reptile_epsilon_final=0.0)
+    assert config.reptile_anneal_iterations == 10  # fixed now, kept by a resumed run
+    assert [config.epsilon_at(i) for i in (0, 5, 10, 20)] == [1.0, 0.5, 0.0, 0.0]
+    longer = TrainConfig.from_dict(dict(config.to_dict(), iterations=40))
+    assert longer.epsilon_at(5) == 0.5
+    assert TrainConfig(algo="reptile", reptile_epsilon=0.3).epsilon_at(99) == 0.3
+    with pytest.raises(ValueError, match="needs reptile, not maml-trpo"):
+        TrainConfig(inner_update="clipped")
+
+
+def test_reptile_with_the_clipped_update_trains_and_evaluates_with_it(tmp_path, monkeypatch):
+    """A Reptile checkpoint adapts with its own inner update (the clipped one, at its training
+    step size) in evaluate, as in training."""
+    from metarobot import meta
+    config = TrainConfig(family="HalfCheetahVel", algo="reptile", inner_update="clipped",
+                         inner_epochs=3, inner_lr=0.02, meta_batch_size=2,
+                         trajectories_per_task=2, iterations=1, threads=1,
+                         family_overrides={"horizon": 20})
+    path = train(config, tmp_path / "run", progress=False)
+    seen = []
+    step = meta.InnerUpdate.step
+
+    def spy(self, spec, params, batch, lr, batched, objective="pg"):
+        seen.append((self, lr))
+        return step(self, spec, params, batch, lr, batched, objective)
+    monkeypatch.setattr(meta.InnerUpdate, "step", spy)
+    result = evaluate(path, tasks=2, steps=2, trajectories=2, threads=1)
+    assert seen == [(meta.InnerUpdate("clipped", 3, 0.2), 0.02)] * 2
+    assert result["step_sizes"] == [0.02]
+
+
 def test_evaluate_writes_json_and_plot(tmp_path):
     run = tmp_path / "run"
     train(tiny(iterations=1), run, progress=False)

@@ -71,13 +71,15 @@ class Controller:
     joint limits and observation layout, and the inner step's settings."""
 
     def __init__(self, policy: GaussianMLPPolicy, family: TaskFamily, inner_lr: Any = 0.1,
-                 gamma: float = 0.99, gae_lambda: float = 1.0, seed: int = 0):
+                 gamma: float = 0.99, gae_lambda: float = 1.0, seed: int = 0,
+                 update: Optional[meta.InnerUpdate] = None):
         self.policy, self.family = policy, family
         self.spec = meta.PolicySpec(policy.nlayers, policy.activation)
         self.model: mujoco.MjModel = family.load_model()
         self.params: Dict[str, torch.Tensor] = {k: v.detach().clone()
                                                 for k, v in policy.params().items()}
         self.inner_lr, self.gamma, self.gae_lambda = inner_lr, gamma, gae_lambda
+        self.update = update or meta.InnerUpdate()
         self.generator = torch.Generator().manual_seed(seed)
         self.layout = observation_layout(family, self.model)
         self._deployed = deployed_policy(policy, self.params, family, self.model)
@@ -88,7 +90,8 @@ class Controller:
         from ..train import _load
         policy, config, family, info, sizes = _load(path)
         step = lr if lr is not None else (sizes if sizes is not None else config.inner_lr)
-        return cls(policy, family, step, config.gamma, config.gae_lambda, seed)
+        return cls(policy, family, step, config.gamma, config.gae_lambda, seed,
+                   config.inner_rule)
 
     @property
     def deployed(self) -> DeployedPolicy:
@@ -136,11 +139,12 @@ class Controller:
         return out
 
     def adapt(self, episodes: Sequence["Episode"], batched: bool, lr: Any) -> None:
-        """One inner step on the robot's episodes (meta.inner_step, as in training)."""
+        """One inner step on the robot's episodes (the checkpoint's inner update, as in
+        training and evaluation)."""
         traj = episodes_to_trajectories(episodes, self.family)
         batch = meta.process(traj, 1, self.gamma, self.gae_lambda)
         source = {k: (v[None] if batched else v) for k, v in self.params.items()}
-        adapted = meta.inner_step(self.spec, source, batch, lr, True, batched)
+        adapted = self.update.step(self.spec, source, batch, lr, batched)
         self.set_params({k: v[0] for k, v in adapted.items()})
 
 
