@@ -37,8 +37,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "compare"
 LEARNERS: Dict[str, Dict[str, Any]] = {
     "maml": {"algo": "maml-trpo"},
     "fomaml": {"algo": "fomaml-trpo"},
-    "reptile": {"algo": "reptile", "inner_steps": 3, "inner_lr": 0.1, "reptile_epsilon": 1.0,
-                "reptile_epsilon_final": 0.0, "reptile_anneal_iterations": 400},
+    "reptile": {"algo": "reptile", "inner_steps": 1, "inner_lr": 0.1, "reptile_epsilon": 0.1},
 }
 
 
