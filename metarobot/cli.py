@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 
 def _families(args: argparse.Namespace) -> int:
@@ -124,24 +124,27 @@ def _rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text_type(check: Callable[[str], Any]) -> Callable[[str], str]:
+    """An argparse type: the flag's text, once check(text) has not raised ValueError."""
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    return parse
+
+
 def _device(text: str) -> str:
     """An argparse type: a device this machine has (cpu, cuda, cuda:N, auto)."""
     from metarobot.device import resolve
-    try:
-        resolve(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return _text_type(resolve)(text)
 
 
 def _ray_address(text: str) -> str:
     """An argparse type: 'auto' or HOST:PORT (checked for form, not reached, here)."""
     from metarobot.cluster import check_address
-    try:
-        check_address(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return _text_type(check_address)(text)
 
 
 def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
@@ -271,6 +274,8 @@ def _train(args: argparse.Namespace) -> int:
         _, info = checkpoint.load(Path(args.out) / "checkpoints" / "latest.safetensors")
         config = TrainConfig.from_dict(info["config"])
         _check_resume_flags(args, config)
+        if args.cluster == "local":  # back to one process: the run's Ray settings lapse
+            config.workers, config.ray_address, config.threads_per_worker = 1, None, 1
         for name in RESUME_MAY_CHANGE:
             if getattr(args, name, None) is not None:
                 setattr(config, name, getattr(args, name))

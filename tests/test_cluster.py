@@ -108,6 +108,14 @@ def test_runs_on_one_and_two_workers_equal_the_local_run(head, one_thread, tmp_p
     with open(tmp_path / "ray2" / "progress.csv", newline="") as f:
         assert all(float(r["time_transfer"]) >= 0 for r in csv.DictReader(f))
 
+    # a cluster run resumes in one process (--cluster local drops its Ray settings), exactly
+    for name in ("local", "ray2"):
+        extra = ["--cluster", "local"] if name == "ray2" else []
+        assert main(["train", "--out", str(tmp_path / name), "--resume", "--iterations", "4",
+                     "--quiet", *extra]) == 0
+    assert _csv(tmp_path / "ray2" / "progress.csv") == _csv(tmp_path / "local" / "progress.csv")
+    _same_params(runs["local"], runs["ray2"])
+
     # evaluation split over two workers gives the local evaluation's returns
     kwargs = dict(tasks=3, steps=1, trajectories=2, threads=1)
     alone = evaluate(runs["local"], **kwargs)
