@@ -91,7 +91,7 @@ def pack(params: meta.Params, names: Sequence[str]) -> Tuple[bool, torch.Tensor]
         views = views and t.is_contiguous() and t.storage_offset() == offset and \
             t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
         offset += t.numel()
-    return views, torch.cat([params[n].detach().reshape(-1) for n in names])
+    return views, _flat(params, names)
 
 
 def unpack(packed: Tuple[bool, torch.Tensor], shapes: Dict[str, Tuple[int, ...]],

@@ -125,8 +125,7 @@ class TaskWorker:
         if not self.chunks:
             raise RuntimeError("this worker holds no tasks of the meta-batch")
         config, device, spec = self.config, self.device, self.spec
-        policy_theta, _ = meta.split_step_sizes(theta)
-        learned = meta.split_step_sizes(theta)[1]
+        policy_theta, learned = meta.split_step_sizes(theta)
         lr: Any = config.inner_lr if learned is None else {k: v.detach()
                                                            for k, v in learned.items()}
         times = {"sampling": 0.0, "returns": 0.0, "inner": 0.0}
