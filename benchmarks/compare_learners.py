@@ -16,7 +16,6 @@ Run nothing else on the machine meanwhile: the budget is wall-clock.
 """
 
 import argparse
-import csv
 import json
 import math
 import shutil
@@ -27,6 +26,7 @@ from typing import Any, Dict
 import numpy as np
 
 from metarobot import checkpoint
+from metarobot.curves import plot_training
 from metarobot.train import TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,28 +78,8 @@ def evaluation(path: Path, tasks: int, steps: int) -> Dict[str, Any]:
 
 
 def curves(family: str, runs: Dict[str, Path], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    for i, (learner, run) in enumerate(runs.items()):
-        with open(run / "progress.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        t = np.array([float(r["wall_clock"]) for r in rows]) / 60
-        for key, style in (("post_return", "-"), ("pre_return", ":")):
-            y = np.array([float(r[key]) for r in rows])
-            smooth = np.convolve(y, np.ones(5) / 5, mode="valid") if len(y) >= 5 else y
-            ax.plot(t[len(t) - len(smooth):], smooth, style, color=f"C{i}",
-                    label=f"{learner}, {'after' if key == 'post_return' else 'before'} "
-                          f"adaptation")
-    ax.set_xlabel("wall-clock (min, 2 cores)")
-    ax.set_ylabel("mean return (5-iteration average)")
-    ax.set_title(f"{family}: training tasks")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(str(path))
-    plt.close(fig)
+    plot_training(list(runs.values()), path, labels=list(runs), x="wall-clock", smooth=5,
+                  title=f"{family}: training tasks (2 cores)")
 
 
 def main() -> None:

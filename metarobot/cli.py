@@ -2,6 +2,7 @@
 
   metarobot train --family HalfCheetahDir --algo maml-trpo --out runs/cheetah-dir
   metarobot evaluate runs/cheetah-dir --tasks 40 --steps 3 --json eval.json --plot eval.png
+  metarobot curves runs/cheetah-dir --evaluations eval.json --out curve.png   training curve
   metarobot adapt runs/cheetah-dir --task '{"direction": -1}' --out adapted.safetensors
   metarobot families                          the task families, their sizes and parameters
   metarobot render AntTerrainDir --out ant.png  a frame of a task (MuJoCo's offscreen renderer)
@@ -266,9 +267,23 @@ def _check_resume_flags(args: argparse.Namespace, saved) -> None:
 def _train(args: argparse.Namespace) -> int:
     from metarobot.train import RESUME_MAY_CHANGE, TrainConfig, run_from_checkpoint, train
     if isinstance(args.resume, str):  # a checkpoint file: the run starts from it
-        run_from_checkpoint(args.resume, args.out, args.progress)
-    elif args.progress is not None:
-        raise ValueError("--progress goes with --resume CHECKPOINT")
+        changes = None
+        if args.branch:
+            if args.set:
+                raise ValueError("a branch keeps the checkpoint's family: --set is not "
+                                 "allowed with --branch")
+            import dataclasses
+            changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                       if getattr(args, f.name, None) is not None
+                       and f.name not in RESUME_MAY_CHANGE}
+            if "hidden_sizes" in changes:
+                changes["hidden_sizes"] = tuple(changes["hidden_sizes"])
+            if not changes:
+                raise ValueError("--branch needs the settings to change, e.g. --max-kl 0.01")
+        run_from_checkpoint(args.resume, args.out, args.progress, changes)
+    elif args.progress is not None or args.branch:
+        raise ValueError(f"{'--progress' if args.progress is not None else '--branch'} goes "
+                         f"with --resume CHECKPOINT")
     if args.resume:
         from metarobot import checkpoint
         _, info = checkpoint.load(Path(args.out) / "checkpoints" / "latest.safetensors")
@@ -298,6 +313,17 @@ def _evaluate(args: argparse.Namespace) -> int:
           f"held-out tasks, {result['trajectories_per_task']} trajectories per step:")
     for k, m, e in zip(result["steps"], result["mean_return"], result["stderr"]):
         print(f"  {k} steps: {m:9.2f} +- {e:.2f}")
+    return 0
+
+
+def _curves(args: argparse.Namespace) -> int:
+    from metarobot.curves import plot_training
+    drawn = plot_training(args.runs, args.out, labels=args.label, x=args.x, smooth=args.smooth,
+                          evaluations=args.evaluations, title=args.title)
+    for run, s in zip(args.runs, drawn):
+        print(f"{run}: up to x = {s['x'][-1]:g}, mean of the last {args.smooth} iterations: "
+              f"before adaptation {s['pre_return'][-1]:.1f}, after {s['post_return'][-1]:.1f}")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -412,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", default=None, metavar="CSV",
                    help="with --resume CHECKPOINT: the progress.csv of the iterations before "
                         "it (e.g. benchmarks/results/<Family>_progress.csv)")
+    p.add_argument("--branch", action="store_true",
+                   help="with --resume CHECKPOINT: continue from the checkpoint's parameters "
+                        "and iteration with the settings given here changed (e.g. --max-kl "
+                        "0.01); a new run, recorded in --out/branch.json")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
     p = sub.add_parser("evaluate", help="returns after 0..K adaptation steps on held-out tasks")
@@ -438,6 +468,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the adaptation steps run: cpu, cuda or auto (default cpu)")
     _add_cluster_flags(p)
     p.set_defaults(func=_evaluate)
+    from metarobot.curves import X_AXES
+    p = sub.add_parser("curves", help="training curves of runs (return before and after "
+                                      "adaptation per iteration) as a PNG")
+    p.add_argument("runs", nargs="+", help="run directories or their progress.csv files")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument("--label", nargs="+", default=None, help="one name per run (default: the "
+                                                             "run directory's name)")
+    p.add_argument("--x", choices=tuple(X_AXES), default="iteration",
+                   help="x axis (default iteration)")
+    p.add_argument("--smooth", type=COUNT.parse, default=10,
+                   help="moving average over this many iterations (default 10; 1: none)")
+    p.add_argument("--evaluations", nargs="+", default=(), metavar="JSON",
+                   help="evaluation results (metarobot evaluate --json) drawn at their "
+                        "iteration: held-out return before and after one step")
+    p.add_argument("--title", default=None)
+    p.set_defaults(func=_curves)
     p = sub.add_parser("adapt", help="adapt a checkpoint's policy to one task")
     p.add_argument("checkpoint")
     p.add_argument("--task", required=True, help='task parameters as JSON: \'{"direction": 1}\'')

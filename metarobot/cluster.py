@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import sys
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple

@@ -549,12 +549,24 @@ def _train_loop(config: TrainConfig, out: Path, family: TaskFamily,
     return latest
 
 
+# What a branch may not change: the parameters' shapes and meaning (the policy's layout and
+# Meta-SGD's step sizes) and the tasks they were trained on.
+BRANCH_FIXED = ("family", "family_overrides", "hidden_sizes", "activation", "learn_inner_lr",
+                "init_log_std")
+
+
 def run_from_checkpoint(source: Union[str, Path], out_dir: Union[str, Path],
-                        progress_csv: Optional[Union[str, Path]] = None) -> Path:
+                        progress_csv: Optional[Union[str, Path]] = None,
+                        changes: Optional[Dict[str, Any]] = None) -> Path:
     """Makes out_dir a run that `train(..., resume=True)` continues from source, a checkpoint
     file (a committed one, say): checkpoints/latest.safetensors (a copy), config.json from the
     checkpoint's metadata, and progress.csv from progress_csv's rows before the checkpoint's
-    iteration when given. Refuses a directory that already holds a run. Returns out_dir."""
+    iteration when given. Refuses a directory that already holds a run. Returns out_dir.
+
+    changes: a branch, settings (TrainConfig fields) that the continued run changes, e.g.
+    {"max_kl": 0.01}: it starts from the checkpoint's parameters and iteration count with
+    them, and out_dir/branch.json records where it came from. The run is then not the
+    checkpoint's run continued; BRANCH_FIXED settings may not change."""
     import shutil
     out = Path(out_dir)
     latest = out / "checkpoints" / "latest.safetensors"
@@ -571,13 +583,35 @@ def run_from_checkpoint(source: Union[str, Path], out_dir: Union[str, Path],
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{str(source)!r} is not a training checkpoint (an adapted policy "
                          f"or a foreign file): {exc}") from None
+    changed: Dict[str, Any] = {}
+    if changes:
+        was = config.to_dict()
+        fixed = [k for k in BRANCH_FIXED if k in changes and
+                 TrainConfig.from_dict(dict(was, **{k: changes[k]})).to_dict()[k] != was[k]]
+        if fixed:
+            raise ValueError(f"a branch keeps the checkpoint's {', '.join(fixed)} (the "
+                             f"parameters' layout and the tasks: "
+                             f"{', '.join(f'{k}={was[k]!r}' for k in fixed)}); it may change "
+                             f"the other settings")
+        config = TrainConfig.from_dict(dict(was, **changes))  # the new settings checked
+        changed = {k: [was[k], v] for k, v in config.to_dict().items() if was[k] != v}
+        if not changed:
+            raise ValueError(f"a branch changes settings, but {changes} are the checkpoint's "
+                             f"own; without them --resume continues the run")
     if progress_csv is not None:
         rows = _read_rows(Path(progress_csv), below=done)
         if len(rows) != done:
             raise ValueError(f"{str(progress_csv)!r} has {len(rows)} rows before iteration "
                              f"{done}, the checkpoint's; expected {done}")
     latest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, latest)
+    if changed:
+        params, _ = checkpoint.load(source)
+        checkpoint.save(latest, params, dict(info, config=config.to_dict()))
+        (out / "branch.json").write_text(json.dumps(
+            {"checkpoint": str(source), "iterations_done": done,
+             "changed": {k: {"from": a, "to": b} for k, (a, b) in changed.items()}}, indent=2))
+    else:
+        shutil.copyfile(source, latest)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     if progress_csv is not None:
         with open(out / "progress.csv", "w", newline="") as f:

@@ -301,7 +301,7 @@ def test_lvc_objective_samples_as_pg_and_steps_differently(inner_steps):
 def test_learned_step_sizes_are_trained_saved_and_used(tmp_path, algo):
     """Meta-SGD: the step sizes move off inner_lr, live in the checkpoint, and evaluate and
     adapt use them unless a step size is given."""
-    from metarobot.train import adaptation_curve, _load
+    from metarobot.train import _load
     run = tmp_path / "run"
     path = train(tiny(algo=algo, iterations=2, learn_inner_lr=True, inner_lr=0.05), run,
                  progress=False)
@@ -378,3 +378,51 @@ def test_resume_from_a_checkpoint_file_continues_the_run_exactly(tmp_path):
     adapt_to_task(full, {"direction": 1.0}, trajectories=2, out=adapted)
     with pytest.raises(ValueError, match="adapted to one task, not a training checkpoint"):
         run_from_checkpoint(adapted, tmp_path / "other")
+
+
+def test_branch_from_a_checkpoint_changes_settings_and_keeps_the_rest(tmp_path):
+    """`train --resume FILE --branch --max-kl X` continues from the checkpoint's parameters and
+    iteration with the new bound in force; a branch changing only bookkeeping equals the
+    uninterrupted run bit for bit; layout changes are refused before anything is written."""
+    import json
+    from metarobot import cli
+    full = train(tiny(iterations=3, checkpoint_every=5), tmp_path / "full", progress=False)
+    part = train(tiny(iterations=2, checkpoint_every=5), tmp_path / "part", progress=False)
+    # a change that does not touch the learning: the same bits as never stopping
+    assert cli.main(["train", "--out", str(tmp_path / "same"), "--resume", str(part),
+                     "--progress", str(tmp_path / "part" / "progress.csv"), "--branch",
+                     "--checkpoint-every", "1", "--iterations", "3", "--quiet"]) == 0
+    a, _ = checkpoint.load(full)
+    b, info = checkpoint.load(tmp_path / "same")
+    assert info["iteration"] == 2 and info["config"]["checkpoint_every"] == 1
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    # a tighter KL bound: the third outer step stays inside it, unlike the full run's
+    kl_full = float(rows(tmp_path / "full")[3].split(",")[8])
+    bound = kl_full / 10
+    assert cli.main(["train", "--out", str(tmp_path / "tight"), "--resume", str(part),
+                     "--branch", "--max-kl", str(bound), "--iterations", "3", "--quiet"]) == 0
+    record = json.loads((tmp_path / "tight" / "branch.json").read_text())
+    assert record["iterations_done"] == 2
+    assert record["changed"] == {"max_kl": {"from": None, "to": bound}}
+    assert json.loads((tmp_path / "tight" / "config.json").read_text())["max_kl"] == bound
+    kl = [float(r.split(",")[8]) for r in rows(tmp_path / "tight")[1:]]
+    assert len(kl) == 1 and 0 < kl[0] <= bound < kl_full
+    c, _ = checkpoint.load(tmp_path / "tight")
+    assert any(not torch.equal(a[n], c[n]) for n in a)
+    # the branch resumes as its own run (its settings saved), longer
+    assert cli.main(["train", "--out", str(tmp_path / "tight"), "--resume", "--iterations",
+                     "4", "--quiet"]) == 0
+    assert float(rows(tmp_path / "tight")[-1].split(",")[8]) <= bound
+    # refused, nothing written: the policy's layout, no change at all, --branch alone
+    for argv, message in (
+            (["--hidden-sizes", "16"], "keeps the checkpoint's hidden_sizes"),
+            (["--max-kl", "0.01", "--set", "horizon=10"], "--set is not allowed"),
+            (["--seed", "3"], "are the checkpoint's own"),
+            (["--iterations", "5"], "needs the settings to change")):
+        out = tmp_path / "refused"
+        assert cli.main(["train", "--out", str(out), "--resume", str(part), "--branch",
+                         "--quiet", *argv]) == 2, argv
+        assert not out.exists(), argv
+    assert cli.main(["train", "--out", str(tmp_path / "x"), "--family", "HalfCheetahDir",
+                     "--branch", "--quiet"]) == 2
