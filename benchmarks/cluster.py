@@ -19,7 +19,6 @@ it prints the modelled iteration time for 8..256 workers (docs/cluster.md, the m
 
 import argparse
 import json
-import math
 import sys
 import time
 import warnings
