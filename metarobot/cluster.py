@@ -272,13 +272,14 @@ class RayWorkers(WorkerSet):
             self.ray.get(self.actors[i].sample.remote(r["theta"], r["iteration"],
                                                       r["carry"][i]))
 
-    def _gather(self, submit: Callable[[Any, int], Any]) -> List[Any]:
-        """submit(actor, i) on every worker; each answer, replacing a worker that died (up
-        to RETRIES times per worker) and asking it again."""
+    def _gather(self, submit: Callable[[Any, int], Any],
+                count: Optional[int] = None) -> List[Any]:
+        """submit(actor, i) on every worker (the first count); each answer, replacing a
+        worker that died (up to RETRIES times per worker) and asking it again."""
         lost = (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError)
         t0 = time.perf_counter()
         self.calls += 1
-        refs = [submit(a, i) for i, a in enumerate(self.actors)]
+        refs = [submit(a, i) for i, a in enumerate(self.actors[:count])]
         out = []
         for i, ref in enumerate(refs):
             for attempt in range(RETRIES + 1):
@@ -345,16 +346,18 @@ class RayWorkers(WorkerSet):
                lr: Any, seed: int, baseline_fit: str
                ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
         """train.adaptation_curve over the workers: tasks split evenly in order, each worker's
-        simulations on the random streams they have in the whole batch."""
+        simulations on the random streams they have in the whole batch. A worker lost
+        meanwhile is replaced and its tasks evaluated again (they depend on nothing else)."""
         names = sorted(theta)
         packed = self.ray.put((names, {n: tuple(theta[n].shape) for n in names},
                                pack(theta, names)))
         n = min(len(self.actors), len(tasks))
         bounds = [round(len(tasks) * s / n) for s in range(n + 1)]
-        refs = [self.actors[s].curves.remote(packed, list(tasks[bounds[s]:bounds[s + 1]]),
-                                             steps, trajectories, lr, seed, baseline_fit,
-                                             bounds[s] * trajectories) for s in range(n)]
-        parts = self.ray.get(refs)
+        self._round = None  # nothing to re-sample: the evaluation is the whole call
+        parts = self._gather(
+            lambda a, s: a.curves.remote(packed, list(tasks[bounds[s]:bounds[s + 1]]), steps,
+                                         trajectories, lr, seed, baseline_fit,
+                                         bounds[s] * trajectories), count=n)
         return (np.concatenate([p[0] for p in parts], axis=1),
                 [x for p in parts for x in p[1]])
 

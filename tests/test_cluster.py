@@ -155,8 +155,20 @@ def test_a_worker_killed_mid_iteration_is_replaced_and_the_result_unchanged(head
         assert workers.replaced == 1
         assert workers.pids[1] != victim
         assert any("worker 1 was lost" in str(w.message) for w in caught)
+        # evaluation: a worker killed before it answers is replaced, its tasks evaluated again
+        tasks = family.sample_tasks(3, 11)
+        victim = workers.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            spread, _ = workers.curves(theta, tasks, 1, 2, 0.1, 5, "current")
+        assert workers.replaced == 2 and workers.pids[0] != victim
+        assert any("worker 0 was lost" in str(w.message) for w in caught)
     for n in local:
         assert torch.equal(local[n], theta[n]), n
+    with InProcessWorkers(config, family, policy) as alone:
+        expected, _ = alone.curves(theta, tasks, 1, 2, 0.1, 5, "current")
+    assert spread.tolist() == expected.tolist()
 
 
 def test_unreachable_and_malformed_addresses_fail_fast_and_write_nothing(tmp_path, capsys):
