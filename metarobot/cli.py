@@ -213,7 +213,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                         help="override a family field, e.g. --set horizon=100 (JSON values)")
 
 
-def _config_from_args(args: argparse.Namespace):
+def _given_settings(args: argparse.Namespace) -> Dict[str, Any]:
+    """The TrainConfig fields whose flags were given, as the dataclass takes them."""
     import dataclasses
     from metarobot.train import TrainConfig
     values = {}
@@ -221,6 +222,12 @@ def _config_from_args(args: argparse.Namespace):
         v = getattr(args, field.name, None)
         if v is not None:
             values[field.name] = tuple(v) if field.name == "hidden_sizes" else v
+    return values
+
+
+def _config_from_args(args: argparse.Namespace):
+    from metarobot.train import TrainConfig
+    values = _given_settings(args)
     overrides = {}
     for item in args.set:
         if "=" not in item:
@@ -272,12 +279,8 @@ def _train(args: argparse.Namespace) -> int:
             if args.set:
                 raise ValueError("a branch keeps the checkpoint's family: --set is not "
                                  "allowed with --branch")
-            import dataclasses
-            changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                       if getattr(args, f.name, None) is not None
-                       and f.name not in RESUME_MAY_CHANGE}
-            if "hidden_sizes" in changes:
-                changes["hidden_sizes"] = tuple(changes["hidden_sizes"])
+            changes = {k: v for k, v in _given_settings(args).items()
+                       if k not in RESUME_MAY_CHANGE}
             if not changes:
                 raise ValueError("--branch needs the settings to change, e.g. --max-kl 0.01")
         run_from_checkpoint(args.resume, args.out, args.progress, changes)

@@ -573,7 +573,7 @@ def run_from_checkpoint(source: Union[str, Path], out_dir: Union[str, Path],
     if latest.exists():
         raise ValueError(f"{str(out)!r} already holds a run; --resume without a checkpoint "
                          f"continues it")
-    _, info = checkpoint.load(source)
+    params, info = checkpoint.load(source)
     if "adapted_to" in info:
         raise ValueError(f"{str(source)!r} is a policy adapted to one task, not a training "
                          f"checkpoint")
@@ -586,15 +586,15 @@ def run_from_checkpoint(source: Union[str, Path], out_dir: Union[str, Path],
     changed: Dict[str, Any] = {}
     if changes:
         was = config.to_dict()
-        fixed = [k for k in BRANCH_FIXED if k in changes and
-                 TrainConfig.from_dict(dict(was, **{k: changes[k]})).to_dict()[k] != was[k]]
+        config = TrainConfig.from_dict(dict(was, **changes))  # the new settings checked
+        now = config.to_dict()
+        fixed = [k for k in BRANCH_FIXED if now[k] != was[k]]
         if fixed:
             raise ValueError(f"a branch keeps the checkpoint's {', '.join(fixed)} (the "
                              f"parameters' layout and the tasks: "
                              f"{', '.join(f'{k}={was[k]!r}' for k in fixed)}); it may change "
                              f"the other settings")
-        config = TrainConfig.from_dict(dict(was, **changes))  # the new settings checked
-        changed = {k: [was[k], v] for k, v in config.to_dict().items() if was[k] != v}
+        changed = {k: [was[k], v] for k, v in now.items() if was[k] != v}
         if not changed:
             raise ValueError(f"a branch changes settings, but {changes} are the checkpoint's "
                              f"own; without them --resume continues the run")
@@ -605,7 +605,6 @@ def run_from_checkpoint(source: Union[str, Path], out_dir: Union[str, Path],
                              f"{done}, the checkpoint's; expected {done}")
     latest.parent.mkdir(parents=True, exist_ok=True)
     if changed:
-        params, _ = checkpoint.load(source)
         checkpoint.save(latest, params, dict(info, config=config.to_dict()))
         (out / "branch.json").write_text(json.dumps(
             {"checkpoint": str(source), "iterations_done": done,
