@@ -5,7 +5,8 @@
     evaluate("runs/cheetah-dir", tasks=40, steps=3)   # returns after 0..3 adaptation steps
 
 Every iteration draws its tasks and simulation seeds from (seed, iteration) alone, so a run
-resumed from a checkpoint continues exactly as the uninterrupted run would have.
+resumed from a checkpoint continues exactly as the uninterrupted run would have, given the same
+number of torch threads for the learner (see torch_threads_note).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -452,6 +454,9 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
         start = int(info["iteration"]) + 1
         wall0 = float(info.get("wall_clock", 0.0))
         carry = info.get("baseline_carry")
+        note = torch_threads_note(info.get("torch_threads"), torch.get_num_threads())
+        if note:
+            warnings.warn(f"resuming {str(out)!r}: {note}", RuntimeWarning, stacklevel=2)
     elif latest.exists():
         raise ValueError(f"{str(out)!r} already holds a run; resume it (--resume) or choose "
                          f"another directory")
@@ -620,9 +625,23 @@ def run_from_checkpoint(source: Union[str, Path], out_dir: Union[str, Path],
     return out
 
 
+def torch_threads_note(saved: Optional[int], now: int) -> Optional[str]:
+    """None when a run that trained with `saved` torch threads (None: not recorded) continues
+    bit for bit on `now`; else what differs and how to get the same bits. The simulations give
+    the same bits at any thread count, but torch splits the learner's reductions and matrix
+    products by its thread count: float32 sums in another order differ in the last bits, the
+    next batch's trajectories then diverge (the dynamics are chaotic) and so does the run."""
+    if saved is None or int(saved) == now:
+        return None
+    return (f"the run's learner used {int(saved)} torch thread(s), this process has {now}: "
+            f"the continuation is deterministic but not bit-identical to the uninterrupted "
+            f"run (run with OMP_NUM_THREADS={int(saved)} for that)")
+
+
 def _save(out: Path, theta: meta.Params, config: TrainConfig, iteration: int, wall: float,
           keep: bool, carry: Optional[np.ndarray] = None) -> None:
     info = {"config": config.to_dict(), "iteration": iteration, "wall_clock": wall,
+            "torch_threads": torch.get_num_threads(),
             "baseline_carry": None if carry is None else [float(x) for x in carry],
             "family": config.family, "policy": {
                 "hidden_sizes": list(config.hidden_sizes), "activation": config.activation}}

@@ -426,3 +426,27 @@ def test_branch_from_a_checkpoint_changes_settings_and_keeps_the_rest(tmp_path):
         assert not out.exists(), argv
     assert cli.main(["train", "--out", str(tmp_path / "x"), "--family", "HalfCheetahDir",
                      "--branch", "--quiet"]) == 2
+
+
+def test_checkpoints_record_torch_threads_and_resume_on_another_count_warns(tmp_path):
+    import warnings
+    run = tmp_path / "run"
+    train(tiny(iterations=1), run, progress=False)
+    latest = run / "checkpoints" / "latest.safetensors"
+    params, info = checkpoint.load(latest)
+    assert info["torch_threads"] == torch.get_num_threads()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the same count: no warning
+        train(tiny(iterations=2), run, resume=True, progress=False)
+    params, info = checkpoint.load(latest)
+    checkpoint.save(latest, params, dict(info, torch_threads=torch.get_num_threads() + 1))
+    with pytest.warns(RuntimeWarning, match=rf"{torch.get_num_threads() + 1} torch thread.*"
+                                             rf"OMP_NUM_THREADS={torch.get_num_threads() + 1}"):
+        train(tiny(iterations=3), run, resume=True, progress=False)
+    # a checkpoint from before the count was recorded resumes without a warning
+    params, info = checkpoint.load(latest)
+    info.pop("torch_threads")
+    checkpoint.save(latest, params, info)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        train(tiny(iterations=4), run, resume=True, progress=False)
