@@ -631,11 +631,11 @@ def torch_threads_note(saved: Optional[int], now: int) -> Optional[str]:
     the same bits at any thread count, but torch splits the learner's reductions and matrix
     products by its thread count: float32 sums in another order differ in the last bits, the
     next batch's trajectories then diverge (the dynamics are chaotic) and so does the run."""
-    if saved is None or int(saved) == now:
+    if saved is None or saved == now:
         return None
-    return (f"the run's learner used {int(saved)} torch thread(s), this process has {now}: "
+    return (f"the run's learner used {saved} torch thread(s), this process has {now}: "
             f"the continuation is deterministic but not bit-identical to the uninterrupted "
-            f"run (run with OMP_NUM_THREADS={int(saved)} for that)")
+            f"run (run with OMP_NUM_THREADS={saved} for that)")
 
 
 def _save(out: Path, theta: meta.Params, config: TrainConfig, iteration: int, wall: float,

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -429,7 +430,6 @@ def test_branch_from_a_checkpoint_changes_settings_and_keeps_the_rest(tmp_path):
 
 
 def test_checkpoints_record_torch_threads_and_resume_on_another_count_warns(tmp_path):
-    import warnings
     run = tmp_path / "run"
     train(tiny(iterations=1), run, progress=False)
     latest = run / "checkpoints" / "latest.safetensors"
