@@ -28,8 +28,11 @@ from typing import Any, Dict, List
 import torch
 
 from metarobot.families import make_family
-from metarobot.train import TrainConfig, make_policy, meta_iteration
-from metarobot.workers import InProcessWorkers, make_workers, shard_chunks
+from metarobot.config import TrainConfig, make_policy
+from metarobot.train import meta_iteration
+from metarobot.cluster import make_workers
+from metarobot.sharding import shard_chunks
+from metarobot.workers import InProcessWorkers
 
 PHASES = ("sampling", "returns", "inner", "outer", "transfer")
 
@@ -146,7 +149,7 @@ def model(local: Dict[str, Any], trips: Dict[int, float], calls: float, config: 
 
 
 def local_chunks(config: TrainConfig, family, tasks: int = 0):
-    from metarobot.workers import chunk_bounds
+    from metarobot.sharding import chunk_bounds
     import dataclasses
     c = dataclasses.replace(config, meta_batch_size=tasks or config.meta_batch_size)
     return chunk_bounds(c, family)

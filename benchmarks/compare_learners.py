@@ -27,7 +27,9 @@ import numpy as np
 
 from metarobot import checkpoint
 from metarobot.curves import plot_training
-from metarobot.train import TrainConfig, evaluate, train
+from metarobot.config import TrainConfig
+from metarobot.evaluation import evaluate
+from metarobot.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "compare"

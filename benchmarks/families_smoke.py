@@ -20,7 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from metarobot.train import TrainConfig, evaluate, train
+from metarobot.config import TrainConfig
+
+from metarobot.evaluation import evaluate
+
+from metarobot.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("HopperParams", "Walker2DParams", "AntTerrainVel", "AntTerrainDir",

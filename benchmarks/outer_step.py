@@ -20,7 +20,8 @@ import torch
 
 from metarobot import policy as policy_module
 from metarobot.families import make_family
-from metarobot.train import TrainConfig, make_policy, meta_iteration
+from metarobot.config import TrainConfig, make_policy
+from metarobot.train import meta_iteration
 
 PHASES = ("sampling", "returns", "inner", "outer")
 

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from metarobot.train import TrainConfig, evaluate, run_from_checkpoint, train
+from metarobot.config import TrainConfig
+
+from metarobot.evaluation import evaluate
+
+from metarobot.runs import run_from_checkpoint
+
+from metarobot.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from metarobot.families import make_family
-from metarobot.train import EVAL_STREAM, _seed, load_policy
+from metarobot.config import EVAL_STREAM, stream_seed
+from metarobot.runs import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,8 +76,9 @@ def main() -> None:
         folder = Path(tmp)
         for family in args.families:
             checkpoint = str(ROOT / "checkpoints" / f"{family}.safetensors")
-            _, config, fam, _ = load_policy(checkpoint)
-            tasks = make_family(family).sample_tasks(args.tasks, _seed(args.seed, EVAL_STREAM,
+            loaded = load_policy(checkpoint)
+            config, fam = loaded.config, loaded.family
+            tasks = make_family(family).sample_tasks(args.tasks, stream_seed(args.seed, EVAL_STREAM,
                                                                        0))
             todo = [(i, t.as_dict(), lr) for i, t in enumerate(tasks)
                     for lr in (config.inner_lr, 0.0)]

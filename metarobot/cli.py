@@ -144,14 +144,14 @@ def _device(text: str) -> str:
 
 def _ray_address(text: str) -> str:
     """An argparse type: 'auto' or HOST:PORT (checked for form, not reached, here)."""
-    from metarobot.cluster import check_address
-    return _text_type(check_address)(text)
+    from metarobot.config import parse_ray_address
+    return _text_type(parse_ray_address)(text)
 
 
 def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     """evaluate's cluster flags (train's come from TrainConfig)."""
     from metarobot.checks import COUNT
-    from metarobot.workers import CLUSTERS
+    from metarobot.config import CLUSTERS
     parser.add_argument("--cluster", choices=CLUSTERS, default="local",
                         help="local, or ray: the tasks split over Ray workers (default local)")
     parser.add_argument("--ray-address", type=_ray_address, default=None,
@@ -174,18 +174,10 @@ def _boolean(text: str) -> bool:
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, its default and help taken from the dataclass."""
-    import ast
     import dataclasses
-    import inspect
     from metarobot import checks
-    from metarobot.train import FIELD_CHOICES, FIELD_RANGES, TrainConfig
-    source = inspect.getsource(TrainConfig)
-    docs = {}
-    tree = ast.parse(source).body[0]
-    for a, b in zip(tree.body, tree.body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and \
-                isinstance(b.value, ast.Constant):
-            docs[a.target.id] = b.value.value.replace("%", "%%")  # argparse formats help
+    from metarobot.config import FIELD_CHOICES, FIELD_RANGES, TrainConfig, field_docs
+    docs = {k: v.replace("%", "%%") for k, v in field_docs().items()}  # argparse formats help
     for field in dataclasses.fields(TrainConfig):
         if field.name == "family_overrides":
             continue
@@ -214,98 +206,56 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _given_settings(args: argparse.Namespace) -> Dict[str, Any]:
-    """The TrainConfig fields whose flags were given, as the dataclass takes them."""
+    """The TrainConfig fields whose flags were given, as the dataclass takes them (--set's
+    family fields as family_overrides)."""
     import dataclasses
-    from metarobot.train import TrainConfig
-    values = {}
+    from metarobot.config import TrainConfig
+    values: Dict[str, Any] = {}
     for field in dataclasses.fields(TrainConfig):
         v = getattr(args, field.name, None)
         if v is not None:
             values[field.name] = tuple(v) if field.name == "hidden_sizes" else v
+    overrides = _set_values(args.set)
+    if overrides:
+        values["family_overrides"] = overrides
     return values
 
 
-def _config_from_args(args: argparse.Namespace):
-    from metarobot.train import TrainConfig
-    values = _given_settings(args)
+def _set_values(items: List[str]) -> Dict[str, Any]:
+    """--set FIELD=VALUE flags as a dict, VALUE as JSON (or the text when it is not JSON)."""
     overrides = {}
-    for item in args.set:
-        if "=" not in item:
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
             raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
-        key, raw = item.split("=", 1)
         try:
             overrides[key] = json.loads(raw)
         except json.JSONDecodeError:
             overrides[key] = raw
-    if overrides:
-        values["family_overrides"] = overrides
-    return TrainConfig(**values)
-
-
-def _check_resume_flags(args: argparse.Namespace, saved) -> None:
-    """A resumed run keeps its saved settings (only those in RESUME_MAY_CHANGE may change):
-    a flag that asks for another value is an error, not silently dropped."""
-    import dataclasses
-    conflicts = []
-    from metarobot.train import RESUME_MAY_CHANGE
-    for field in dataclasses.fields(saved):
-        if field.name in RESUME_MAY_CHANGE or field.name == "family_overrides":
-            continue
-        given = getattr(args, field.name, None)
-        if given is None:
-            continue
-        if field.name == "hidden_sizes":
-            given = tuple(given)
-        # None in a saved run stands for the family's paper value: compare the values in force
-        has = {"max_kl": saved.kl_bound, "trajectories_per_task": saved.trajectories}.get(
-            field.name, getattr(saved, field.name))
-        if given != has:
-            conflicts.append(f"--{field.name.replace('_', '-')} {given!r} (the run has "
-                             f"{has!r})")
-    if args.set:
-        conflicts.append(f"--set {' '.join(args.set)} (the run has "
-                         f"{saved.family_overrides or 'no overrides'})")
-    if conflicts:
-        raise ValueError("--resume continues a run with its saved settings; only "
-                         + ", ".join("--" + n.replace("_", "-") for n in RESUME_MAY_CHANGE)
-                         + " may change, but got " + "; ".join(conflicts))
+    return overrides
 
 
 def _train(args: argparse.Namespace) -> int:
-    from metarobot.train import RESUME_MAY_CHANGE, TrainConfig, run_from_checkpoint, train
-    if isinstance(args.resume, str):  # a checkpoint file: the run starts from it
-        changes = None
-        if args.branch:
-            if args.set:
-                raise ValueError("a branch keeps the checkpoint's family: --set is not "
-                                 "allowed with --branch")
-            changes = {k: v for k, v in _given_settings(args).items()
-                       if k not in RESUME_MAY_CHANGE}
-            if not changes:
-                raise ValueError("--branch needs the settings to change, e.g. --max-kl 0.01")
-        run_from_checkpoint(args.resume, args.out, args.progress, changes)
+    from metarobot.config import TrainConfig
+    from metarobot.runs import resume_settings
+    from metarobot.train import train
+    given = _given_settings(args)
+    if args.resume:
+        config = resume_settings(args.out, given,
+                                 source=args.resume if isinstance(args.resume, str) else None,
+                                 progress_csv=args.progress, branch=args.branch)
     elif args.progress is not None or args.branch:
         raise ValueError(f"{'--progress' if args.progress is not None else '--branch'} goes "
                          f"with --resume CHECKPOINT")
-    if args.resume:
-        from metarobot import checkpoint
-        _, info = checkpoint.load(Path(args.out) / "checkpoints" / "latest.safetensors")
-        config = TrainConfig.from_dict(info["config"])
-        _check_resume_flags(args, config)
-        if args.cluster == "local":  # back to one process: the run's Ray settings lapse
-            config.workers, config.ray_address, config.threads_per_worker = 1, None, 1
-        for name in RESUME_MAY_CHANGE:
-            if getattr(args, name, None) is not None:
-                setattr(config, name, getattr(args, name))
     else:
-        config = _config_from_args(args)
+        config = TrainConfig(**given)
     path = train(config, args.out, resume=bool(args.resume), progress=not args.quiet)
     print(f"checkpoint: {path}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from metarobot.train import evaluate
+    from metarobot.evaluation import evaluate
     result = evaluate(args.checkpoint, tasks=args.tasks, steps=args.steps, seed=args.seed,
                       trajectories=args.trajectories, lr=args.lr, json_path=args.json,
                       plot_path=args.plot, threads=args.threads,
@@ -413,7 +363,7 @@ def _hil(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace) -> int:
-    from metarobot.train import adapt_to_task
+    from metarobot.evaluation import adapt_to_task
     task = _task_json(args.task)
     _, returns = adapt_to_task(args.checkpoint, task, steps=args.steps,
                                trajectories=args.trajectories, lr=args.lr, seed=args.seed,
@@ -456,13 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectories", type=COUNT.parse, default=None,
                    help="per task and step (default 20; 40 for AntDir)")
     p.add_argument("--lr", type=STEP_SIZE.parse, nargs="+", default=None,
-                   help="step size of each step, the last repeating (default: the learned "
-                        "step sizes of a Meta-SGD checkpoint, else 0.1 then 0.05, the paper's "
-                        "evaluation)")
+                   help="step size of each step, the last repeating (default the "
+                        "checkpoint's: a Meta-SGD checkpoint's learned step sizes, Reptile's "
+                        "inner step size, MAML's inner step size then half of it, the paper's "
+                        "0.1 then 0.05)")
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--plot", default=None, help="write a PNG plot here")
     p.add_argument("--threads", type=NONNEGATIVE_INT.parse, default=0, help="0: one per CPU")
-    from metarobot.train import BASELINE_FITS
+    from metarobot.config import BASELINE_FITS
     p.add_argument("--baseline-fit", default=None, choices=BASELINE_FITS,
                    help="baseline order of the advantages (default: the checkpoint's training "
                         "order; fresh: the paper's evaluation script, one new baseline per "
@@ -494,8 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectories", type=COUNT.parse, default=20,
                    help="per step (default 20)")
     p.add_argument("--lr", type=STEP_SIZE.parse, default=None,
-                   help="step size (default: the learned step sizes of a Meta-SGD "
-                        "checkpoint, else 0.1)")
+                   help="step size of every step (default the checkpoint's, as evaluate "
+                        "and hil: Meta-SGD's learned step sizes, Reptile's inner step size, "
+                        "MAML's inner step size then half of it)")
     p.add_argument("--seed", type=SEED.parse, default=0)
     p.add_argument("--out", default=None, help="save the adapted policy here (.safetensors)")
     p.add_argument("--threads", type=NONNEGATIVE_INT.parse, default=0, help="0: one per CPU")

@@ -20,7 +20,6 @@ dependency: `pip install -e ".[ray]"`.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 import warnings
@@ -29,12 +28,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from . import device as device_module
 from . import meta
-from .workers import Round, TaskWorker, WorkerSet, chunk_bounds, merge_rounds, shard_chunks
+from .config import TrainConfig, parse_ray_address
+from .families import TaskFamily, make_family
+from .policy import GaussianMLPPolicy
+from .sharding import chunk_bounds, shard_chunks
+from .workers import InProcessWorkers, Round, TaskWorker, WorkerSet, merge_rounds
 
 RAY_VERSION = "2.60.0"  # the version tested (constraints.txt)
 INSTALL = 'pip install -e ".[ray]" (or pip install ray==' + RAY_VERSION + ")"
-_ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(?P<port>\d+)$")
 CONNECT_TIMEOUT = 5.0  # seconds to reach a head before giving up
 START_TIMEOUT = 120.0  # seconds for the workers to be placed and started
 RETRIES = 3  # replacements of one worker within one call before the call fails
@@ -47,17 +50,6 @@ def _ray():
         raise ValueError(f"cluster 'ray' needs Ray, which is not installed: {INSTALL}") \
             from None
     return ray
-
-
-def check_address(address: Any) -> Tuple[Optional[str], Optional[int]]:
-    """(host, port) of a Ray address, (None, None) for 'auto'; ValueError if malformed."""
-    if address == "auto":
-        return None, None
-    m = _ADDRESS.match(address) if isinstance(address, str) else None
-    if m is None or not 1 <= int(m.group("port")) <= 65535:
-        raise ValueError(f"ray_address should be 'auto' or HOST:PORT of a Ray head (port "
-                         f"1-65535, e.g. 10.0.0.5:6379), got {address!r}")
-    return m.group("host").strip("[]"), int(m.group("port"))
 
 
 def _reach(host: str, port: int) -> None:
@@ -117,7 +109,6 @@ class _ShardActor:
 
     def __init__(self, config: Dict[str, Any], chunks: Optional[List[Tuple[int, int]]],
                  threads: int):
-        from .train import TrainConfig
         # Ray sets OMP_NUM_THREADS to the actor's CPUs, which torch starts with; set it only
         # if that differs: with the count set explicitly, torch's batched LU rejects some
         # sizes (metarobot.baseline falls back, but its bits then differ from the local run's)
@@ -179,11 +170,10 @@ class RayWorkers(WorkerSet):
 
     local = False
 
-    def __init__(self, config: Any, training: bool = True):
+    def __init__(self, config: TrainConfig, training: bool = True):
         ray = _ray()
         self.ray = ray
         self.config = config
-        from .families import make_family
         family = make_family(config.family, **config.family_overrides)
         self.chunks = chunk_bounds(config, family)
         # evaluation (curves) splits its own tasks; its workers hold no training shard
@@ -220,7 +210,7 @@ class RayWorkers(WorkerSet):
             # its own setting (see docs/cluster.md).
             os.environ.setdefault("RAY_worker_niceness", "0")
         else:
-            host, port = check_address(config.ray_address)
+            host, port = parse_ray_address(config.ray_address)
             if host is not None:
                 _reach(host, port)
             kwargs["address"] = config.ray_address
@@ -389,3 +379,26 @@ def _actor_class(ray: Any) -> Any:
     if _ACTOR is None:
         _ACTOR = ray.remote(_ShardActor)
     return _ACTOR
+
+
+def check_workers(config: TrainConfig, family: TaskFamily) -> None:
+    """ValueError, before any connection, unless this machine can run the worker set config
+    asks for: its device exists (on a cluster, the workers' CPUs), and the meta-batch splits
+    into config.workers shards."""
+    device = device_module.resolve(config.device)
+    if config.cluster == "ray" and device.type != "cpu":
+        raise ValueError(f"cluster 'ray' runs the learner on its workers' CPUs; device "
+                         f"{config.device!r} is for one machine (--device cpu)")
+    shard_chunks(chunk_bounds(config, family), config.workers)
+
+
+def make_workers(config: TrainConfig, family: Optional[TaskFamily] = None,
+                 policy: Optional[GaussianMLPPolicy] = None) -> WorkerSet:
+    """The worker set config asks for: in this process (cluster 'local'), or Ray actors
+    (cluster 'ray'). Checks the machine and connects and starts the workers now, so that a
+    missing device, a bad address or an unreachable cluster fails here, before any work."""
+    family = family or make_family(config.family, **config.family_overrides)
+    check_workers(config, family)
+    if config.cluster == "ray":
+        return RayWorkers(config)
+    return InProcessWorkers(config, family, policy)

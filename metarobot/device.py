@@ -2,7 +2,7 @@
 (advantage normalisation, inner steps, the outer TRPO step) runs on `device`.
 
     device = resolve("auto")                       # cuda when a GPU is visible, else cpu
-    batch = to_device(meta.process(traj, ...), device)   # once per sampled batch
+    batch = to_device(samples.process(traj, ...), device)   # once per sampled batch
     host = params_to_cpu(adapted)                  # once per sampling round, for the sampler
     fvp = capture(fvp, example)                    # a CUDA graph of a fixed-shape product
 
@@ -22,11 +22,21 @@ import torch
 DEVICES = ("cpu", "cuda", "auto")
 
 
+def check_name(name: str) -> str:
+    """name, when it names a device ('cpu', 'cuda', 'cuda:N' or 'auto'); ValueError otherwise.
+    Only the form: whether this machine has that device is resolve's question, asked where
+    the device is used (a checkpoint trained on a GPU loads on a robot's CPU)."""
+    index = name[5:] if isinstance(name, str) and name.startswith("cuda:") else None
+    if not isinstance(name, str) or not (name in DEVICES or (index is not None and
+                                                             index.isdigit())):
+        raise ValueError(f"device should be one of {DEVICES} (or 'cuda:N'), got {name!r}")
+    return name
+
+
 def resolve(name: str) -> torch.device:
     """'cpu', 'cuda' (or 'cuda:N') or 'auto' (cuda when torch sees a GPU) -> a torch.device;
     ValueError for a device this machine does not have."""
-    if not isinstance(name, str) or not (name in DEVICES or name.startswith("cuda:")):
-        raise ValueError(f"device should be one of {DEVICES} (or 'cuda:N'), got {name!r}")
+    check_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

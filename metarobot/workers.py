@@ -16,7 +16,8 @@ see `shard_chunks`); a worker set answers the same few calls for all shards at o
 
 The driver (train.meta_iteration) holds the parameters and runs the conjugate gradient and
 the line search on these sums. `InProcessWorkers` is one process (one shard: the local run, or
-several shards in turn); `metarobot.cluster.RayWorkers` is one Ray actor per shard.
+several shards in turn); `metarobot.cluster.RayWorkers` is one Ray actor per shard, and
+`metarobot.cluster.make_workers` picks the set a configuration asks for.
 
 Exactness: every call returns one value per task chunk, and the driver sums them in the
 meta-batch's chunk order with the same weights whatever the sharding; a shard's simulations
@@ -34,46 +35,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import meta
 from . import device as device_module
+from . import meta, trpo
+from .adaptation import adaptation_curve, sample_and_adapt
 from .batch import BatchSim
+from .config import TRAIN_STREAM, TrainConfig, make_policy, stream_seed
 from .families import Task, TaskFamily, make_family
 from .policy import GaussianMLPPolicy
-
-Chunk = Tuple[int, int]  # tasks [lo, hi) of the meta-batch
-CLUSTERS = ("local", "ray")
-
-
-def chunk_bounds(config: Any, family: TaskFamily) -> List[Chunk]:
-    """The meta-batch's task chunks: ranges of whole tasks of about config.chunk_samples
-    samples each on the CPU (see meta.task_chunks), all tasks at once on a GPU."""
-    ntask = config.meta_batch_size
-    if device_module.resolve(config.device).type != "cpu":
-        return [(0, ntask)]
-    return meta.chunk_ranges(ntask, family.horizon * config.trajectories, config.chunk_samples)
-
-
-def shard_chunks(chunks: Sequence[Chunk], shards: int) -> List[List[Chunk]]:
-    """Contiguous runs of whole chunks, one per shard, as even in tasks as the chunks allow.
-    ValueError when there are fewer chunks than shards."""
-    if shards > len(chunks):
-        raise ValueError(f"{shards} workers need at least {shards} task chunks; the meta-batch "
-                         f"has {len(chunks)} (chunk_samples sets their size: lower it, or use "
-                         f"fewer workers)")
-    ntask = chunks[-1][1] - chunks[0][0]
-    out: List[List[Chunk]] = []
-    start = 0
-    for s in range(shards):
-        # end this shard at the chunk boundary closest to its even share of the tasks,
-        # leaving at least one chunk for each shard after it
-        target = chunks[0][0] + ntask * (s + 1) / shards
-        last = len(chunks) - (shards - s - 1)
-        end = start + 1
-        while end < last and abs(chunks[end][1] - target) <= abs(chunks[end - 1][1] - target):
-            end += 1
-        out.append(list(chunks[start:end]))
-        start = end
-    return out
+from .samples import subsample, task_slice
+from .sharding import Chunk, chunk_bounds, shard_chunks
 
 
 @dataclasses.dataclass
@@ -98,10 +68,9 @@ class TaskWorker:
     when not given. Calls after sample() refer to the iteration sampled last; each returns a
     list with one value per chunk, unweighted."""
 
-    def __init__(self, config: Any, chunks: Optional[Sequence[Chunk]],
+    def __init__(self, config: TrainConfig, chunks: Optional[Sequence[Chunk]],
                  family: Optional[TaskFamily] = None,
                  policy: Optional[GaussianMLPPolicy] = None, threads: Optional[int] = None):
-        from .train import make_policy  # train imports this module
         self.config = config
         self.chunks = [tuple(c) for c in chunks or ()]
         self.lo, self.hi = (self.chunks[0][0], self.chunks[-1][1]) if self.chunks else (0, 0)
@@ -120,74 +89,38 @@ class TaskWorker:
         Meta-SGD's step sizes if learned, on the config's device), adapts, samples the
         adapted policies, and keeps what the outer step's calls need. carry: the baseline
         carry into the shard's first task ('previous')."""
-        from .train import TRAIN_STREAM, _baseline_next, _baseline_start, _per_task_params, _seed
         say = report or (lambda text: None)
         if not self.chunks:
             raise RuntimeError("this worker holds no tasks of the meta-batch")
-        config, device, spec = self.config, self.device, self.spec
+        config = self.config
         policy_theta, learned = meta.split_step_sizes(theta)
         lr: Any = config.inner_lr if learned is None else {k: v.detach()
                                                            for k, v in learned.items()}
-        times = {"sampling": 0.0, "returns": 0.0, "inner": 0.0}
         tasks = self.family.sample_tasks(config.meta_batch_size,
-                                         _seed(config.seed, TRAIN_STREAM, iteration, 0))
+                                         stream_seed(config.seed, TRAIN_STREAM, iteration, 0))
         tasks = tasks[self.lo:self.hi]
         k = config.trajectories
         say(f"building {len(tasks) * k} simulations")
-        sim = BatchSim(self.family, tasks, k, seed=_seed(config.seed, TRAIN_STREAM, iteration, 1),
+        sim = BatchSim(self.family, tasks, k,
+                       seed=stream_seed(config.seed, TRAIN_STREAM, iteration, 1),
                        num_threads=self.threads, first_stream=self.lo * k)
-        ntask = len(tasks)
-        batches: List[meta.TaskBatch] = []
-        sampling_params: Any = (policy_theta if device.type == "cpu"
-                                else device_module.params_to_cpu(policy_theta))
-        adapted: Optional[meta.Params] = None
-        carry, prior = _baseline_start(config.baseline_fit, ntask, sim.observation_dim, carry)
-        for step in range(config.inner_steps):
-            say(f"sampling (adaptation step {step + 1}/{config.inner_steps})")
-            t0 = time.perf_counter()
-            traj = sim.rollout(self.policy, params=sampling_params)
-            t1 = time.perf_counter()
-            say("advantages")
-            batches.append(device_module.to_device(
-                meta.process(traj, ntask, config.gamma, config.gae_lambda, carry=carry,
-                             prior=prior), device))
-            if config.inner_objective == "lvc":
-                # the sampling policy's log-probabilities: constants of the 'lvc' loss
-                meta.record_sampling(spec, policy_theta if adapted is None else adapted,
-                                     batches[-1], batched=adapted is not None)
-            carry, prior = _baseline_next(config.baseline_fit, batches[-1])
-            t2 = time.perf_counter()
-            say("inner step")
-            # the values of the adapted parameters, for sampling; the outer step
-            # differentiates through the adaptation itself
-            source = policy_theta if adapted is None else adapted
-            adapted = config.inner_rule.step(spec, source, batches[-1], lr, adapted is not None,
-                                             config.inner_objective)
-            sampling_params = _per_task_params(
-                adapted if device.type == "cpu" else device_module.params_to_cpu(adapted),
-                ntask)
-            t3 = time.perf_counter()
-            times["sampling"] += t1 - t0
-            times["returns"] += t2 - t1
-            times["inner"] += t3 - t2
-        # the adapted policies' own samples: the outer step's data (for Reptile, the log's)
-        say("sampling the adapted policies")
-        t0 = time.perf_counter()
-        post_traj = sim.rollout(self.policy, params=sampling_params)
-        t1 = time.perf_counter()
-        say("advantages")
-        post = device_module.to_device(
-            meta.process(post_traj, ntask, config.gamma, config.gae_lambda, carry=carry,
-                         prior=prior), device)
-        carry, _ = _baseline_next(config.baseline_fit, post)
-        times["sampling"] += t1 - t0
-        times["returns"] += time.perf_counter() - t1
-        self._round = {"theta": theta, "batches": batches, "post": post, "adapted": adapted}
+        # the adapted policies' own samples (the last batch) are the outer step's data (for
+        # Reptile, the log's)
+        result = sample_and_adapt(
+            sim, self.policy, policy_theta, len(tasks), config.inner_steps,
+            [lr] * config.inner_steps, update=config.inner_rule, gamma=config.gamma,
+            gae_lambda=config.gae_lambda, baseline_fit=config.baseline_fit,
+            device=self.device, carry=carry, objective=config.inner_objective,
+            keep_batches=True, report=say)
+        batches, post = result.batches[:-1], result.batches[-1]
+        times = dict(result.times)
+        self._round = {"theta": theta, "batches": batches, "post": post,
+                       "adapted": result.adapted}
         t0 = time.perf_counter()
         if config.algo != "reptile":
             self._outer_parts(theta)
         times["outer"] = time.perf_counter() - t0  # the outer step's set-up on this shard
-        return Round(batches[0].returns, post.returns, times, carry)
+        return Round(batches[0].returns, post.returns, times, result.carry)
 
     def _outer_parts(self, theta: meta.Params) -> None:
         """The per-chunk functions of the outer step (the same for every call)."""
@@ -205,8 +138,8 @@ class TaskWorker:
         parts = []
         for lo, hi in self.chunks:
             a, b = lo - self.lo, hi - self.lo  # the chunk's tasks within the shard
-            part_batches = [meta.task_slice(x, a, b) for x in batches]
-            part_post = meta.task_slice(post, a, b)
+            part_batches = [task_slice(x, a, b) for x in batches]
+            part_post = task_slice(post, a, b)
 
             def loss(p: meta.Params, bs=part_batches, ps=part_post) -> torch.Tensor:
                 phi = meta.adapt(spec, meta.split_step_sizes(p)[0], bs, step_size(p),
@@ -222,9 +155,9 @@ class TaskWorker:
             product = None
             if config.hessian != "finite-difference":
                 fraction = config.fisher_fraction
-                product = meta.maml_fisher_product(
-                    spec, theta_sorted, [meta.subsample(x, fraction) for x in part_batches],
-                    config.inner_lr, meta.subsample(part_post, fraction),
+                product = trpo.maml_fisher_product(
+                    spec, theta_sorted, [subsample(x, fraction) for x in part_batches],
+                    config.inner_lr, subsample(part_post, fraction),
                     phi={k: v[a:b] for k, v in adapted.items()}, first_order=first_order,
                     objective=config.inner_objective)
             parts.append({"gradient": torch.func.grad_and_value(loss),
@@ -264,9 +197,8 @@ class TaskWorker:
     def curves(self, theta: meta.Params, tasks: Sequence[Task], steps: int, trajectories: int,
                lr: Any, seed: int, baseline_fit: str, first_stream: int
                ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
-        """train.adaptation_curve of the policy with parameters theta on tasks (this shard's),
+        """adaptation_curve of the policy with parameters theta on tasks (this shard's),
         whose simulations start at random stream first_stream."""
-        from .train import adaptation_curve
         with torch.no_grad():
             for n, p in self.policy.named_parameters():
                 p.copy_(theta[n])
@@ -280,39 +212,49 @@ def _weights(chunks: Sequence[Chunk], ntask: int) -> List[float]:
     return [(hi - lo) / ntask for lo, hi in chunks]
 
 
-def combine(values: Sequence[Any], weights: Sequence[float]) -> Any:
-    """sum_c weights[c] * values[c] in chunk order (meta.weighted_sum's arithmetic)."""
-    acc: Any = None
-    for w, v in zip(weights, values):
-        acc = meta._axpy(acc, w, v)
-    return acc
-
-
 class WorkerSet:
     """The calls the meta-iteration makes, summed over every chunk of every shard in the
-    meta-batch's chunk order. Subclasses give _map(method, *args) -> the per-chunk lists of
-    all shards, concatenated in shard order, and _sample."""
+    meta-batch's chunk order. Subclasses give sample, adapted, curves and _map(method, p)
+    -> the per-chunk lists of all shards, concatenated in shard order."""
 
     chunks: List[Chunk]
-    shards: List[List[Chunk]]
-    config: Any
+    shards: List[Optional[List[Chunk]]]
+    config: TrainConfig
     local = True  # the shards live in this process (a CUDA graph may capture their calls)
+
+    def sample(self, theta: meta.Params, iteration: int, carry: Optional[np.ndarray] = None,
+               report: Optional[Callable[[str], None]] = None) -> Round:
+        """Every shard's sampling round of `iteration` with theta (see TaskWorker.sample),
+        the carry passed from shard to shard in order."""
+        raise NotImplementedError
+
+    def adapted(self) -> meta.Params:
+        """Every task's adapted parameters of the last round, (tasks, ...) per entry."""
+        raise NotImplementedError
+
+    def curves(self, theta: meta.Params, tasks: Sequence[Task], steps: int, trajectories: int,
+               lr: Any, seed: int, baseline_fit: str
+               ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
+        """adaptation_curve of the policy with parameters theta on tasks, split over the
+        workers with the same results: (steps + 1, tasks) returns and the adapted
+        parameters per task."""
+        raise NotImplementedError
 
     @property
     def weights(self) -> List[float]:
         return _weights(self.chunks, self.config.meta_batch_size)
 
     def gradient(self, p: meta.Params) -> Tuple[meta.Params, torch.Tensor]:
-        return combine(self._map("gradient", p), self.weights)
+        return trpo.combine(self._map("gradient", p), self.weights)
 
     def fisher_product(self, v: meta.Params) -> meta.Params:
-        return combine(self._map("fisher_product", v), self.weights)
+        return trpo.combine(self._map("fisher_product", v), self.weights)
 
     def loss_kl(self, p: meta.Params) -> Tuple[torch.Tensor, torch.Tensor]:
-        return combine(self._map("loss_kl", p), self.weights)
+        return trpo.combine(self._map("loss_kl", p), self.weights)
 
     def kl_gradient(self, p: meta.Params) -> meta.Params:
-        return combine(self._map("kl_gradient", p), self.weights)
+        return trpo.combine(self._map("kl_gradient", p), self.weights)
 
     def close(self) -> None:
         """Releases what the set holds (processes, a cluster connection)."""
@@ -323,7 +265,7 @@ class WorkerSet:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _map(self, method: str, *args: Any) -> List[Any]:
+    def _map(self, method: str, p: meta.Params) -> List[Any]:
         raise NotImplementedError
 
 
@@ -331,7 +273,7 @@ class InProcessWorkers(WorkerSet):
     """Task workers in this process, run one after the other: one shard (the local run), or
     several (which give the same results; the cluster's sharding, without a cluster)."""
 
-    def __init__(self, config: Any, family: Optional[TaskFamily] = None,
+    def __init__(self, config: TrainConfig, family: Optional[TaskFamily] = None,
                  policy: Optional[GaussianMLPPolicy] = None, shards: int = 1):
         self.config = config
         family = family or make_family(config.family, **config.family_overrides)
@@ -347,8 +289,8 @@ class InProcessWorkers(WorkerSet):
             carry = rounds[-1].carry
         return merge_rounds(rounds)
 
-    def _map(self, method: str, *args: Any) -> List[Any]:
-        return [v for w in self.workers for v in getattr(w, method)(*args)]
+    def _map(self, method: str, p: meta.Params) -> List[Any]:
+        return [v for w in self.workers for v in getattr(w, method)(p)]
 
     def adapted(self) -> meta.Params:
         parts = [w.adapted() for w in self.workers]
@@ -370,38 +312,3 @@ def merge_rounds(rounds: Sequence[Round]) -> Round:
     times = {k: max(r.times[k] for r in rounds) for k in rounds[0].times}
     return Round(torch.cat([r.pre_returns for r in rounds]),
                  torch.cat([r.post_returns for r in rounds]), times, rounds[-1].carry)
-
-
-def check_cluster_settings(config: Any, family: TaskFamily) -> None:
-    """ValueError, naming the setting, for cluster settings that do not hold together."""
-    if config.cluster not in CLUSTERS:
-        raise ValueError(f"cluster should be one of {CLUSTERS}, got {config.cluster!r}")
-    if config.cluster == "local":
-        if config.workers != 1:
-            raise ValueError(f"workers {config.workers} needs cluster 'ray' (--cluster ray): "
-                             f"in one process the shards would only run one after the other")
-        if config.ray_address is not None:
-            raise ValueError("ray_address (--ray-address) needs cluster 'ray' (--cluster ray)")
-        return
-    from .cluster import check_address
-    if config.ray_address is not None:
-        check_address(config.ray_address)
-    if device_module.resolve(config.device).type != "cpu":
-        raise ValueError(f"cluster 'ray' runs the learner on its workers' CPUs; device "
-                         f"{config.device!r} is for one machine (--device cpu)")
-    if config.baseline_fit == "previous" and config.workers > 1:
-        raise ValueError("baseline_fit 'previous' predicts each task's values with the fit of "
-                         "the task before it, across shards: it needs one worker (or "
-                         "baseline_fit 'current' or 'fresh')")
-    shard_chunks(chunk_bounds(config, family), config.workers)  # enough chunks
-
-
-def make_workers(config: Any, family: Optional[TaskFamily] = None,
-                 policy: Optional[GaussianMLPPolicy] = None) -> WorkerSet:
-    """The worker set config asks for: in this process (cluster 'local'), or Ray actors
-    (cluster 'ray', see metarobot.cluster). Connects and starts the workers now, so that a
-    bad address or an unreachable cluster fails here, before any work."""
-    if config.cluster == "ray":
-        from .cluster import RayWorkers
-        return RayWorkers(config)
-    return InProcessWorkers(config, family, policy)

@@ -54,7 +54,7 @@ def test_console_script_runs():
 
 
 def test_paper_settings_per_family():
-    from metarobot.train import TrainConfig
+    from metarobot.config import TrainConfig
     assert TrainConfig(family="HalfCheetahDir").kl_bound == 0.02
     assert TrainConfig(family="HalfCheetahVel").kl_bound == 0.01
     assert TrainConfig(family="HalfCheetahDir", max_kl=0.005).kl_bound == 0.005

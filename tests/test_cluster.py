@@ -26,8 +26,11 @@ import torch  # noqa: E402
 
 from metarobot import checkpoint, make_family  # noqa: E402
 from metarobot.cli import main  # noqa: E402
-from metarobot.train import TrainConfig, evaluate, make_policy, meta_iteration, train  # noqa: E402
-from metarobot.workers import InProcessWorkers, shard_chunks  # noqa: E402
+from metarobot.config import TrainConfig, make_policy  # noqa: E402
+from metarobot.evaluation import evaluate  # noqa: E402
+from metarobot.train import meta_iteration, train  # noqa: E402
+from metarobot.sharding import shard_chunks  # noqa: E402
+from metarobot.workers import InProcessWorkers  # noqa: E402
 
 ray = pytest.importorskip("ray")
 
@@ -208,7 +211,7 @@ def test_cluster_settings_that_do_not_hold_together_are_refused():
 
 
 def test_without_ray_the_cluster_says_how_to_install_it(monkeypatch, tmp_path):
-    from metarobot.workers import make_workers
+    from metarobot.cluster import make_workers
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     config = TrainConfig(**SMALL, cluster="ray")
     with pytest.raises(ValueError, match=r"needs Ray, which is not installed: pip install -e "

@@ -13,7 +13,8 @@ import metarobot
 import metarobot.cli
 import metarobot.render
 from metarobot import checks
-from metarobot.train import TrainConfig, adapt_to_task, evaluate
+from metarobot.config import TrainConfig
+from metarobot.evaluation import adapt_to_task, evaluate
 
 CHECKPOINT = str(Path(__file__).resolve().parent.parent / "checkpoints" /
                  "HalfCheetahDir.safetensors")

@@ -10,7 +10,8 @@ import metarobot.cli
 from metarobot import device as device_module
 from metarobot.families import make_family
 from metarobot.returns import cuda_available
-from metarobot.train import TrainConfig, make_policy, meta_iteration
+from metarobot.config import TrainConfig, make_policy
+from metarobot.train import meta_iteration
 
 GPU = torch.cuda.is_available() and cuda_available()
 needs_gpu = pytest.mark.skipif(not GPU, reason="needs a GPU")
@@ -31,8 +32,8 @@ def test_device_resolution_and_errors():
 
 
 def test_to_device_on_cpu_is_the_batch_itself():
-    from metarobot import meta
-    batch = meta.TaskBatch(obs=torch.zeros(2, 3, 4), actions=torch.zeros(2, 3, 1),
+    from metarobot import meta, samples
+    batch = samples.TaskBatch(obs=torch.zeros(2, 3, 4), actions=torch.zeros(2, 3, 1),
                            advantages=torch.zeros(2, 3), mask=torch.ones(2, 3),
                            returns=torch.zeros(2))
     assert device_module.to_device(batch, torch.device("cpu")) is batch

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import metarobot
-from metarobot import meta
+from metarobot import meta, samples, trpo
 from metarobot.baseline import fit_linear_baseline
 
 
@@ -30,7 +30,7 @@ def tiny_problem(seed=0, ntask=3, steps=6, obs_dim=3, act_dim=2, activation="tan
 
     def batch():
         mask = (torch.rand(ntask, steps, generator=g) > 0.2).double()
-        return meta.TaskBatch(obs=torch.randn(ntask, steps, obs_dim, generator=g),
+        return samples.TaskBatch(obs=torch.randn(ntask, steps, obs_dim, generator=g),
                               actions=torch.randn(ntask, steps, act_dim, generator=g),
                               advantages=torch.randn(ntask, steps, generator=g), mask=mask,
                               returns=torch.zeros(ntask), horizon=steps)
@@ -186,8 +186,8 @@ def test_fisher_product_equals_kl_hessian(inner_steps, first_order, objective, l
 
     def kl(p):
         return meta.mean_kl(spec, adapted_of(p), post)
-    exact = meta.kl_hessian_product(kl, theta)
-    product = meta.maml_fisher_product(spec, theta, batches, 0.3, post, first_order=first_order,
+    exact = trpo.kl_hessian_product(kl, theta)
+    product = trpo.maml_fisher_product(spec, theta, batches, 0.3, post, first_order=first_order,
                                        objective=objective)
     gen = torch.Generator().manual_seed(4)
     for _ in range(3):
@@ -244,15 +244,15 @@ def test_finite_difference_product_of_the_reference_code():
     def kl(p):
         return meta.mean_kl(spec, meta.adapt(spec, p, [pre], 0.3, False), post)
     kl_grad = torch.func.grad(kl)
-    exact = meta.kl_hessian_product(kl, theta)
+    exact = trpo.kl_hessian_product(kl, theta)
     gen = torch.Generator().manual_seed(7)
     v = {k: torch.randn(x.shape, generator=gen) for k, x in theta.items()}
-    small = meta.finite_difference_product(kl_grad, theta, base_eps=1e-5)
+    small = trpo.finite_difference_product(kl_grad, theta, base_eps=1e-5)
     torch.testing.assert_close(flat(small(v)), flat(exact(v)), rtol=1e-5, atol=1e-7)
     eps = 1.0 / float(flat(theta).norm())
     plus = flat(kl_grad({k: x + eps * v[k] for k, x in theta.items()}))
     minus = flat(kl_grad({k: x - eps * v[k] for k, x in theta.items()}))
-    reference = meta.finite_difference_product(kl_grad, theta)
+    reference = trpo.finite_difference_product(kl_grad, theta)
     torch.testing.assert_close(flat(reference(v)), (plus - minus) / (2 * eps))
     # at that step the quotient is no longer the Hessian's product: the KL is not quadratic
     assert float((flat(reference(v)) - flat(exact(v))).norm()) > 1e-3 * float(
@@ -270,7 +270,7 @@ def test_trpo_step_respects_its_kl_bound_and_improves():
     def kl(p):
         return meta.mean_kl(spec, meta.adapt(spec, p, [pre], 0.3, False), post)
     for max_kl in (1e-3, 1e-2):
-        new, info = meta.trpo_step(theta, loss, kl, max_kl=max_kl)
+        new, info = trpo.trpo_step(theta, loss, kl, max_kl=max_kl)
         assert info.accepted
         assert float(kl(new)) <= max_kl + 1e-12
         assert float(loss(new)) < float(loss(theta))
@@ -488,7 +488,7 @@ def test_fresh_baseline_first_batch_advantages_are_centred_returns():
     policy = metarobot.GaussianMLPPolicy(sim.observation_dim, sim.action_dim, hidden_sizes=(8,))
     traj = sim.rollout(policy)
     F = 2 * sim.observation_dim + 4
-    batch = meta.process(traj, 2, 0.9, 1.0, prior=np.zeros((2, F)))
+    batch = samples.process(traj, 2, 0.9, 1.0, prior=np.zeros((2, F)))
     T, N = traj.rewards.shape
     ret = np.zeros((T, N))
     acc = np.zeros(N)
@@ -500,5 +500,5 @@ def test_fresh_baseline_first_batch_advantages_are_centred_returns():
         expect = (r - r.mean()) / (r.std() + 1e-8)
         np.testing.assert_allclose(batch.advantages[task].numpy(), expect, rtol=1e-4, atol=1e-5)
     assert batch.baseline_coeffs.shape == (2, F)
-    current = meta.process(traj, 2, 0.9, 1.0)
+    current = samples.process(traj, 2, 0.9, 1.0)
     assert not np.allclose(current.advantages.numpy(), batch.advantages.numpy())

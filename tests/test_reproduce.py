@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from metarobot.train import TrainConfig
+from metarobot.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,10 @@ import torch
 
 import metarobot
 from metarobot import checkpoint, cli
-from metarobot.train import TrainConfig, evaluate, load_policy, train
+from metarobot.config import TrainConfig
+from metarobot.evaluation import evaluate
+from metarobot.runs import load_policy
+from metarobot.train import train
 
 
 def tiny(**kw):
@@ -57,9 +60,10 @@ def test_resume_gives_the_uninterrupted_run(tmp_path, algo, baseline, extra):
 def test_training_moves_the_parameters_and_logs(tmp_path):
     run = tmp_path / "run"
     train(tiny(iterations=2), run, progress=False)
-    policy, config, family, info = load_policy(run)
+    loaded = load_policy(run)
+    policy, config, family, info = loaded.policy, loaded.config, loaded.family, loaded.info
     assert config.family == "HalfCheetahDir" and info["iteration"] == 1
-    fresh = metarobot.train.make_policy(config, family)
+    fresh = metarobot.config.make_policy(config, family)
     moved = sum(float((p - fresh.params()[n]).abs().sum()) for n, p in policy.params().items())
     assert moved > 0
     header = rows(run)[0].split(",")
@@ -171,13 +175,29 @@ def test_evaluate_writes_json_and_plot(tmp_path):
         evaluate(run, tasks=3, steps=1, trajectories=2, baseline_fit="bogus")
 
 
-def test_held_out_tasks_are_not_training_tasks():
-    from metarobot.train import EVAL_STREAM, TRAIN_STREAM, _seed
-    fam = metarobot.make_family("HalfCheetahVel")
-    held_out = {t["goal_velocity"] for t in fam.sample_tasks(40, _seed(0, EVAL_STREAM, 0))}
-    trained = {t["goal_velocity"] for it in range(200)
-               for t in fam.sample_tasks(40, _seed(0, TRAIN_STREAM, it, 0))}
-    assert not held_out & trained
+def test_held_out_tasks_come_from_a_stream_training_never_draws(tmp_path, monkeypatch):
+    """The seeds that training draws its tasks from and the one evaluate draws its held-out
+    tasks from, recorded as the code uses them: evaluation's is the EVAL stream's, and no
+    iteration of training (nor of a run with another seed) draws from it."""
+    from metarobot.config import EVAL_STREAM, TRAIN_STREAM, stream_seed
+    from metarobot.families import TaskFamily
+    seen = []
+    draw = TaskFamily.sample_tasks
+
+    def spy(self, n, seed):
+        seen.append(seed)
+        return draw(self, n, seed)
+    monkeypatch.setattr(TaskFamily, "sample_tasks", spy)
+    run = tmp_path / "run"
+    train(tiny(iterations=2), run, progress=False)
+    trained = set(seen)
+    assert trained == {stream_seed(3, TRAIN_STREAM, it, 0) for it in range(2)}  # tiny's seed
+    seen.clear()
+    evaluate(run, tasks=2, steps=0, trajectories=1)
+    assert seen == [stream_seed(0, EVAL_STREAM, 0)]
+    every_training_seed = {stream_seed(s, TRAIN_STREAM, it, k) for s in range(4)
+                           for it in range(2000) for k in range(2)}
+    assert seen[0] not in every_training_seed
 
 
 def test_cli_train_evaluate_adapt(tmp_path, capsys):
@@ -254,7 +274,8 @@ def test_every_family_meta_trains(tmp_path, family):
 @pytest.mark.parametrize("algo, inner_steps", [("maml-trpo", 1), ("maml-trpo", 2),
                                                ("fomaml-trpo", 1)])
 def test_outer_step_in_chunks_of_tasks_equals_all_tasks_at_once(algo, inner_steps):
-    from metarobot.train import make_policy, meta_iteration
+    from metarobot.config import make_policy
+    from metarobot.train import meta_iteration
     results = []
     for chunk in (10 ** 9, 40, 80):  # all 5 tasks at once; 1 task (40 samples); 2 tasks
         config = tiny(algo=algo, inner_steps=inner_steps, meta_batch_size=5,
@@ -280,7 +301,8 @@ def test_lvc_objective_samples_as_pg_and_steps_differently(inner_steps):
     """The 'lvc' inner objective takes the same adaptation steps (so the same samples and
     returns) as 'pg'; only the meta-gradient and the Fisher products, through its second
     derivatives, differ."""
-    from metarobot.train import make_policy, meta_iteration
+    from metarobot.config import make_policy
+    from metarobot.train import meta_iteration
     out = {}
     for objective in ("pg", "lvc"):
         config = tiny(inner_steps=inner_steps, meta_batch_size=3, inner_objective=objective)
@@ -302,7 +324,6 @@ def test_lvc_objective_samples_as_pg_and_steps_differently(inner_steps):
 def test_learned_step_sizes_are_trained_saved_and_used(tmp_path, algo):
     """Meta-SGD: the step sizes move off inner_lr, live in the checkpoint, and evaluate and
     adapt use them unless a step size is given."""
-    from metarobot.train import _load
     run = tmp_path / "run"
     path = train(tiny(algo=algo, iterations=2, learn_inner_lr=True, inner_lr=0.05), run,
                  progress=False)
@@ -311,17 +332,17 @@ def test_learned_step_sizes_are_trained_saved_and_used(tmp_path, algo):
     assert alpha is not None and set(alpha) == set(policy)
     spread = max(float((a - 0.05).abs().max()) for a in alpha.values())
     assert spread > 1e-5
-    loaded, config, family, info, sizes = _load(path)
-    assert set(loaded.params()) == set(policy)
+    loaded = load_policy(path)
+    assert set(loaded.policy.params()) == set(policy) and set(loaded.step_sizes) == set(alpha)
     learned = evaluate(path, tasks=2, steps=1, seed=4)
     fixed = evaluate(path, tasks=2, steps=1, seed=4, lr=0.05)
     assert learned["step_sizes"] == "learned" and fixed["step_sizes"] == [0.05]
     assert learned["mean_return"][0] == fixed["mean_return"][0]  # same pre-update samples
     assert learned["mean_return"][1] != fixed["mean_return"][1]
-    adapted, returns = metarobot.train.adapt_to_task(path, {"direction": 1.0}, steps=1,
+    adapted, returns = metarobot.evaluation.adapt_to_task(path, {"direction": 1.0}, steps=1,
                                                      trajectories=2, out=tmp_path / "a.st")
     assert set(adapted) == set(policy)
-    metarobot.train.load_policy(tmp_path / "a.st")  # the adapted policy alone loads
+    metarobot.runs.load_policy(tmp_path / "a.st")  # the adapted policy alone loads
 
 
 def test_progress_shows_the_first_iterations_phases_and_an_eta_from_later_ones(tmp_path,
@@ -371,7 +392,8 @@ def test_resume_from_a_checkpoint_file_continues_the_run_exactly(tmp_path):
     assert cli.main(["train", "--out", str(tmp_path / "new"), "--resume", str(committed),
                      "--iterations", "4", "--quiet"]) == 2
     assert checkpoint.load(tmp_path / "new")[1]["iteration"] == 2
-    from metarobot.train import adapt_to_task, run_from_checkpoint
+    from metarobot.evaluation import adapt_to_task
+    from metarobot.runs import run_from_checkpoint
     with pytest.raises(ValueError, match="has 0 rows before iteration 2"):
         run_from_checkpoint(committed, tmp_path / "other", tmp_path / "nothing.csv")
     assert not (tmp_path / "other").exists()

@@ -1,0 +1,154 @@
+"""Sampled batches as the learner sees them: a rollout's trajectories -> advantages with the
+linear feature baseline refit per task -> a TaskBatch of (tasks, samples, ...) tensors.
+
+    batch = process(traj, ntask, gamma=0.99, gae_lambda=1.0)   # TaskBatch
+    batch.obs.shape                                # (M, T x k, obs_dim) float32
+    carry, prior = baseline_start("current", ntask, obs_dim)  # the baseline order's inputs
+
+A TaskBatch holds the samples of M tasks as (M, S, ...) tensors, S = steps x trajectories per
+task, with a validity mask; every loss is a masked mean per task, averaged over tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .baseline import fit_linear_baseline
+from .batch import Trajectories
+from .returns import discounted_returns, gae
+
+Params = Dict[str, torch.Tensor]
+BASELINE_FITS = ("current", "previous", "fresh")
+
+
+@dataclasses.dataclass
+class TaskBatch:
+    """Samples of M tasks: (M, S, ...) float32 tensors; mask (M, S) 1.0 where valid."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    advantages: torch.Tensor
+    mask: torch.Tensor
+    returns: torch.Tensor          # (M,) mean undiscounted return per trajectory, per task
+    horizon: int = 1               # T: S = T x trajectories per task, time-major within a task
+    baseline_coeffs: Optional[np.ndarray] = None  # (M, F) every task's own baseline fit
+    old_log_prob: Optional[torch.Tensor] = None  # (M, S) under the sampling policy
+    old_mean: Optional[torch.Tensor] = None      # (M, S, act_dim)
+    old_log_std: Optional[torch.Tensor] = None   # (M, act_dim)
+
+    @property
+    def baseline_carry(self) -> Optional[np.ndarray]:
+        """The last task's baseline coefficients (F,): the carry of the next batch."""
+        return None if self.baseline_coeffs is None else self.baseline_coeffs[-1].copy()
+
+
+def _per_task(x: np.ndarray, ntask: int) -> torch.Tensor:
+    """(T, N, ...) time-major, simulation i of task i // k, -> (M, T * k, ...)."""
+    T, N = x.shape[:2]
+    k = N // ntask
+    y = x.reshape(T, ntask, k, *x.shape[2:])
+    y = np.moveaxis(y, 1, 0).reshape(ntask, T * k, *x.shape[2:])
+    return torch.from_numpy(np.ascontiguousarray(y))
+
+
+def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
+            normalize: bool = True, carry: Optional[np.ndarray] = None,
+            prior: Optional[np.ndarray] = None) -> TaskBatch:
+    """Advantages of a rollout with the linear feature baseline refit per task (as the MAML
+    paper's code): discounted returns, baseline values, GAE with no bootstrap past an episode's
+    end, advantages normalised per task. carry and prior: see baseline.fit_linear_baseline; the
+    batch's baseline_carry is then the carry of the next batch, its baseline_coeffs the prior
+    of the same tasks' next batch."""
+    valid = traj.valid
+    rewards = np.where(valid, traj.rewards, 0.0).astype(np.float64)
+    ended = traj.terminated | traj.truncated | ~valid
+    returns = discounted_returns(rewards, ended, gamma)
+    T, N = rewards.shape
+    k = N // ntask
+    # time index of each step within its episode: every episode starts at t = 0
+    t_index = np.broadcast_to(np.arange(T, dtype=np.float64)[:, None], (T, N))
+    values, own = fit_linear_baseline(traj.observations, t_index, returns, valid, ntask,
+                                      carry=carry, prior=prior, return_all=True)
+    next_values = np.zeros_like(values)
+    next_values[:-1] = values[1:]
+    # the paper's code ends every path at a zero value, truncated or not
+    adv = gae(rewards, values, next_values, ended, ended, gamma, gae_lambda)
+    mask = valid.astype(np.float32)
+    adv_t = _per_task(adv.astype(np.float32), ntask)
+    mask_t = _per_task(mask, ntask)
+    if normalize:
+        count = mask_t.sum(1, keepdim=True).clamp_min(1.0)
+        mean = (adv_t * mask_t).sum(1, keepdim=True) / count
+        var = (((adv_t - mean) * mask_t) ** 2).sum(1, keepdim=True) / count
+        adv_t = (adv_t - mean) / (var.sqrt() + 1e-8) * mask_t
+    ep_returns = np.where(valid, traj.rewards, 0.0).sum(0).reshape(ntask, k).mean(1)
+    return TaskBatch(obs=_per_task(traj.observations, ntask),
+                     actions=_per_task(traj.actions, ntask),
+                     advantages=adv_t, mask=mask_t,
+                     returns=torch.from_numpy(ep_returns.astype(np.float64)), horizon=T,
+                     baseline_coeffs=own)
+
+
+def subsample(batch: TaskBatch, fraction: float) -> TaskBatch:
+    """The first ceil(fraction x k) trajectories of each task (all their steps)."""
+    M, S = batch.mask.shape
+    T = batch.horizon
+    k = S // T
+    keep = max(1, math.ceil(fraction * k))
+    if keep >= k:
+        return batch
+
+    def cut(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if x is None or x.dim() < 2 or x.shape[1] != S:
+            return x
+        y = x.reshape(M, T, k, *x.shape[2:])[:, :, :keep]
+        return y.reshape(M, T * keep, *x.shape[2:])
+    return dataclasses.replace(
+        batch, obs=cut(batch.obs), actions=cut(batch.actions), advantages=cut(batch.advantages),
+        mask=cut(batch.mask), old_log_prob=cut(batch.old_log_prob), old_mean=cut(batch.old_mean))
+
+
+def task_slice(batch: TaskBatch, lo: int, hi: int) -> TaskBatch:
+    """Tasks lo..hi-1 of a batch (views, no copy)."""
+    M = batch.mask.shape[0]
+
+    def cut(x: Any) -> Any:
+        return x[lo:hi] if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == M else x
+    return dataclasses.replace(batch, **{f.name: cut(getattr(batch, f.name))
+                                         for f in dataclasses.fields(batch)})
+
+
+def per_task_params(adapted: Params, ntask: int) -> List[Dict[str, torch.Tensor]]:
+    """(M, ...) per-entry parameters -> M detached dicts, one per task (the sampler's form)."""
+    return [{k: v[i].detach() for k, v in adapted.items()} for i in range(ntask)]
+
+
+def check_baseline_fit(value: Any) -> None:
+    if value not in BASELINE_FITS:
+        raise ValueError(f"baseline_fit should be one of {BASELINE_FITS}, got {value!r}")
+
+
+def baseline_start(baseline_fit: str, ntask: int, obs_dim: int,
+                    carry: Optional[np.ndarray] = None
+                    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(carry, prior) of a round's first batch (see meta.process). 'previous': the given carry
+    (the run's last batch), else zeros; 'fresh': zeros for every task. An unfitted baseline of
+    the reference code predicts 0, which zero coefficients do; 2 obs_dim + 4 features."""
+    nfeat = 2 * obs_dim + 4
+    if baseline_fit == "previous":
+        return (np.zeros(nfeat) if carry is None else np.asarray(carry, dtype=np.float64)), None
+    if baseline_fit == "fresh":
+        return None, np.zeros((ntask, nfeat))
+    return None, None
+
+
+def baseline_next(baseline_fit: str, batch: TaskBatch
+                   ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(carry, prior) of the batch after this one, of the same tasks."""
+    return (batch.baseline_carry if baseline_fit == "previous" else None,
+            batch.baseline_coeffs if baseline_fit == "fresh" else None)
