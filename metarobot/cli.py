@@ -30,7 +30,7 @@ def _families(args: argparse.Namespace) -> int:
     for name in metarobot.list_families():
         fam = metarobot.make_family(name)
         model = fam.load_model()
-        params = "; ".join(_describe(d) for d in fam.parameters)
+        params = "; ".join(d.describe() for d in fam.parameters)
         step = model.opt.timestep * fam.frame_skip
         print(f"| {name} | {fam.observation_dim(model)} | {model.nu} | {fam.horizon} | "
               f"{step:g} | {params} | {fam.description} |")
@@ -71,25 +71,6 @@ def _render(args: argparse.Namespace) -> int:
         path = render.save_png(image, out / f"{name}.png" if args.family == "all" else out)
         print(f"{name}: {task} -> {path}")
     return 0
-
-
-def _describe(dist) -> str:
-    from metarobot import terms
-    from metarobot.terrain import Terrain
-    if isinstance(dist, terms.Uniform):
-        return f"{dist.name} ~ U[{dist.low:g}, {dist.high:g}]"
-    if isinstance(dist, terms.Choice):
-        return f"{dist.name} in {{{', '.join(f'{v:g}' for v in dist.values)}}}"
-    if isinstance(dist, terms.Disc):
-        return f"({dist.x}, {dist.y}) on a disc of radius {dist.radius:g}"
-    if isinstance(dist, Terrain):
-        return (f"terrain in {{{', '.join(dist.kinds)}}}, difficulty ~ "
-                f"U[{dist.difficulty[0]:g}, {dist.difficulty[1]:g}], terrain_seed")
-    if isinstance(dist, terms.DynamicsScale):
-        factor = (f"{dist.log_base:g}^U[{dist.low:g}, {dist.high:g}]" if dist.log_base
-                  else f"U[{dist.low:g}, {dist.high:g}]")
-        return f"{dist.field} x {factor} ({dist.size} elements)"
-    return dist.name
 
 
 def _rollout(args: argparse.Namespace) -> int:
@@ -297,7 +278,7 @@ def _parse_task(family, text: str):
 
 def _export(args: argparse.Namespace) -> int:
     from metarobot.deploy import export
-    meta = export(args.checkpoint, args.format, args.out)
+    meta = export(args.checkpoint, args.format, args.out, overwrite=args.overwrite)
     print(f"{meta['family']} policy ({meta['obs_dim']} observations -> {meta['act_dim']} "
           f"controls, every {meta['control_period'] * 1e3:g} ms) exported as {args.format}: "
           f"{args.out}")
@@ -317,6 +298,7 @@ def _json_object(text: Optional[str], flag: str) -> Optional[Dict[str, Any]]:
 
 
 def _sim_robot(args: argparse.Namespace) -> int:
+    from metarobot.deploy.protocol import key_file_warning, read_key_file
     from metarobot.deploy.sim_robot import RealityGap, main_args
     gap = RealityGap(obs_noise=args.obs_noise, latency_ms=args.latency_ms,
                      jitter_ms=args.jitter_ms, drop=args.drop, saturation=args.saturation,
@@ -330,33 +312,38 @@ def _sim_robot(args: argparse.Namespace) -> int:
             overrides[key] = json.loads(raw)
         except json.JSONDecodeError:
             overrides[key] = raw
+    key = read_key_file(args.key_file) if args.key_file else None
+    if args.key_file and key_file_warning(args.key_file):
+        print(key_file_warning(args.key_file), file=sys.stderr)
+    timeout = args.command_timeout_ms * 1e-3 if args.command_timeout_ms is not None else None
     return main_args(args.family, args.task, args.port, args.host, gap, args.seed, overrides,
-                     args.duration, rate=args.rate)
+                     args.duration, rate=args.rate, key=key, command_timeout=timeout,
+                     safe_state=args.safe_state, damping=args.damping)
 
 
 def _hil(args: argparse.Namespace) -> int:
-    from metarobot.deploy.protocol import UdpRobot
-    from metarobot.deploy.runner import Controller, Limits, run
-    controller = Controller.from_checkpoint(args.checkpoint, lr=args.lr, seed=args.seed)
-    robot = UdpRobot.from_url(args.robot, timeout=args.connect_timeout)
+    from metarobot.deploy.controller import Controller
+    from metarobot.deploy.protocol import key_file_warning, parse_address, read_key_file
+    from metarobot.deploy.runner import Limits, check_report_dir, run, summary
+    from metarobot.deploy.udp import UdpRobot
+    # everything that can be refused is, before the robot hears a word
+    host, port = parse_address(args.robot)
+    check_report_dir(args.report, args.overwrite)
+    key = read_key_file(args.key_file) if args.key_file else None
+    if args.key_file and key_file_warning(args.key_file):
+        print(key_file_warning(args.key_file), file=sys.stderr)
     limits = Limits(stale_after=args.stale_ms * 1e-3, max_misses=args.max_misses,
                     joint_margin=args.joint_margin, max_velocity=args.max_velocity)
+    controller = Controller.from_checkpoint(args.checkpoint, lr=args.lr, seed=args.seed)
+    robot = UdpRobot(host, port, timeout=args.connect_timeout, key=key)
     try:
         report = run(controller, robot, episodes=args.episodes, adapt_steps=args.adapt_steps,
                      report_dir=args.report, rate=args.rate, limits=limits,
-                     sample=args.sample, progress=True)
+                     sample=args.sample, allow_mismatch=args.allow_mismatch,
+                     overwrite=args.overwrite, progress=True)
     finally:
         robot.close()
-    t = report["timing"]
-    print(f"stopped: {report['stopped']}" + (f" ({report['detail']})" if report["detail"]
-                                             else ""))
-    for stage in report["stages"]:
-        print(f"  after {stage['step']} adaptation steps: mean return "
-              f"{stage['mean_return']:.2f} over {len(stage['returns'])} episodes")
-    print(f"  period jitter p50 {t['period_jitter_us']['p50']:.0f} us, p99 "
-          f"{t['period_jitter_us']['p99']:.0f} us; read-to-send p50 "
-          f"{t['read_to_send_us']['p50']:.0f} us, p99 {t['read_to_send_us']['p99']:.0f} us; "
-          f"{t['deadline_misses']} deadline misses in {t['cycles']} cycles")
+    print("\n".join(summary(report)))
     if args.report:
         print(f"  report: {args.report}/report.json, report.png, cycles.csv")
     return 0 if report["stopped"] == "completed" else 1
@@ -460,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="the .onnx file, or for native a folder (weights, C++ evaluator, "
                         "example program)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (refused otherwise)")
     p.set_defaults(func=_export)
     p = sub.add_parser("sim-robot", help="a simulated robot behind the UDP robot protocol")
     p.add_argument("family")
@@ -487,22 +476,43 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--rate", type=Range(float, 0.0, 10_000.0, open_low=True).parse,
                    default=None, help="control rate in Hz (default: the family's env step)")
+    p.add_argument("--key-file", default=None,
+                   help="shared key: every packet authenticated (HMAC-SHA256); the "
+                        "controller needs the same file")
+    p.add_argument("--command-timeout-ms", type=Range(float, low=0.0, open_low=True).parse,
+                   default=None, help="without a valid ACTION this long, go to the safe "
+                                      "state (default 5 control periods, at least 50 ms)")
+    p.add_argument("--safe-state", choices=("zero", "damping"), default="zero",
+                   help="the safe state: zero controls (no torque), or damping of each "
+                        "actuated joint")
+    p.add_argument("--damping", type=Range(float, low=0.0).parse, default=1.0,
+                   help="the damping safe state's gain (controls per joint velocity unit)")
     p.set_defaults(func=_sim_robot)
     p = sub.add_parser("hil", help="run a policy on a robot: fixed-rate loop, watchdog, "
                                    "adaptation on the robot, report")
     p.add_argument("checkpoint")
-    p.add_argument("--robot", required=True, help="udp://HOST:PORT")
+    p.add_argument("--robot", required=True, help="udp://HOST:PORT (udp://[ADDRESS]:PORT "
+                                                  "for IPv6)")
+    p.add_argument("--key-file", default=None,
+                   help="the robot's shared key (the same file as the robot's)")
     p.add_argument("--episodes", type=COUNT.parse, default=1,
                    help="episodes per stage (before adaptation, and after each step)")
     p.add_argument("--adapt-steps", type=NONNEGATIVE_INT.parse, default=0,
                    help="inner steps on the robot's episodes (default 0)")
     p.add_argument("--report", default=None, help="folder for report.json, report.png, "
-                                                   "cycles.csv")
-    p.add_argument("--rate", type=Range(float, 0.0, 10_000.0, open_low=True).parse,
-                   default=None, help="loop frequency in Hz (default: the family's control "
-                                      "period)")
+                                                   "cycles.csv (a new or empty one)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write the report into a folder that holds an earlier run")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="run even when the robot's family, names or control period differ "
+                        "from the policy's (recorded in the report)")
+    p.add_argument("--rate", type=Range(float, 1.0, 10_000.0).parse,
+                   default=None, help="loop frequency in Hz, 1 to 10000 (default: the "
+                                      "robot's control period)")
     p.add_argument("--lr", type=STEP_SIZE.parse, default=None,
-                   help="inner step size (default: the checkpoint's)")
+                   help="inner step size of every step (default: the checkpoint's rule, as "
+                        "adapt and evaluate: learned step sizes; else Reptile's inner_lr; "
+                        "else MAML's inner_lr, then half of it)")
     p.add_argument("--sample", type=_boolean, default=None, metavar="{true,false}",
                    help="sample actions (default: when adapting; else the mean)")
     p.add_argument("--stale-ms", type=Range(float, low=0.0, open_low=True).parse,

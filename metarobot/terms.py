@@ -1,5 +1,6 @@
 """The vocabulary task families are written in: observation, reward and termination terms, and
-the distributions task parameters are drawn from.
+model fields written per task (the distributions task parameters are drawn from are
+metarobot.parameters, also reachable here as part of the vocabulary).
 
 Terms are frozen dataclasses. ``compile`` turns one into the plain tuple the C++ core evaluates,
 resolving body names against a compiled model and parameter names against the family's parameter
@@ -9,12 +10,12 @@ vector. A new family is a new combination of these terms; it rarely needs new C+
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import mujoco
-import numpy as np
+
+from .parameters import (DYNAMICS_FIELDS, Choice, Disc, DynamicsScale, Uniform,  # noqa: F401
+                         dynamics_scale, finite)
 
 # Kind numbers shared with csrc/engine.h.
 (_OBS_QPOS, _OBS_QVEL, _OBS_CFRC_EXT, _OBS_XMAT, _OBS_SUBTREE_COM, _OBS_XPOS, _OBS_PARAM,
@@ -83,7 +84,7 @@ class Qvel:
         start, size = _slice(self.start, self.stop, model.nv, "Qvel")
         if self.clip is None:
             return (_OBS_QVEL, 0, start, size, 0.0, 0.0, -1, 0)
-        bound = _finite(self.clip, "Qvel clip")
+        bound = finite(self.clip, "Qvel clip")
         if not bound > 0:
             raise ValueError(f"Qvel: clip should be > 0, got {bound}")
         return (_OBS_QVEL, 0, start, size, -bound, bound, -1, 0)
@@ -170,12 +171,12 @@ class HeightScan:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"HeightScan: {field} should be an integer >= 1, got {value!r}")
-        if not _finite(self.spacing, "HeightScan spacing") > 0:
+        if not finite(self.spacing, "HeightScan spacing") > 0:
             raise ValueError(f"HeightScan: spacing should be > 0, got {self.spacing}")
         geom = _hfield_geom(model, self.geom, "HeightScan")
         body = _body_id(model, self.body, "HeightScan")
         return (_OBS_HEIGHT_SCAN, body, 0, self.columns * self.rows, float(self.spacing),
-                _finite(self.forward, "HeightScan forward"), geom, self.columns)
+                finite(self.forward, "HeightScan forward"), geom, self.columns)
 
 
 # ----------------------------------------------------------------------------------------- reward
@@ -351,7 +352,7 @@ class StateBound:
         if not 0 <= self.start < model.nq + model.nv:
             raise ValueError(f"StateBound: start {self.start} is not in [0, "
                              f"{model.nq + model.nv})")
-        if not _finite(self.bound, "StateBound bound") > 0:
+        if not finite(self.bound, "StateBound bound") > 0:
             raise ValueError(f"StateBound: bound should be > 0, got {self.bound}")
         return (_T_STATE_BOUND, self.start, 0.0, float(self.bound), -1)
 
@@ -388,219 +389,9 @@ class Success:
         if not isinstance(self.distance, (GoalDistance, BodyDistance)):
             raise ValueError(f"Success: distance should be a GoalDistance or BodyDistance, got "
                              f"{type(self.distance).__name__}")
-        if not _finite(self.threshold, "Success threshold") > 0:
+        if not finite(self.threshold, "Success threshold") > 0:
             raise ValueError(f"Success: threshold should be > 0, got {self.threshold}")
         return (self.distance.compile(model, index), float(self.threshold))
-
-
-# ---------------------------------------------------------------------------- task distributions
-
-def _finite(x, what: str) -> float:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} should be a number, got {x!r}") from None
-    if not math.isfinite(x):
-        raise ValueError(f"{what} should be finite, got {x}")
-    return x
-
-
-@dataclasses.dataclass(frozen=True)
-class Uniform:
-    """A parameter drawn uniformly from [low, high]."""
-
-    name: str
-    low: float
-    high: float
-
-    @property
-    def names(self) -> Tuple[str, ...]:
-        return (self.name,)
-
-    def validate(self) -> None:
-        low, high = _finite(self.low, f"{self.name} low"), _finite(self.high, f"{self.name} high")
-        if not low <= high:
-            raise ValueError(f"{self.name}: range [{low}, {high}] is empty (low > high)")
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return rng.uniform(self.low, self.high, size=(n, 1))
-
-    def outside(self, values: Mapping[str, float]) -> Optional[str]:
-        """A description of the training range when the task's value lies outside it."""
-        v = values[self.name]
-        return None if self.low <= v <= self.high else \
-            f"{self.name}={v:g} lies outside its training range [{self.low:g}, {self.high:g}]"
-
-    def with_range(self, value) -> "Uniform":
-        try:
-            low, high = value
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.name} should be a (low, high) pair, got {value!r}") from None
-        return dataclasses.replace(self, low=low, high=high)
-
-
-@dataclasses.dataclass(frozen=True)
-class Choice:
-    """A parameter drawn uniformly from a finite set of values."""
-
-    name: str
-    values: Tuple[float, ...]
-
-    @property
-    def names(self) -> Tuple[str, ...]:
-        return (self.name,)
-
-    def validate(self) -> None:
-        if len(self.values) == 0:
-            raise ValueError(f"{self.name}: the set of values is empty")
-        for v in self.values:
-            _finite(v, f"{self.name} value")
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return np.asarray(self.values, dtype=float)[rng.integers(len(self.values), size=n)][:, None]
-
-    def outside(self, values: Mapping[str, float]) -> Optional[str]:
-        v = values[self.name]
-        return None if v in self.values else \
-            f"{self.name}={v:g} is none of its training values {[float(x) for x in self.values]}"
-
-    def with_range(self, value) -> "Choice":
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise ValueError(f"{self.name} should be a sequence of values, got {value!r}")
-        return dataclasses.replace(self, values=tuple(value))
-
-
-@dataclasses.dataclass(frozen=True)
-class Disc:
-    """A 2-D point drawn uniformly on a disc of the given radius around the origin."""
-
-    x: str
-    y: str
-    radius: float
-
-    @property
-    def name(self) -> str:
-        """The radius's override name: the coordinates' common prefix + 'radius'
-        (goal_x, goal_y -> goal_radius)."""
-        prefix = os.path.commonprefix([self.x, self.y])
-        return f"{prefix}radius" if prefix else f"{self.x}_{self.y}_radius"
-
-    @property
-    def names(self) -> Tuple[str, ...]:
-        return (self.x, self.y)
-
-    def validate(self) -> None:
-        r = _finite(self.radius, f"{self.name}")
-        if not r > 0:
-            raise ValueError(f"{self.name} should be > 0, got {r}")
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        # area-uniform: radius ~ R sqrt(U)
-        r = self.radius * np.sqrt(rng.uniform(size=n))
-        phi = rng.uniform(0.0, 2.0 * np.pi, size=n)
-        return np.stack([r * np.cos(phi), r * np.sin(phi)], axis=1)
-
-    def with_range(self, value) -> "Disc":
-        return dataclasses.replace(self, radius=value)
-
-    def outside(self, values: Mapping[str, float]) -> Optional[str]:
-        r = math.hypot(values[self.x], values[self.y])
-        return None if r <= self.radius else \
-            (f"({self.x}, {self.y})=({values[self.x]:g}, {values[self.y]:g}) lies {r:g} from the "
-             f"origin, outside the training disc of radius {self.radius:g}")
-
-
-# ---------------------------------------------------------------------------------- dynamics
-
-DYNAMICS_FIELDS = ("body_mass", "body_inertia", "geom_friction", "dof_damping", "actuator_gear")
-
-
-@dataclasses.dataclass(frozen=True)
-class DynamicsScale:
-    """Per-task scale factors for every element of a model field, one task parameter each
-    (named field[i], flat index): a factor u ~ U(low, high), or log_base ** u when log_base is
-    set (the rand_param_envs scheme: body_mass with log_base 1.5, low -3, high 3)."""
-
-    field: str
-    size: int
-    low: float
-    high: float
-    log_base: Optional[float] = None
-
-    @property
-    def name(self) -> str:
-        return self.field
-
-    @property
-    def names(self) -> Tuple[str, ...]:
-        return tuple(f"{self.field}[{i}]" for i in range(self.size))
-
-    def validate(self) -> None:
-        if self.field not in DYNAMICS_FIELDS:
-            raise ValueError(f"dynamics field should be one of {DYNAMICS_FIELDS}, got "
-                             f"{self.field!r}")
-        low, high = _finite(self.low, f"{self.field} low"), _finite(self.high, f"{self.field} high")
-        if not low <= high:
-            raise ValueError(f"{self.field}: range [{low}, {high}] is empty (low > high)")
-        if self.log_base is None:
-            if low <= 0:
-                raise ValueError(f"{self.field}: scale factors should be > 0 (a {self.field} "
-                                 f"cannot change sign), got range [{low}, {high}]")
-        elif not _finite(self.log_base, f"{self.field} log_base") > 0:
-            raise ValueError(f"{self.field}: log_base should be > 0, got {self.log_base}")
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return rng.uniform(self.low, self.high, size=(n, self.size))
-
-    def factors(self, values: np.ndarray) -> np.ndarray:
-        values = np.asarray(values, dtype=float)
-        return self.log_base ** values if self.log_base is not None else values
-
-    def apply(self, model: mujoco.MjModel, values: Mapping[str, float]) -> None:
-        """Scales model.field by the task's factors."""
-        field = getattr(model, self.field)
-        if field.size != self.size:
-            raise ValueError(f"{self.field} has {field.size} elements, the family scales "
-                             f"{self.size}")
-        factors = self.factors([values[n] for n in self.names])
-        field[...] = field * factors.reshape(field.shape)
-
-    def outside(self, values: Mapping[str, float]) -> Optional[str]:
-        bad = [n for n in self.names if not self.low <= values[n] <= self.high]
-        if not bad:
-            return None
-        what = "exponents" if self.log_base is not None else "factors"
-        return (f"{bad[0]}={values[bad[0]]:g} ({len(bad)} of the {self.field} {what}) lies "
-                f"outside its training range [{self.low:g}, {self.high:g}]")
-
-    def check_values(self, values: Mapping[str, float]) -> None:
-        factors = self.factors(np.array([values[n] for n in self.names]))
-        if not (np.isfinite(factors).all() and (factors > 0).all()):
-            bad = factors[~(np.isfinite(factors) & (factors > 0))][0]
-            raise ValueError(f"{self.field}: scale factors should be finite and > 0, got {bad}")
-
-    def with_range(self, value) -> "DynamicsScale":
-        return dynamics_scale(self.field, value, self.size)
-
-
-def dynamics_scale(field: str, value, size: int) -> DynamicsScale:
-    """A DynamicsScale from an override: (low, high) factors, or a dict with log_base, low and
-    high (factor log_base ** U(low, high))."""
-    if isinstance(value, dict):
-        unknown = set(value) - {"log_base", "low", "high"}
-        if unknown or not {"low", "high"} <= set(value):
-            raise ValueError(f"dynamics {field} takes {{'log_base', 'low', 'high'}}, got "
-                             f"{sorted(value)}")
-        scale = DynamicsScale(field, size, value["low"], value["high"], value.get("log_base"))
-    else:
-        try:
-            low, high = value
-        except (TypeError, ValueError):
-            raise ValueError(f"dynamics {field} should be a (low, high) pair of scale factors "
-                             f"or a dict with log_base, low, high; got {value!r}") from None
-        scale = DynamicsScale(field, size, low, high)
-    scale.validate()
-    return scale
 
 
 # ------------------------------------------------------------------------- model fields per task

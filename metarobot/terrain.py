@@ -171,6 +171,17 @@ class Terrain:
         seed = rng.integers(0, 10**6, size=n).astype(float)  # exact in a task's printout
         return np.stack([kind, difficulty, seed], axis=1)
 
+    def describe(self) -> str:
+        return (f"terrain in {{{', '.join(self.kinds)}}}, difficulty ~ "
+                f"U[{self.difficulty[0]:g}, {self.difficulty[1]:g}], terrain_seed")
+
+    def override(self) -> Tuple[str, Any]:
+        return ("terrain kinds, or {'kinds': [...], 'difficulty': (low, high)}",
+                {"kinds": list(self.kinds), "difficulty": tuple(self.difficulty)})
+
+    def extremes(self) -> Tuple[float, ...]:
+        return ()  # its values are written into the heightfield, not into a model field
+
     def with_range(self, value: Any) -> "Terrain":
         """value: a sequence of kind names, or a dict with 'kinds' and/or 'difficulty'."""
         if isinstance(value, dict):

@@ -31,8 +31,10 @@ from metarobot.evaluation import evaluate  # noqa: E402
 from metarobot.train import meta_iteration, train  # noqa: E402
 from metarobot.sharding import shard_chunks  # noqa: E402
 from metarobot.workers import InProcessWorkers  # noqa: E402
+from metarobot.cluster import make_workers  # noqa: E402
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a Ray head of their own: tens of seconds
 
 SMALL = dict(family="HalfCheetahVel", meta_batch_size=4, trajectories_per_task=2,
              chunk_samples=100, threads=1, family_overrides={"horizon": 50})
@@ -48,23 +50,68 @@ def _ray_cli() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
 
+def _own_processes(marker: str):
+    """Process ids of this machine whose command line names marker (the test head's own
+    temporary directory: its daemons and workers, nobody else's)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            pass
+    return pids
+
+
 @pytest.fixture(scope="module")
 def head():
-    """A Ray head on 127.0.0.1 with 3 CPUs; its address. Stopped at the end."""
+    """A Ray head of these tests' own on 127.0.0.1 with 3 CPUs, in its own temporary
+    directory and port; its address. Ended at the end by its own process ids (the `ray start
+    --block` process group and every process naming its directory), never `ray stop`, which
+    would end every Ray instance of the user on this machine."""
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="mrray", dir="/tmp")  # Ray's socket paths must be short
-    started = subprocess.run(
-        [_ray_cli(), "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
-         "--num-cpus", "3", "--include-dashboard", "false", "--disable-usage-stats",
-         "--temp-dir", temp, "--object-store-memory", str(100 * 2 ** 20)],
-        capture_output=True, text=True, timeout=120)
-    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    log = open(Path(temp) / "head.log", "w")
+    proc = subprocess.Popen(
+        [_ray_cli(), "start", "--head", "--block", "--port", str(port),
+         "--node-ip-address", "127.0.0.1", "--num-cpus", "3", "--include-dashboard", "false",
+         "--disable-usage-stats", "--temp-dir", temp,
+         "--object-store-memory", str(100 * 2 ** 20)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        deadline = time.monotonic() + 120
+        while True:  # up once its port accepts connections
+            assert proc.poll() is None, (Path(temp) / "head.log").read_text()[-2000:]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the test's Ray head did not start"
+                time.sleep(0.5)
         yield f"127.0.0.1:{port}"
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            for pid in _own_processes(temp):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(1.0)
+            if proc.poll() is not None and not _own_processes(temp):
+                break
+        log.close()
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -200,9 +247,10 @@ def test_cluster_settings_that_do_not_hold_together_are_refused():
         TrainConfig(**SMALL, workers=2)
     with pytest.raises(ValueError, match="ray_address .* needs cluster 'ray'"):
         TrainConfig(**SMALL, ray_address="auto")
+    TrainConfig(**SMALL, cluster="ray", workers=5)  # values that hold together; the split:
     with pytest.raises(ValueError, match="5 workers need at least 5 task chunks; the "
                                          "meta-batch has 4"):
-        TrainConfig(**SMALL, cluster="ray", workers=5)
+        make_workers(TrainConfig(**SMALL, cluster="ray", workers=5))  # before connecting
     with pytest.raises(ValueError, match="baseline_fit 'previous'"):
         TrainConfig(**SMALL, cluster="ray", workers=2, baseline_fit="previous")
     TrainConfig(**SMALL, cluster="ray", workers=1, baseline_fit="previous")  # one shard: fine
@@ -211,7 +259,6 @@ def test_cluster_settings_that_do_not_hold_together_are_refused():
 
 
 def test_without_ray_the_cluster_says_how_to_install_it(monkeypatch, tmp_path):
-    from metarobot.cluster import make_workers
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     config = TrainConfig(**SMALL, cluster="ray")
     with pytest.raises(ValueError, match=r"needs Ray, which is not installed: pip install -e "

@@ -1,0 +1,387 @@
+"""A task family as data, and the task it draws: a model, the distributions of task parameters,
+and the observation, reward and termination terms the C++ core evaluates.
+
+    family = TaskFamily(name="MyCheetah", model_file="half_cheetah.xml", ...)
+    task = family.task(goal_velocity=1.0)          # frozen, printable, JSON round-trippable
+    family.sample_tasks(40, seed=1)                # [Task(...), ...]
+
+The built-in families and the registry that make_family reads are metarobot.families.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import mujoco
+import numpy as np
+
+from . import parameters as P
+from . import terms as T
+from .terrain import Terrain
+
+_HERE = Path(__file__).resolve().parent
+
+
+def envs_dir() -> Path:
+    """Folder of the packaged MJCF models (installed beside the package, or the source tree's)."""
+    for candidate in (_HERE / "envs", _HERE.parent / "envs"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("metarobot's envs/ folder of MJCF models is missing")
+
+
+def actions_to_controls(actions: np.ndarray, ctrlrange: np.ndarray) -> np.ndarray:
+    """Policy actions in [-1, 1] (..., nu) -> controls on the actuators' ranges ctrlrange
+    (nu, 2): centre + a * half-range, clipped to the range (the C++ core's mapping, to the
+    bit). Exact (controls == actions) where the range is [-1, 1]."""
+    lo, hi = ctrlrange[:, 0], ctrlrange[:, 1]
+    return np.clip(0.5 * (lo + hi) + np.asarray(actions, np.float64) * (0.5 * (hi - lo)), lo, hi)
+
+
+class OutOfDistributionWarning(UserWarning):
+    """A task's parameter lies outside the family's training distribution."""
+
+
+_WARNED_OUTSIDE: set = set()  # (family, description) pairs already warned about
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One task of a family: its name and the values of the family's task parameters.
+
+    >>> Task("HalfCheetahVel", (("goal_velocity", 1.5),))
+    Task(HalfCheetahVel, goal_velocity=1.5)
+    """
+
+    family: str
+    params: Tuple[Tuple[str, float], ...]
+
+    def __getitem__(self, name: str) -> float:
+        for key, value in self.params:
+            if key == name:
+                return value
+        raise KeyError(f"task of {self.family} has no parameter {name!r}; it has "
+                       f"{[k for k, _ in self.params]}")
+
+    def as_dict(self) -> Dict[str, float]:
+        return dict(self.params)
+
+    def to_json(self) -> str:
+        return json.dumps({"family": self.family, "params": self.as_dict()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Task":
+        try:
+            data = json.loads(text)
+            family, params = data["family"], data["params"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a task in JSON ({exc}): {text[:200]!r}") from None
+        if not isinstance(family, str) or not isinstance(params, dict):
+            raise ValueError(f"not a task in JSON: {text[:200]!r}")
+        return cls(family, tuple((str(k), float(v)) for k, v in params.items()))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v:.6g}" for k, v in self.params)
+        return f"Task({self.family}{', ' if inner else ''}{inner})"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskFamily:
+    """A family of tasks on one robot.
+
+    Fields that make_family(name, **overrides) accepts by name (family.overrides() lists
+    them with their current values): horizon, frame_skip, model_file, reset_qpos_noise,
+    reset_qvel_noise, reset_noise, init_keyframe (None: the model's qpos0; a model of your
+    own, such as Gymnasium's ant.xml, may have no keyframe 'init'), normalize_actions; each
+    task parameter by its name (a (low, high) pair for a uniform one, a sequence of values for
+    a choice, the radius for a disc as '<prefix>radius', e.g. AntGoal's goal_radius, terrain
+    kinds or {'kinds': ..., 'difficulty': (low, high)} for a terrain); each
+    reward term's weight as '<term>_weight'; dynamics, a dict of model fields to vary per task
+    (body_mass, body_inertia, geom_friction, dof_damping, actuator_gear) with their ranges of
+    scale factors (see terms.DynamicsScale); and observe_task (True shows the task parameters
+    that the observation otherwise holds as zeros, e.g. the arm families' goal).
+    """
+
+    name: str
+    model_file: str            # MJCF path; relative paths are under metarobot's envs/ folder
+    frame_skip: int            # mj_step calls per env step
+    horizon: int               # env steps per episode (then truncated)
+    observation: Tuple[Any, ...]
+    reward: Tuple[Any, ...]
+    termination: Tuple[Any, ...]
+    parameters: Tuple[P.TaskParameter, ...]   # distributions of the task parameters
+    reset_qpos_noise: float = 0.0  # std of the Gaussian noise added to qpos at reset (m, rad)
+    reset_qvel_noise: float = 0.0  # std of the Gaussian noise added to qvel at reset
+    init_keyframe: Optional[str] = None  # keyframe of the initial state; None: qpos0
+    reset_noise: str = "normal"  # reset noise N(0, s) ('normal') or U(-s, s) ('uniform')
+    # actions in [-1, 1] mapped onto the control ranges (rllab's normalize(), as the MAML
+    # paper's runs); control costs then see the applied controls
+    normalize_actions: bool = False
+    # task parameters written into each task's model (goal markers, object placement, mass)
+    writes: Tuple[T.WriteField, ...] = ()
+    success: Optional[T.Success] = None  # per-step success condition (info['success'])
+    description: str = ""
+
+    def __post_init__(self):
+        for field in ("frame_skip", "horizon"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{self.name}: {field} should be an integer >= 1, got {value!r}")
+        for field in ("reset_qpos_noise", "reset_qvel_noise"):
+            value = getattr(self, field)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{self.name}: {field} should be a finite number >= 0, got "
+                                 f"{value!r}")
+        if self.init_keyframe is not None and not isinstance(self.init_keyframe, str):
+            raise ValueError(f"{self.name}: init_keyframe should be a keyframe name or None, "
+                             f"got {self.init_keyframe!r}")
+        if not isinstance(self.normalize_actions, bool):
+            raise ValueError(f"{self.name}: normalize_actions should be True or False, got "
+                             f"{self.normalize_actions!r}")
+        if self.reset_noise not in ("normal", "uniform"):
+            raise ValueError(f"{self.name}: reset_noise should be 'normal' or 'uniform', got "
+                             f"{self.reset_noise!r}")
+        for dist in self.parameters:
+            dist.validate()
+        names = self.parameter_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: task parameter names repeat: {names}")
+        by_name = {n: dist for dist in self.parameters for n in dist.names}
+        for write in self.writes:
+            write.validate(names)
+            # every value the distribution can draw must fit the field
+            for value in by_name[write.param].extremes():
+                write.check_value(value)
+        if not self.model_path.is_file():
+            raise ValueError(f"{self.name}: model_file {str(self.model_path)!r} does not exist")
+
+    @property
+    def model_path(self) -> Path:
+        path = Path(os.path.expanduser(self.model_file))
+        return path if path.is_absolute() else envs_dir() / path
+
+    @property
+    def parameter_names(self) -> Tuple[str, ...]:
+        return tuple(n for dist in self.parameters for n in dist.names)
+
+    def load_model(self) -> mujoco.MjModel:
+        """The family's compiled model (a new MjModel each call)."""
+        try:
+            return mujoco.MjModel.from_xml_path(str(self.model_path))
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: cannot load model {str(self.model_path)!r}: {exc}") \
+                from None
+
+    @property
+    def dynamics(self) -> Tuple[P.DynamicsScale, ...]:
+        return tuple(d for d in self.parameters if isinstance(d, P.DynamicsScale))
+
+    @property
+    def changes_model(self) -> bool:
+        """Whether tasks run their own model variants (dynamics, terrain, written fields)."""
+        return bool(self.writes) or any(d.changes_model for d in self.parameters)
+
+    def task_model(self, base: mujoco.MjModel, task: Task) -> mujoco.MjModel:
+        """The model a task runs: base itself when the family's tasks do not change the
+        model, else a copy with the task's dynamics scales, terrain and written fields applied
+        and mj_setConst run on it (derived constants such as subtree masses follow)."""
+        if not self.changes_model:
+            return base
+        model = copy.copy(base)
+        values = task.as_dict()
+        try:
+            for dist in self.parameters:
+                dist.apply(model, values)
+            for write in self.writes:
+                write.apply(model, values)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
+        mujoco.mj_setConst(model, mujoco.MjData(model))
+        return model
+
+    def with_dynamics(self, **ranges: Any) -> "TaskFamily":
+        """A copy that also varies model fields per task, e.g. body_mass=(0.5, 2.0) or
+        geom_friction={"log_base": 1.5, "low": -3, "high": 3}; see terms.DynamicsScale."""
+        model = self.load_model()
+        params = [d for d in self.parameters
+                  if not (isinstance(d, P.DynamicsScale) and d.field in ranges)]
+        for field, value in ranges.items():
+            if field not in P.DYNAMICS_FIELDS:
+                raise ValueError(f"{self.name}: dynamics field should be one of "
+                                 f"{P.DYNAMICS_FIELDS}, got {field!r}")
+            params.append(P.dynamics_scale(field, value, getattr(model, field).size))
+        return dataclasses.replace(self, parameters=tuple(params))
+
+    def task(self, **params: float) -> Task:
+        """A task with the given parameter values, e.g. family.task(goal_velocity=1.0)."""
+        names = self.parameter_names
+        missing = [n for n in names if n not in params]
+        extra = [n for n in params if n not in names]
+        if missing or extra:
+            raise ValueError(f"{self.name} tasks take parameters {list(names)}; missing "
+                             f"{missing}, unknown {extra}")
+        values = []
+        for n in names:
+            values.append((n, P.finite(params[n], f"{self.name} task parameter {n}")))
+        return Task(self.name, tuple(values))
+
+    def sample_tasks(self, n: int, seed: int) -> List[Task]:
+        """n tasks drawn from the family's distributions with numpy's Generator(seed)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n should be an integer >= 0, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed should be an integer >= 0, got {seed!r}")
+        rng = np.random.default_rng(int(seed))
+        columns = [dist.sample(rng, int(n)) for dist in self.parameters]
+        values = np.concatenate(columns, axis=1) if columns else np.zeros((int(n), 0))
+        names = self.parameter_names
+        return [Task(self.name, tuple((k, float(v)) for k, v in zip(names, row)))
+                for row in values]
+
+    def check_task(self, task: Task) -> None:
+        if not isinstance(task, Task):
+            raise ValueError(f"tasks should be metarobot.Task, got {type(task).__name__}")
+        if task.family != self.name:
+            raise ValueError(f"task {task!r} belongs to family {task.family!r}, expected "
+                             f"{self.name!r}")
+        if tuple(k for k, _ in task.params) != self.parameter_names:
+            raise ValueError(f"task {task!r} has parameters {[k for k, _ in task.params]}, "
+                             f"{self.name} expects {list(self.parameter_names)}")
+        for k, v in task.params:
+            P.finite(v, f"task parameter {k}")
+        values = task.as_dict()
+        for dist in self.parameters:
+            dist.check_values(values)
+        for write in self.writes:
+            write.check_value(values[write.param])
+        for dist in self.parameters:
+            why = dist.outside(values)
+            key = (self.name, why)
+            if why is not None and key not in _WARNED_OUTSIDE:
+                # out-of-distribution tasks are a fair test of adaptation: allowed, said once
+                _WARNED_OUTSIDE.add(key)
+                warnings.warn(f"{self.name}: task {task!r}: {why}; the policy was not trained "
+                              f"on such tasks", OutOfDistributionWarning, stacklevel=2)
+
+    def compile(self, model: mujoco.MjModel) -> Dict[str, Any]:
+        """The family's terms as the C++ core's tuples, resolved against model."""
+        index = {n: i for i, n in enumerate(self.parameter_names)}
+        init_key = -1
+        if self.init_keyframe is not None:
+            init_key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, self.init_keyframe)
+            if init_key < 0:
+                raise ValueError(f"{self.name}: the model {self.model_file!r} has no keyframe "
+                                 f"{self.init_keyframe!r}; override init_keyframe=None to "
+                                 f"start from the model's qpos0, or name one of its keyframes")
+        return dict(
+            obs_terms=[t.compile(model, index) for t in self.observation],
+            reward_terms=[t.compile(model, index) for t in self.reward],
+            termination_terms=[t.compile(model, index) for t in self.termination],
+            frame_skip=int(self.frame_skip),
+            horizon=int(self.horizon),
+            qpos_noise=float(self.reset_qpos_noise),
+            qvel_noise=float(self.reset_qvel_noise),
+            uniform_noise=self.reset_noise == "uniform",
+            normalized_actions=bool(self.normalize_actions),
+            init_key=init_key,
+            nparam=len(index),
+            success=None if self.success is None else self.success.compile(model, index),
+        )
+
+    @property
+    def terrain(self) -> Optional[Any]:
+        """The family's terrain distribution (metarobot.terrain.Terrain), or None."""
+        hits = [d for d in self.parameters if isinstance(d, Terrain)]
+        return hits[0] if hits else None
+
+    def observation_dim(self, model: Optional[mujoco.MjModel] = None) -> int:
+        model = model or self.load_model()
+        return sum(t.compile(model, {n: i for i, n in enumerate(self.parameter_names)})[3]
+                   for t in self.observation)
+
+    def with_overrides(self, **overrides: Any) -> "TaskFamily":
+        """A copy with the documented fields changed; an unknown field raises ValueError."""
+        top = set(_TOP_OVERRIDES)
+        if "observe_task" in overrides:
+            shown = overrides.pop("observe_task")
+            if not isinstance(shown, bool):
+                raise ValueError(f"observe_task should be True or False, got {shown!r}")
+            if not any(isinstance(t, T.TaskParameters) for t in self.observation):
+                raise ValueError(f"{self.name} has no task parameters in its observation; "
+                                 f"observe_task does not apply")
+            obs = tuple(dataclasses.replace(t, hidden=not shown)
+                        if isinstance(t, T.TaskParameters) else t for t in self.observation)
+            return dataclasses.replace(self, observation=obs).with_overrides(**overrides)
+        if "dynamics" in overrides:
+            ranges = overrides.pop("dynamics")
+            if not isinstance(ranges, dict):
+                raise ValueError(f"dynamics should be a dict of field -> range, got {ranges!r}")
+            return self.with_overrides(**overrides).with_dynamics(**ranges)
+        changes: Dict[str, Any] = {}
+        params = list(self.parameters)
+        reward = list(self.reward)
+        for key, value in overrides.items():
+            if key in top:
+                changes[key] = value
+                continue
+            hit = [i for i, d in enumerate(params) if d.name == key]
+            if hit:
+                params[hit[0]] = params[hit[0]].with_range(value)
+                continue
+            hit = [i for i, r in enumerate(reward) if f"{r.name}_weight" == key]
+            if hit:
+                term = reward[hit[0]]
+                value = P.finite(value, key)
+                field = "value" if isinstance(term, T.Constant) else "weight"
+                reward[hit[0]] = dataclasses.replace(term, **{field: value})
+                continue
+            raise ValueError(f"{self.name} has no field {key!r}; it takes "
+                             f"{sorted(self.override_names())}")
+        return dataclasses.replace(self, parameters=tuple(params), reward=tuple(reward), **changes)
+
+    def override_names(self) -> List[str]:
+        """Every field make_family(self.name, **overrides) accepts."""
+        return list(self.overrides())
+
+    def overrides(self) -> Dict[str, Tuple[str, Any]]:
+        """Every override this family accepts -> (what it sets, its current value)."""
+        out: Dict[str, Tuple[str, Any]] = {
+            name: (doc, getattr(self, name)) for name, doc in _TOP_OVERRIDES.items()}
+        out["dynamics"] = ("model fields varied per task: {field: (low, high)} or {field: "
+                           "{'log_base': b, 'low': l, 'high': h}}, fields "
+                           + ", ".join(P.DYNAMICS_FIELDS),
+                           {d.field: (d.low, d.high) for d in self.dynamics} or None)
+        if any(isinstance(t, T.TaskParameters) for t in self.observation):
+            shown = [not t.hidden for t in self.observation if isinstance(t, T.TaskParameters)]
+            out["observe_task"] = ("True shows the task parameters the observation otherwise "
+                                   "holds as zeros", all(shown))
+        for d in self.parameters:
+            if not isinstance(d, P.DynamicsScale):  # those are under dynamics
+                out[d.name] = d.override()
+        for r in self.reward:
+            value = r.value if isinstance(r, T.Constant) else r.weight
+            out[f"{r.name}_weight"] = (f"weight of the reward term {r.name}", value)
+        return out
+
+
+# Overrides of TaskFamily's own fields -> what they set.
+_TOP_OVERRIDES = {
+    "horizon": "env steps per episode",
+    "frame_skip": "mj_step calls per env step",
+    "model_file": "MJCF path (relative: under metarobot's envs/ folder)",
+    "reset_qpos_noise": "std (normal) or half-width (uniform) of the qpos noise at reset",
+    "reset_qvel_noise": "std (normal) or half-width (uniform) of the qvel noise at reset",
+    "reset_noise": "'normal' or 'uniform' reset noise",
+    "init_keyframe": "the model keyframe episodes start from; None: the model's qpos0",
+    "normalize_actions": "True maps actions in [-1, 1] onto the actuators' control ranges",
+}
+
+
+# ----------------------------------------------------------------------------------- the families
