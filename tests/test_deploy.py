@@ -1,14 +1,18 @@
 """Exported policies against the torch policy; the wire protocol; the fixed-rate loop against a
 simulated robot in its own process over real UDP sockets on loopback (each test starts the
-server and ends it); the watchdog; adaptation on the robot."""
+server on port 0 and ends it by its own process id); the watchdog; adaptation on the robot;
+the commands' one-line errors. The link's safety (sessions, keys, replays, timeouts,
+signals) is tested in test_link.py."""
 
 import csv
+import dataclasses
 import json
 import math
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +20,16 @@ import pytest
 import torch
 
 import metarobot
-import metarobot.train
+from metarobot import checkpoint
 from metarobot.deploy import protocol as P
+from metarobot.deploy.controller import Controller
 from metarobot.deploy.export import export, load_metadata
 from metarobot.deploy.robot import GymRobot, RobotSpec
-from metarobot.deploy.runner import STOP_REASONS, Controller, Limits, run
+from metarobot.deploy.runner import STOP_REASONS, Cycle, Limits, Mismatch, run
+from metarobot.deploy.udp import UdpRobot
+from metarobot.evaluation import adapt_to_task
 from metarobot.families import actions_to_controls
+from metarobot.runs import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 CHEETAH = str(ROOT / "checkpoints" / "HalfCheetahVel.safetensors")
@@ -38,7 +46,8 @@ def observations(family_name, n=64, seed=0):
 
 def torch_controls(checkpoint, obs):
     """The reference: the checkpoint's torch module, its mean, the families' action map."""
-    policy, config, family, _ = metarobot.train.load_policy(checkpoint)
+    loaded = load_policy(checkpoint)
+    policy, family = loaded.policy, loaded.family
     with torch.no_grad():
         mean = policy.mean(torch.from_numpy(obs)).double().numpy()
     model = family.load_model()
@@ -123,7 +132,7 @@ def test_export_metadata_describes_the_robot_interface(native_ant):
 
 def test_an_adapted_policy_exports_with_its_task(tmp_path):
     adapted = tmp_path / "adapted.safetensors"
-    metarobot.train.adapt_to_task(CHEETAH, {"goal_velocity": 1.5}, trajectories=2, out=adapted)
+    adapt_to_task(CHEETAH, {"goal_velocity": 1.5}, trajectories=2, out=adapted)
     meta = export(adapted, "onnx", tmp_path / "a.onnx")
     assert meta["task"] == {"goal_velocity": 1.5} and meta["adaptation_steps"] == 1
     obs = observations("HalfCheetahVel", 16)
@@ -139,33 +148,79 @@ def test_export_refuses_an_unknown_format(tmp_path):
         export(CHEETAH, "tflite", tmp_path / "x")
 
 
+def test_export_refuses_an_existing_path_and_non_finite_weights(tmp_path):
+    (tmp_path / "there").mkdir()
+    with pytest.raises(ValueError, match="exists; give --overwrite"):
+        export(CHEETAH, "native", tmp_path / "there")
+    with pytest.raises(ValueError, match="is a folder"):
+        export(CHEETAH, "onnx", tmp_path / "there")
+    export(CHEETAH, "native", tmp_path / "there", overwrite=True)
+    assert (tmp_path / "there" / "policy.bin").is_file()
+    params, info = checkpoint.load(CHEETAH)
+    params = dict(params)
+    params["layers.1.weight"] = params["layers.1.weight"].clone()
+    params["layers.1.weight"][0, 0] = float("nan")
+    checkpoint.save(tmp_path / "nan.safetensors", params, info)
+    with pytest.raises(ValueError, match="non-finite weights in layers.1.weight"):
+        export(tmp_path / "nan.safetensors", "onnx", tmp_path / "nan.onnx")
+    assert not (tmp_path / "nan.onnx").exists()
+
+
 # ------------------------------------------------------------------------------ the protocol
 
 def test_packets_round_trip_and_bad_ones_are_named():
-    spec = RobotSpec(5, 2, 0.01, ("a",) * 5, ("u", "v"))
-    packet = P.decode(P.encode(P.SPEC, 7, P.spec_payload(spec), stamp=12.5))
-    assert (packet.kind, packet.seq, packet.stamp) == (P.SPEC, 7, 12.5)
-    assert P.parse_spec(packet.payload) == spec
+    spec = RobotSpec(5, 2, 0.01, tuple("abcde"), ("u", "v"), "Fam", 0.05)
+    nonce_c, nonce_r = P.new_nonce(), P.new_nonce()
+    data = P.encode(P.SPEC, payload=P.spec_payload(spec, 77, nonce_c, nonce_r), stamp=12.5)
+    packet = P.decode(data)
+    assert (packet.kind, packet.session, packet.seq, packet.stamp) == (P.SPEC, 0, 0, 12.5)
+    assert P.parse_spec(packet.payload) == (spec, 77, nonce_c, nonce_r)
     obs = np.arange(5, dtype=np.float32)
-    step, got, reward, done, term = P.parse_obs(P.obs_payload(3, obs, 1.5, True, False), 5)
-    assert (step, reward, done, term) == (3, 1.5, True, False)
-    np.testing.assert_array_equal(got, obs)
-    assert math.isnan(P.parse_obs(P.obs_payload(0, obs), 5)[2])
-    good = P.encode(P.OBS, 1, P.obs_payload(0, obs))
+    o = P.parse_obs(P.obs_payload(P.Observation(3, obs, 1.5, -2.5, True, False, True)), 5)
+    assert (o.step, o.reward, o.ret, o.done, o.terminated, o.safe) == (3, 1.5, -2.5, True,
+                                                                        False, True)
+    np.testing.assert_array_equal(o.obs, obs)
+    assert math.isnan(P.parse_obs(P.obs_payload(P.Observation(0, obs)), 5).ret)
+    good = P.encode(P.OBS, session=5, episode=2, seq=9,
+                    payload=P.obs_payload(P.Observation(0, obs)))
+    p = P.decode(good)
+    assert (p.session, p.episode, p.seq, p.mac) == (5, 2, 9, b"")
     bad = {
         "shorter than a header": good[:10],
         "bad magic": b"XXXX" + good[4:],
-        "protocol version 9": good[:4] + (9).to_bytes(2, "little") + good[6:],
+        "protocol version 1, this side speaks version 2": good[:4] + (1).to_bytes(2, "little")
+        + good[6:],
         "checksum mismatch": good[:-5] + bytes([good[-5] ^ 1]) + good[-4:],
         "does not match": good[:-4] + b"\0" + good[-4:],
     }
     for words, data in bad.items():
         with pytest.raises(P.ProtocolError, match=words):
             P.decode(data)
-    with pytest.raises(P.ProtocolError, match="expected 36 for 5 observations"):
-        P.parse_obs(P.obs_payload(0, obs)[:-4], 5)
-    with pytest.raises(ValueError, match="udp://HOST:PORT"):
-        P.parse_address("tcp://x")
+    with pytest.raises(P.ProtocolError, match="expected 44 for 5 observations"):
+        P.parse_obs(P.obs_payload(P.Observation(0, obs))[:-4], 5)
+    for url in ("tcp://x:1", "udp://x", "udp://[::1]", "udp://::1:80", "udp://h:70000"):
+        with pytest.raises(ValueError, match="udp://HOST:PORT"):
+            P.parse_address(url)
+    assert P.parse_address("udp://[::1]:9870") == ("::1", 9870)
+    assert P.parse_address("robot.local:9870") == ("robot.local", 9870)
+
+
+def test_macs_bind_packets_to_their_key_and_session():
+    key = b"k" * 32
+    ks = P.session_key(key, 5, b"a" * 16, b"b" * 16)
+    packet = P.decode(P.encode(P.ACTION, session=5, seq=1, payload=b"\0" * 8, key=ks))
+    assert len(packet.mac) == P.MAC_SIZE and P.authentic(packet, ks) is None
+    # another session's key (other nonces), another shared key, no key, no MAC
+    assert "wrong MAC" in P.authentic(packet, P.session_key(key, 5, b"a" * 16, b"c" * 16))
+    assert "wrong MAC" in P.authentic(packet, P.session_key(b"j" * 32, 5, b"a" * 16,
+                                                            b"b" * 16))
+    assert "this side has no key" in P.authentic(packet, None)
+    plain = P.decode(P.encode(P.ACTION, session=5, seq=1, payload=b"\0" * 8))
+    assert "requires one" in P.authentic(plain, ks)
+    # the sequence window: fresh, repeated, old, a forged jump
+    w = P.SeqWindow()
+    assert [w.accept(s) for s in (1, 2, 2, 1, 5, 5 + P.SEQ_WINDOW + 1, 6)] == \
+        [None, None, "repeated", "old", None, "out of window", None]
 
 
 # ------------------------------------------------------------------ a robot in its own process
@@ -174,10 +229,13 @@ class Server:
     """`metarobot sim-robot` in a subprocess on a free loopback port; ended by close()."""
 
     def __init__(self, *args, family="HalfCheetahVel", task='{"goal_velocity": 1.5}',
-                 horizon=30):
+                 horizon=30, command_timeout_ms=1000):
+        # a generous command timeout: a loaded test machine may stall the runner for tens of
+        # milliseconds, and these tests are not about the timeout (test_link.py is)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "metarobot.cli", "sim-robot", family, "--task", task,
-             "--port", "0", "--set", f"horizon={horizon}", "--duration", "120", *args],
+             "--port", "0", "--set", f"horizon={horizon}", "--duration", "120",
+             "--command-timeout-ms", str(command_timeout_ms), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if "udp://" not in line:
@@ -188,7 +246,7 @@ class Server:
 
     def close(self):
         if self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.kill()  # this server's own process, by its id
         self.proc.wait(timeout=10)
         for f in (self.proc.stdout, self.proc.stderr):
             f.close()
@@ -209,54 +267,75 @@ def load_cycles(path):
     return rows
 
 
+def check_accounting(report, horizon):
+    """What the protocol promises, whatever the timing: every episode ends at the robot's
+    horizon, each episode's observations received and missed add up to its steps + 1, the
+    missed ones add up to the report's total, and the return is the robot's own."""
+    episodes = [e for st in report["stages"] for e in st["episodes"]]
+    for e in episodes:
+        assert e["complete"] and e["steps"] == horizon, e
+        assert e["received"] + e["missed"] == e["steps"] + 1
+        assert 1 <= e["acted"] <= e["received"] - 1  # no controls answer the done one
+    assert report["observations_missed"] == sum(e["missed"] for e in episodes)
+    return episodes
+
+
 def test_the_loop_end_to_end_over_udp(server, tmp_path):
-    robot = P.UdpRobot.from_url(server.url)
+    robot = UdpRobot.from_url(server.url)
     try:
         assert robot.spec().obs_dim == 20 and robot.spec().control_period == pytest.approx(0.01)
+        assert robot.spec().family == "HalfCheetahVel"
         report = run(Controller.from_checkpoint(CHEETAH), robot, episodes=2,
                      report_dir=tmp_path)
     finally:
         robot.close()
     assert report["stopped"] == "completed", report["detail"]
     assert report["robot_acknowledged_stop"]
+    assert report["agreement"] == {"differences": [], "allowed": False}
+    episodes = check_accounting(report, 30)
     stage = report["stages"][0]
-    assert stage["lengths"] == [30, 30] and all(stage["complete"])
+    assert stage["returns"] == [e["return"] for e in episodes] and stage["interrupted_returns"] == []
     assert all(np.isfinite(stage["returns"]))
-    assert report["timing"]["cycles"] == 60
+    assert stage["mean_return"] == pytest.approx(np.mean(stage["returns"]))
+    assert report["timing"]["cycles"] == sum(e["acted"] for e in episodes)
     rows = load_cycles(tmp_path / "cycles.csv")
+    assert list(rows[0])[:6] == [f.name for f in dataclasses.fields(Cycle)][:6]
     acted = [r for r in rows if r["ctrl_0"] != ""]
-    assert len(acted) == 60
+    assert len(acted) == report["timing"]["cycles"]
     # the controls logged are the exported map of the logged observation
     obs = np.array([[float(r[f"obs_{i}"]) for i in range(20)] for r in acted], np.float32)
     ctrl = np.array([[float(r[f"ctrl_{i}"]) for i in range(6)] for r in acted])
     want, _ = torch_controls(CHEETAH, obs)
     np.testing.assert_allclose(ctrl, want, rtol=1e-5, atol=2e-6)
-    # rewards come from the robot, and sum to the returns of the report
-    rewards = [float(r["reward"]) for r in rows if r["reward"] not in ("", "nan")]
-    assert sum(rewards) == pytest.approx(sum(stage["returns"]), rel=1e-5)
+    # the return of an episode is the robot's running return in its last observation
+    for ep, e in enumerate(episodes):
+        last = [r for r in rows if r["episode"] == str(ep) and r["ret"] != ""][-1]
+        assert last["done"] == "1" and float(last["ret"]) == pytest.approx(e["return"])
     assert (tmp_path / "report.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["timing"]["period_jitter_us"]["count"] > 50
+    assert saved["timing"]["period_jitter_us"]["count"] > 20
+    assert saved == report
 
 
 @pytest.mark.parametrize("server", [("--drop", "0.2", "--seed", "3")], indirect=True)
 def test_dropped_packets_are_counted_and_the_run_completes(server, tmp_path):
-    robot = P.UdpRobot.from_url(server.url)
+    robot = UdpRobot.from_url(server.url)
     try:
         report = run(Controller.from_checkpoint(CHEETAH), robot, episodes=2,
                      report_dir=tmp_path)
     finally:
         robot.close()
     assert report["stopped"] == "completed", report["detail"]
-    # 20% of observations lost: gaps in the steps received, and cycles with nothing new
+    # 20% of observations lost: gaps in the steps received, and cycles with nothing new;
+    # still every step counted (the robot's step count and return travel in each OBS)
     assert report["observations_missed"] > 0
     assert report["timing"]["stale_cycles"] > 0
-    assert all(report["stages"][0]["complete"])
+    check_accounting(report, 30)
 
 
 def test_a_killed_robot_ends_the_run_through_the_watchdog(tmp_path):
     server = Server(horizon=100000)
-    robot = P.UdpRobot.from_url(server.url)
+    robot = UdpRobot.from_url(server.url)
     killer = threading.Timer(0.6, server.proc.kill)
     try:
         killer.start()
@@ -272,18 +351,24 @@ def test_a_killed_robot_ends_the_run_through_the_watchdog(tmp_path):
     rows = load_cycles(tmp_path / "cycles.csv")  # whole, up to the stop
     assert len(rows) > 20 and rows[-1]["stale"] == "1"
     assert all(len(r) == len(rows[0]) for r in rows)
+    # the one episode was cut: reported apart, no mean over complete episodes
+    stage = report["stages"][0]
+    assert stage["returns"] == [] and len(stage["interrupted_returns"]) == 1
+    assert stage["mean_return"] is None
 
 
 def test_malformed_and_wrong_version_packets_are_rejected_with_a_reason(server):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(2.0)
     try:
-        good = P.encode(P.HELLO, 1)
-        for data, words in ((b"hello robot", "shorter than a header"),
-                            (good[:4] + (2).to_bytes(2, "little") + good[6:],
-                             "protocol version 2"),
+        good = P.encode(P.HELLO, payload=P.hello_payload(P.new_nonce()))
+        v1 = b"MRBT" + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + bytes(20)
+        for data, words in ((b"MRB", "shorter than a header"),
+                            (b"hello robot", "bad magic"),
+                            (v1, "protocol version 1, this side speaks version 2"),
                             (good[:-1] + bytes([good[-1] ^ 0xFF]), "checksum"),
-                            (P.encode(P.ACTION, 2, b"\0" * 7), "ACTION payload of 7 bytes")):
+                            (P.encode(P.HELLO, payload=b"\0" * 7), "HELLO payload of 7"),
+                            (P.encode(P.ACTION, payload=b"\0" * 8), "needs a session")):
             sock.sendto(data, ("127.0.0.1", server.port))
             reply = P.decode(sock.recvfrom(P.MAX_PACKET)[0])
             assert reply.kind == P.ERROR and words in reply.payload.decode(), reply
@@ -301,28 +386,43 @@ def test_the_client_rejects_garbage_from_the_robot_side():
     fake.bind(("127.0.0.1", 0))
     fake.settimeout(2.0)
     port = fake.getsockname()[1]
-    spec = RobotSpec(3, 1, 0.01)
+    spec = RobotSpec(3, 1, 0.01, command_timeout=0.05)
 
     def answer():
         data, peer = fake.recvfrom(P.MAX_PACKET)
+        nonce = P.parse_hello(P.decode(data).payload)
         fake.sendto(b"\x00garbage", peer)
-        fake.sendto(P.encode(P.SPEC, 1, P.spec_payload(spec))[:-1] + b"\0", peer)  # bad CRC
-        fake.sendto(P.encode(P.SPEC, 2, P.spec_payload(spec)), peer)
+        ok = P.encode(P.SPEC, payload=P.spec_payload(spec, 9, nonce, P.new_nonce()))
+        fake.sendto(ok[:-1] + b"\0", peer)  # bad CRC
+        fake.sendto(P.encode(P.SPEC, payload=P.spec_payload(spec, 8, P.new_nonce(),
+                                                             P.new_nonce())), peer)  # stale
+        fake.sendto(ok, peer)
     t = threading.Thread(target=answer)
     t.start()
     try:
-        robot = P.UdpRobot("127.0.0.1", port)
-        assert robot.spec() == spec
-        assert sum(robot.rejected.values()) == 2 and "checksum" in robot.last_error
+        robot = UdpRobot("127.0.0.1", port)
+        assert robot.spec() == spec and robot.session == 9
+        assert robot.rejected == {"malformed": 2, "stale SPEC": 1}
         robot.close()
     finally:
         t.join()
         fake.close()
     with pytest.raises(ValueError, match="no robot answered"):
-        P.UdpRobot("127.0.0.1", port, timeout=0.3)
+        UdpRobot("127.0.0.1", port, timeout=0.3)
 
 
 # ----------------------------------------------------------------- watchdog without a network
+
+CHEETAH_INTERFACE = Controller.from_checkpoint(CHEETAH).interface()
+
+
+def cheetah_robot(env, cls=GymRobot):
+    """A GymRobot that says it is the cheetah (names, family, control period), so that the
+    agreement check passes."""
+    i = CHEETAH_INTERFACE
+    return cls(env, i["control_period"], i["observation_names"], i["action_names"],
+               i["family"])
+
 
 class FakeEnv:
     """A gymnasium-like env whose observations a test writes: joint limits, NaN."""
@@ -345,18 +445,22 @@ class FakeEnv:
         pass
 
 
+def zeros(t):
+    return np.zeros(20, np.float32)
+
+
 def test_watchdog_stops_at_a_joint_limit_and_on_a_non_finite_observation():
     def bent(t):  # the cheetah's back thigh (qpos[3], obs[2]) bent past its range at t = 5
         obs = np.zeros(20, np.float32)
         obs[2] = -3.0 if t >= 5 else 0.0
         return obs
-    report = run(Controller.from_checkpoint(CHEETAH), GymRobot(FakeEnv(bent), 0.002))
+    report = run(Controller.from_checkpoint(CHEETAH), cheetah_robot(FakeEnv(bent)))
     assert report["stopped"] == "joint limit" and "bthigh" in report["detail"]
-    assert report["stages"][0]["lengths"] == [5]
+    assert [e["acted"] for e in report["stages"][0]["episodes"]] == [5]
 
     def broken(t):
         return np.full(20, np.nan if t == 3 else 0.0, np.float32)
-    report = run(Controller.from_checkpoint(CHEETAH), GymRobot(FakeEnv(broken), 0.002))
+    report = run(Controller.from_checkpoint(CHEETAH), cheetah_robot(FakeEnv(broken)))
     assert report["stopped"] == "non-finite observation"
 
 
@@ -365,8 +469,8 @@ def test_watchdog_stops_on_non_finite_controls_and_on_ctrl_c():
     params = dict(controller.params)
     params["layers.0.bias"] = torch.full_like(params["layers.0.bias"], float("nan"))
     controller.set_params(params)
-    env = FakeEnv(lambda t: np.zeros(20, np.float32))
-    report = run(controller, GymRobot(env, 0.002))
+    env = FakeEnv(zeros)
+    report = run(controller, cheetah_robot(env))
     assert report["stopped"] == "non-finite controls" and env.t == 0
 
     class Interrupting(GymRobot):
@@ -377,22 +481,76 @@ def test_watchdog_stops_on_non_finite_controls_and_on_ctrl_c():
                 raise KeyboardInterrupt
             super().send(step, controls)
 
-        def stop(self):
+        def stop(self, timeout=0.5):
             Interrupting.stopped += 1
-    robot = Interrupting(FakeEnv(lambda t: np.zeros(20, np.float32)), 0.002)
+            return True
+    robot = cheetah_robot(FakeEnv(zeros), Interrupting)
     report = run(Controller.from_checkpoint(CHEETAH), robot)
     assert report["stopped"] == "interrupted" and Interrupting.stopped == 1
+
+
+def test_the_watchdog_wakes_on_its_own_deadline():
+    """A robot that falls silent after its first observation, a loop at 5 Hz: the stale
+    limit (300 ms) passes between two cycles (at 200 and 400 ms), and the watchdog stops
+    the run then, not at the next cycle."""
+    class Silent(GymRobot):
+        def read(self, timeout=0.0):
+            return None
+    start = time.monotonic()
+    report = run(Controller.from_checkpoint(CHEETAH), cheetah_robot(FakeEnv(zeros), Silent),
+                 rate=5.0, limits=Limits(stale_after=0.3), allow_mismatch=True)
+    assert report["stopped"] == "stale observation"
+    # a loaded machine wakes late: well before the cycle after the deadline is done
+    waited = float(report["detail"].split("for ")[1].split(" ms")[0])
+    assert 300 <= waited < 380 and time.monotonic() - start < 5
+
+
+def test_bad_loop_settings_are_refused_before_the_robot_moves():
+    env = FakeEnv(zeros)
+    controller = Controller.from_checkpoint(CHEETAH)
+    with pytest.raises(ValueError, match="shorter than the stale limit"):
+        run(controller, cheetah_robot(env), rate=1e-9)
+    with pytest.raises(ValueError, match="episodes should be an integer >= 1"):
+        run(controller, cheetah_robot(env), episodes=0)
+    assert env.t == 0
+
+
+def test_the_robot_must_agree_with_the_policy_before_the_first_command(tmp_path):
+    """Sizes alone do not make the policy's robot: reversed actuators, another control
+    period, another family of the same sizes are each named, before any command."""
+    i = CHEETAH_INTERFACE
+    cases = {
+        "action 0 is 'ffoot' on the robot, 'bthigh' for the policy":
+            dict(action_names=i["action_names"][::-1]),
+        "control period is 2 ms, the policy's 10 ms": dict(control_period=0.002),
+        "runs family 'HalfCheetahDir'": dict(family="HalfCheetahDir"),
+        "observation 8 is 'qvel rooty'": dict(observation_names=i["observation_names"][:8]
+                                             + ("qvel rooty", "qvel rootx")
+                                             + i["observation_names"][10:]),
+        "names no action entries": dict(action_names=()),
+    }
+    for words, change in cases.items():
+        args = dict(i, **change)
+        env = FakeEnv(zeros)
+        robot = GymRobot(env, args["control_period"], args["observation_names"],
+                         args["action_names"], args["family"])
+        with pytest.raises(Mismatch, match=words.replace("(", r"\(").replace(")", r"\)")):
+            run(Controller.from_checkpoint(CHEETAH), robot, report_dir=tmp_path / "r")
+        assert env.t == 0 and not (tmp_path / "r").exists()
+    robot = GymRobot(FakeEnv(zeros), 0.01, action_names=i["action_names"][::-1])
+    report = run(Controller.from_checkpoint(CHEETAH), robot, allow_mismatch=True)
+    assert report["stopped"] == "completed" and report["agreement"]["allowed"]
+    assert len(report["agreement"]["differences"]) == 3  # family, observation names, actions
 
 
 def test_a_gymnasium_env_as_the_robot():
     import gymnasium as gym
     env = gym.make("metarobot/HalfCheetahVel-v0", task={"goal_velocity": 1.0}, horizon=25,
                    normalize_actions=False)
-    report = run(Controller.from_checkpoint(CHEETAH), GymRobot(env, control_period=0.002),
-                 episodes=2)
+    report = run(Controller.from_checkpoint(CHEETAH), cheetah_robot(env), episodes=2)
     assert report["stopped"] == "completed"
-    assert report["stages"][0]["lengths"] == [25, 25]
-    # the policy's mean actions, deterministic: both episodes differ only by reset noise
+    eps = report["stages"][0]["episodes"]
+    assert [e["steps"] for e in eps] == [25, 25] and [e["missed"] for e in eps] == [0, 0]
     assert all(np.isfinite(report["stages"][0]["returns"]))
 
 
@@ -402,7 +560,8 @@ def test_adaptation_on_the_robot_is_the_inner_step():
     step on simulated batches does."""
     import gymnasium as gym
     from metarobot import meta
-    from metarobot.deploy.runner import episodes_to_trajectories
+    from metarobot.deploy.controller import episodes_to_trajectories
+    from metarobot.samples import process
     env = gym.make("metarobot/HalfCheetahVel-v0", task={"goal_velocity": 1.0}, horizon=40,
                    normalize_actions=False)
     controller = Controller.from_checkpoint(CHEETAH)
@@ -410,24 +569,27 @@ def test_adaptation_on_the_robot_is_the_inner_step():
     episodes = []  # what run() hands the inner step
     original = Controller.adapt
 
-    def spy(self, eps, batched, lr):
+    def spy(self, eps, step, lr=None):
         episodes.extend(eps)
-        return original(self, eps, batched, lr)
+        return original(self, eps, step, lr)
     Controller.adapt = spy
     try:
-        report = run(controller, GymRobot(env, control_period=0.001), episodes=3,
-                     adapt_steps=1, lr=0.0)
+        report = run(controller, cheetah_robot(env), episodes=3, adapt_steps=1, lr=0.0)
     finally:
         Controller.adapt = original
     assert report["sampled_actions"]
     assert len(episodes) == 3 and len(report["stages"]) == 2
+    assert report["stages"][1]["step_size"] == 0.0
     for k in before:
         assert torch.equal(controller.params[k], before[k])  # lr 0: the control
     traj = episodes_to_trajectories(episodes, controller.family)
-    batch = meta.process(traj, 1, controller.gamma, controller.gae_lambda)
+    # the rewards adapted on are the robot's: per episode they sum to its return
+    for i, e in enumerate(episodes):
+        assert traj.rewards[:, i].sum() == pytest.approx(e.ret, rel=1e-5)
+    batch = process(traj, 1, controller.gamma, controller.gae_lambda)
     loss0 = meta.pg_loss(controller.spec, before, batch.obs[0], batch.actions[0],
                          batch.advantages[0], batch.mask[0])
-    controller.adapt(episodes, batched=False, lr=1e-3)
+    controller.adapt(episodes, 0, lr=1e-3)
     loss1 = meta.pg_loss(controller.spec, controller.params, batch.obs[0], batch.actions[0],
                          batch.advantages[0], batch.mask[0])
     assert float(loss1) < float(loss0)
@@ -435,13 +597,19 @@ def test_adaptation_on_the_robot_is_the_inner_step():
 
 
 def test_the_hil_command_runs_and_reports(server, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "metarobot.cli", "hil", CHEETAH, "--robot",
-                          server.url, "--episodes", "1", "--adapt-steps", "1", "--report",
-                          str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-m", "metarobot.cli", "hil", CHEETAH, "--robot", server.url,
+               "--episodes", "1", "--adapt-steps", "1", "--report", str(tmp_path / "r")]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "stopped: completed" in out.stdout and "after 1 adaptation steps" in out.stdout
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert len(report["stages"]) == 2 and report["sampled_actions"]
+    # the MAML checkpoint's first step: its training step size
+    assert report["stages"][1]["step_size"] == pytest.approx(0.1)
+    # the same folder again: refused before any work, the first run's report intact
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "holds an earlier run; give --overwrite" in again.stderr
+    assert json.loads((tmp_path / "r" / "report.json").read_text()) == report
 
 
 def test_the_hil_command_names_an_unreachable_robot(tmp_path):
@@ -450,3 +618,35 @@ def test_the_hil_command_names_an_unreachable_robot(tmp_path):
                           str(tmp_path / "r")], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no robot answered at udp://127.0.0.1:9" in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def one_line_error(args, words):
+    out = subprocess.run([sys.executable, "-m", "metarobot.cli", *args], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert words in out.stderr, out.stderr
+
+
+def test_the_commands_refuse_bad_input_in_one_line(tmp_path, server):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "out").mkdir()
+    hil = ["hil", CHEETAH, "--connect-timeout", "0.3", "--robot"]
+    one_line_error(hil + ["tcp://127.0.0.1:9"], "the robot speaks UDP")
+    one_line_error(hil + ["udp://[::1]"], "udp://[ADDRESS]:PORT for IPv6")
+    one_line_error(hil + ["udp://no-such-host.invalid:9870"], "cannot resolve the robot's host")
+    one_line_error(hil + [server.url, "--report", str(tmp_path / "file")], "is a file")
+    one_line_error(hil + [server.url, "--report", "/proc/metarobot-report"],
+                   "cannot write the report folder")
+    one_line_error(hil + [server.url, "--key-file", str(tmp_path / "file")],
+                   "holds 1 bytes; a key needs at least 16")
+    one_line_error(["export", CHEETAH, "--format", "native", "--out", str(tmp_path / "out")],
+                   "exists; give --overwrite")
+    # the robot's port is taken (the README's robot command run twice)
+    one_line_error(["sim-robot", "HalfCheetahVel", "--task", '{"goal_velocity": 1}', "--port",
+                    str(server.port)],
+                   f"cannot listen on udp://127.0.0.1:{server.port}")
+    # --rate far below a robot's rate: argparse names the range
+    out = subprocess.run([sys.executable, "-m", "metarobot.cli", *hil, server.url, "--rate",
+                          "1e-9"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--rate" in out.stderr

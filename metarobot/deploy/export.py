@@ -21,6 +21,7 @@ build` on the robot's computer, no Python or PyTorch needed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import warnings
@@ -30,85 +31,18 @@ from typing import Any, Dict, List, Optional, Union
 import mujoco
 import numpy as np
 import torch
-from torch import nn
 
-from .. import terms as T
 from ..families import TaskFamily
-from ..policy import GaussianMLPPolicy, mlp_mean
+from ..policy import GaussianMLPPolicy
+from .controller import load_checkpoint
+from .policy import (DeployedPolicy, action_names, control_period, deployed_policy,
+                     observation_layout, observation_names)
 
 FORMATS = ("onnx", "native")
 METADATA_FORMAT = "metarobot-policy-1"
 NATIVE_MAGIC = b"MRPOLICY"
 NATIVE_VERSION = 1
 _NATIVE_DIR = Path(__file__).resolve().parent / "native"
-
-
-class DeployedPolicy(nn.Module):
-    """obs (B, obs_dim) float32 -> controls (B, nu) float32, the robot's commands: the
-    policy's mean action mapped onto the actuators (see controls). mean() and controls() are
-    also used apart: a runner that samples actions for adaptation maps mean + noise."""
-
-    def __init__(self, policy: GaussianMLPPolicy, params: Dict[str, torch.Tensor],
-                 ctrlrange: np.ndarray, limited: np.ndarray, normalized: bool):
-        super().__init__()
-        self.nlayers, self.activation = policy.nlayers, policy.activation
-        self.names = [n for n, _ in policy.named_parameters()]
-        for n in self.names:
-            self.register_buffer(n.replace(".", "_"), params[n].detach().float().clone())
-        lo, hi = ctrlrange[:, 0].astype(np.float64), ctrlrange[:, 1].astype(np.float64)
-        self.normalized = bool(normalized)
-        if self.normalized:  # every actuator: centre + a * half-range, clipped to the range
-            limited = np.ones_like(limited, dtype=bool)
-        low = np.where(limited, lo, -np.inf)
-        high = np.where(limited, hi, np.inf)
-        self.register_buffer("ctrl_low", torch.tensor(low, dtype=torch.float32))
-        self.register_buffer("ctrl_high", torch.tensor(high, dtype=torch.float32))
-        centre = 0.5 * (lo + hi) if self.normalized else np.zeros_like(lo)
-        half = 0.5 * (hi - lo) if self.normalized else np.ones_like(lo)
-        self.register_buffer("ctrl_centre", torch.tensor(centre, dtype=torch.float32))
-        self.register_buffer("ctrl_half", torch.tensor(half, dtype=torch.float32))
-
-    def params(self) -> Dict[str, torch.Tensor]:
-        return {n: getattr(self, n.replace(".", "_")) for n in self.names}
-
-    def mean(self, obs: torch.Tensor) -> torch.Tensor:
-        """(B, obs_dim) -> (B, act_dim): the policy's mean action."""
-        return mlp_mean(self.params(), obs, self.nlayers, self.activation)
-
-    def controls(self, actions: torch.Tensor) -> torch.Tensor:
-        """(B, act_dim) policy actions -> (B, nu) controls on the actuators' ranges."""
-        return torch.clamp(self.ctrl_centre + actions * self.ctrl_half, self.ctrl_low,
-                           self.ctrl_high)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.controls(self.mean(obs))
-
-
-def deployed_policy(policy: GaussianMLPPolicy, params: Optional[Dict[str, torch.Tensor]],
-                    family: TaskFamily, model: Optional[mujoco.MjModel] = None
-                    ) -> DeployedPolicy:
-    """The DeployedPolicy of a policy (its own parameters, or params by name) on family."""
-    model = model or family.load_model()
-    source = {n: p for n, p in policy.named_parameters()} if params is None else params
-    return DeployedPolicy(policy, source, np.array(model.actuator_ctrlrange),
-                          np.array(model.actuator_ctrllimited, dtype=bool),
-                          family.normalize_actions)
-
-
-def observation_layout(family: TaskFamily, model: mujoco.MjModel) -> List[Dict[str, Any]]:
-    """The observation's terms in order: name, [start, stop) in the observation vector, and
-    for joint positions and velocities the first qpos / qvel index they hold."""
-    index = {n: i for i, n in enumerate(family.parameter_names)}
-    out, at = [], 0
-    for term in family.observation:
-        size = term.compile(model, index)[3]
-        entry: Dict[str, Any] = {"name": repr(term), "start": at, "stop": at + size}
-        if isinstance(term, (T.Qpos, T.Qvel)):
-            entry["source"] = "qpos" if isinstance(term, T.Qpos) else "qvel"
-            entry["first"] = int(term.start)
-        out.append(entry)
-        at += size
-    return out
 
 
 def metadata(path: Union[str, Path], family: TaskFamily, policy: GaussianMLPPolicy,
@@ -118,7 +52,7 @@ def metadata(path: Union[str, Path], family: TaskFamily, policy: GaussianMLPPoli
     import metarobot
     model = family.load_model()
     ctrl = np.array(model.actuator_ctrlrange)
-    actions = [{"name": model.actuator(i).name or f"actuator_{i}",
+    actions = [{"name": action_names(model)[i],
                 "low": float(ctrl[i, 0]), "high": float(ctrl[i, 1]),
                 "limited": bool(family.normalize_actions or model.actuator_ctrllimited[i])}
                for i in range(model.nu)]
@@ -130,9 +64,10 @@ def metadata(path: Union[str, Path], family: TaskFamily, policy: GaussianMLPPoli
         "iteration": int(info.get("iteration", -1)) + 1,
         "obs_dim": int(policy.obs_dim), "act_dim": int(policy.act_dim),
         "observation": observation_layout(family, model),
+        "observation_names": list(observation_names(family, model)),
         "actions": actions,
         "normalize_actions": bool(family.normalize_actions),
-        "control_period": float(model.opt.timestep * family.frame_skip),
+        "control_period": control_period(family, model),
         "horizon": int(family.horizon),
         "task": info.get("adapted_to"),
         "adaptation_steps": info.get("adaptation_steps", 0),
@@ -147,24 +82,50 @@ def metadata(path: Union[str, Path], family: TaskFamily, policy: GaussianMLPPoli
     }
 
 
-def export(checkpoint: Union[str, Path], format: str, out: Union[str, Path]) -> Dict[str, Any]:
+def export(checkpoint: Union[str, Path], format: str, out: Union[str, Path],
+           overwrite: bool = False) -> Dict[str, Any]:
     """Exports a checkpoint's (or an adapted policy's) deterministic controls; returns the
     metadata. format 'onnx': out is the .onnx file (metadata also in out + '.json');
-    'native': out is a folder (see the module's docstring)."""
-    from ..train import load_policy
+    'native': out is a folder (see the module's docstring). An existing out is refused
+    unless overwrite; so are weights that are not all finite. The checkpoint's device
+    setting plays no part: a policy trained on a GPU exports on any machine."""
     if format not in FORMATS:
         raise ValueError(f"format should be one of {FORMATS}, got {format!r}")
-    policy, config, family, info = load_policy(checkpoint)
+    out = Path(out)
+    _check_out(out, format, overwrite)
+    loaded = load_checkpoint(checkpoint)
+    policy, config, family, info = loaded.policy, loaded.config, loaded.family, loaded.info
     params = {n: p.detach() for n, p in policy.named_parameters()}
+    bad = [n for n, p in params.items() if not torch.isfinite(p).all()]
+    if bad:
+        raise ValueError(f"{str(checkpoint)!r} has non-finite weights in {', '.join(bad)}: "
+                         f"nothing exported")
     meta = metadata(checkpoint, family, policy, params, config, info)
     deployed = deployed_policy(policy, params, family).eval()
-    out = Path(out)
     if format == "onnx":
         _export_onnx(deployed, meta, out)
         Path(str(out) + ".json").write_text(json.dumps(meta, indent=2))
     else:
         _export_native(deployed, policy, meta, out)
     return meta
+
+
+def _check_out(out: Path, format: str, overwrite: bool) -> None:
+    """Refuses, before any work, an out that exists (unless overwrite), is of the wrong kind,
+    or lies in a folder that cannot be written."""
+    if out.exists():
+        if format == "native" and not out.is_dir():
+            raise ValueError(f"a native export is a folder; {str(out)!r} is a file")
+        if format == "onnx" and out.is_dir():
+            raise ValueError(f"an ONNX export is a file; {str(out)!r} is a folder")
+        if not overwrite:
+            raise ValueError(f"{str(out)!r} exists; give --overwrite (overwrite=True) to "
+                             f"replace it")
+    parent = out.parent if out.parent != Path("") else Path(".")
+    existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {str(out)!r}: {str(existing)!r} is not a writable "
+                         f"folder")
 
 
 def _export_onnx(deployed: DeployedPolicy, meta: Dict[str, Any], out: Path) -> None:
@@ -209,8 +170,6 @@ def native_sources() -> Dict[str, Path]:
 
 def _export_native(deployed: DeployedPolicy, policy: GaussianMLPPolicy, meta: Dict[str, Any],
                    out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"a native export is a folder; {str(out)!r} is a file")
     out.mkdir(parents=True, exist_ok=True)
     sizes = list(policy.sizes)
     act = sizes[-1]

@@ -5,43 +5,47 @@ and adaptation on the robot through the meta-learner's own inner step.
     report = run(controller, UdpRobot.from_url("udp://127.0.0.1:9870"), episodes=4,
                  adapt_steps=1, report_dir="hil-report")
 
-Every cycle, on the monotonic clock at the control period: read the robot's newest
-observation, compute the controls, send them, log the cycle (timestamps, observation,
-controls, flags) to cycles.csv, flushed at once so the log is whole up to any stop. The
-watchdog stops the robot (its safe state) and ends the run with a reason on a stale or
-missing observation, repeated deadline misses, a non-finite observation or control, a joint
-position or velocity outside the model's limits, or Ctrl-C.
+Before the first command the robot's spec is checked against the policy (sizes, family,
+observation and action names in order, control period): a mismatch stops the run naming the
+first difference, unless allowed (then recorded in the report). Every cycle, on the
+monotonic clock at the control period: read the robot's newest observation, compute the
+controls, send them, log the cycle (a Cycle record) to cycles.csv, flushed at once so the
+log is whole up to any stop. The watchdog, which wakes on its own deadline as well as every
+cycle, stops the robot (STOP until ACK) and ends the run with a reason on a stale or missing
+observation, repeated deadline misses, a non-finite observation or control, a joint position
+or velocity outside the model's limits, the robot reporting its safe state, or a signal
+(SIGINT, SIGTERM, SIGHUP): each ends the run with STOP and a report.
 
 With adapt_steps K the run has K + 1 stages of `episodes` episodes each: stage j runs the
 policy of step j, sampling its actions (the data of an inner step), and between stages the
-episodes of the stage just run adapt the policy by meta.inner_step, the function training and
-evaluation use. The policy is swapped between episodes, never within one.
+episodes of the stage just run adapt the policy by the inner step training and evaluation
+use, with the step size of the one rule (Controller.step_size). The policy is swapped
+between episodes, never within one. Returns are the robot's own (its running return in
+every observation), so lost observations hide no reward.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
-import mujoco
 import numpy as np
-import torch
 
-from .. import meta
-from ..batch import Trajectories
-from ..families import TaskFamily
-from ..policy import GaussianMLPPolicy
-from .export import DeployedPolicy, deployed_policy, observation_layout
-from .robot import Reading, Robot
+from .controller import Controller, Episode
+from .robot import Reading, Robot, RobotSpec
 
 # why a run ends (report["stopped"])
-STOP_REASONS = ("completed", "stale observation", "deadline misses", "non-finite observation",
-                "non-finite controls", "joint limit", "interrupted")
+STOP_REASONS = ("completed", "stale observation", "no first observation", "deadline misses",
+                "non-finite observation", "non-finite controls", "joint limit",
+                "robot safe state", "no reward to adapt on", "interrupted")
 
 
 class Stop(Exception):
@@ -50,6 +54,19 @@ class Stop(Exception):
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
+
+
+class Mismatch(ValueError):
+    """The robot is not the one the policy was made for (the first difference, in words)."""
+
+
+class Interrupted(BaseException):
+    """A signal that ends the run (SIGINT, SIGTERM, SIGHUP): the run stops the robot and
+    writes its report. A BaseException, so that no `except Exception` swallows it."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
 
 
 @dataclasses.dataclass
@@ -65,161 +82,194 @@ class Limits:
     joint_margin: float = 0.5
     max_velocity: float = 100.0
 
+    def __post_init__(self):
+        for name in ("stale_after", "max_velocity"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise ValueError(f"{name} should be a positive number, got {value!r}")
+        if not (isinstance(self.joint_margin, (int, float)) and self.joint_margin >= 0):
+            raise ValueError(f"joint_margin should be >= 0, got {self.joint_margin!r}")
+        if isinstance(self.max_misses, bool) or not isinstance(self.max_misses, int) \
+                or self.max_misses < 1:
+            raise ValueError(f"max_misses should be an integer >= 1, got {self.max_misses!r}")
 
-class Controller:
-    """A policy to run on a robot: its parameters, the map onto the actuators, the family's
-    joint limits and observation layout, and the inner step's settings."""
 
-    def __init__(self, policy: GaussianMLPPolicy, family: TaskFamily, inner_lr: Any = 0.1,
-                 gamma: float = 0.99, gae_lambda: float = 1.0, seed: int = 0,
-                 update: Optional[meta.InnerUpdate] = None):
-        self.policy, self.family = policy, family
-        self.spec = meta.PolicySpec(policy.nlayers, policy.activation)
-        self.model: mujoco.MjModel = family.load_model()
-        self.params: Dict[str, torch.Tensor] = {k: v.detach().clone()
-                                                for k, v in policy.params().items()}
-        self.inner_lr, self.gamma, self.gae_lambda = inner_lr, gamma, gae_lambda
-        self.update = update or meta.InnerUpdate()
-        self.generator = torch.Generator().manual_seed(seed)
-        self.layout = observation_layout(family, self.model)
-        self._deployed = deployed_policy(policy, self.params, family, self.model)
-
-    @classmethod
-    def from_checkpoint(cls, path: Union[str, Path], lr: Optional[float] = None,
-                        seed: int = 0) -> "Controller":
-        from ..train import _load
-        policy, config, family, info, sizes = _load(path)
-        step = lr if lr is not None else (sizes if sizes is not None else config.inner_lr)
-        return cls(policy, family, step, config.gamma, config.gae_lambda, seed,
-                   config.inner_rule)
-
-    @property
-    def deployed(self) -> DeployedPolicy:
-        return self._deployed
-
-    def set_params(self, params: Dict[str, torch.Tensor]) -> None:
-        """Swaps the policy (between episodes)."""
-        self.params = {k: v.detach().clone() for k, v in params.items()}
-        self._deployed = deployed_policy(self.policy, self.params, self.family, self.model)
-
-    def act(self, obs: np.ndarray, sample: bool) -> tuple:
-        """(policy action (act_dim,), controls (nu,)) for one observation: the mean, or with
-        sample the mean plus the policy's noise (the data of an inner step)."""
-        with torch.no_grad():
-            x = torch.from_numpy(np.asarray(obs, np.float32))[None]
-            action = self._deployed.mean(x)
-            if sample:
-                std = torch.exp(self.params["log_std"]).float()
-                action = action + std * torch.randn(action.shape, generator=self.generator)
-            controls = self._deployed.controls(action)
-        return action[0].numpy(), controls[0].numpy().astype(np.float64)
-
-    def joint_checks(self) -> List[tuple]:
-        """(obs index, kind 'qpos' or 'qvel', joint name, low, high) to watch."""
-        m = self.model
-        dof_joint = {int(m.jnt_dofadr[j]): j for j in range(m.njnt)}
-        qpos_joint = {int(m.jnt_qposadr[j]): j for j in range(m.njnt)}
-        out = []
-        for term in self.layout:
-            if term.get("source") == "qpos":
-                for k in range(term["stop"] - term["start"]):
-                    j = qpos_joint.get(term["first"] + k)
-                    if j is None or not m.jnt_limited[j]:
-                        continue
-                    if int(m.jnt_type[j]) not in (int(mujoco.mjtJoint.mjJNT_HINGE),
-                                                  int(mujoco.mjtJoint.mjJNT_SLIDE)):
-                        continue
-                    lo, hi = m.jnt_range[j]
-                    out.append((term["start"] + k, "qpos", m.joint(j).name, lo, hi))
-            elif term.get("source") == "qvel":
-                for k in range(term["stop"] - term["start"]):
-                    j = dof_joint.get(term["first"] + k)
-                    name = m.joint(j).name if j is not None else f"dof {term['first'] + k}"
-                    out.append((term["start"] + k, "qvel", name, -math.inf, math.inf))
-        return out
-
-    def adapt(self, episodes: Sequence["Episode"], batched: bool, lr: Any) -> None:
-        """One inner step on the robot's episodes (the checkpoint's inner update, as in
-        training and evaluation)."""
-        traj = episodes_to_trajectories(episodes, self.family)
-        batch = meta.process(traj, 1, self.gamma, self.gae_lambda)
-        source = {k: (v[None] if batched else v) for k, v in self.params.items()}
-        adapted = self.update.step(self.spec, source, batch, lr, batched)
-        self.set_params({k: v[0] for k, v in adapted.items()})
-
+# ------------------------------------------------------------------------------ the log
 
 @dataclasses.dataclass
-class Episode:
-    """What one episode on the robot gave: per step the observation the policy saw, the
-    policy's action (before the map onto the actuators) and the reward the robot reported for
-    the step it led to (NaN if none)."""
+class Cycle:
+    """One cycle of the loop, a row of cycles.csv. Times in seconds on the runner's
+    monotonic clock (robot_stamp: on the robot's); jitter_us: tick - scheduled; latency_us:
+    observation received -> controls sent; miss: controls sent after the next cycle was due;
+    stale: no new observation this cycle; reward, ret: the robot's reward of the step and
+    its return so far; safe: the robot reported its safe state. obs (obs_dim,) and controls
+    (act_dim,) are None when the cycle had none."""
 
-    obs: List[np.ndarray] = dataclasses.field(default_factory=list)
-    actions: List[np.ndarray] = dataclasses.field(default_factory=list)
-    rewards: List[float] = dataclasses.field(default_factory=list)
-    terminated: bool = False
-    complete: bool = False
-    gaps: int = 0  # observations the runner never received (dropped packets)
+    stage: int
+    episode: int
+    cycle: int
+    scheduled: float
+    tick: float
+    read: float
+    step: Optional[int] = None
+    sent: Optional[float] = None
+    robot_stamp: Optional[float] = None
+    jitter_us: float = 0.0
+    latency_us: Optional[float] = None
+    miss: bool = False
+    stale: bool = False
+    reward: Optional[float] = None
+    ret: Optional[float] = None
+    done: bool = False
+    safe: bool = False
+    obs: Optional[np.ndarray] = None
+    controls: Optional[np.ndarray] = None
 
-    @property
-    def ret(self) -> float:
-        return float(np.nansum(self.rewards))
+
+_CYCLE_COLUMNS = [f.name for f in dataclasses.fields(Cycle) if f.name not in ("obs",
+                                                                               "controls")]
 
 
-def episodes_to_trajectories(episodes: Sequence[Episode], family: TaskFamily) -> Trajectories:
-    """Robot episodes as the simulator's Trajectories of one task (time-major, padded)."""
-    usable = [e for e in episodes if len(e.actions) > 0]
-    if not usable:
-        raise ValueError("no episode with a step to adapt on")
-    T = max(len(e.actions) for e in usable)
-    N = len(usable)
-    obs_dim, act_dim = len(usable[0].obs[0]), len(usable[0].actions[0])
-    obs = np.zeros((T, N, obs_dim), np.float32)
-    act = np.zeros((T, N, act_dim), np.float32)
-    rew = np.zeros((T, N), np.float32)
-    term = np.zeros((T, N), bool)
-    trunc = np.zeros((T, N), bool)
-    valid = np.zeros((T, N), bool)
-    lengths = np.zeros(N, np.int32)
-    for i, e in enumerate(usable):
-        n = len(e.actions)
-        obs[:n, i] = np.stack(e.obs[:n])
-        act[:n, i] = np.stack(e.actions)
-        r = np.full(n, np.nan, np.float32)  # rewards of dropped observations stay unknown
-        r[:min(n, len(e.rewards))] = e.rewards[:n]
-        rew[:n, i] = np.nan_to_num(r)
-        valid[:n, i] = True
-        term[n - 1, i] = e.terminated
-        trunc[n - 1, i] = not e.terminated
-        lengths[i] = n
-    task = family.sample_tasks(1, seed=0)[0]
-    return Trajectories(obs, act, rew, term, trunc, valid, obs[-1].copy(), lengths,
-                        np.zeros(N, bool), np.zeros(N, np.int64), (task,))
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.9g}" if math.isfinite(value) else ""
+    return str(value)
 
 
 class CycleLog:
-    """cycles.csv: one row per cycle, flushed at once (whole up to any stop)."""
+    """cycles.csv: a header of Cycle's fields (obs_i, ctrl_i for the vectors), one row per
+    cycle, flushed at once (whole up to any stop)."""
 
     def __init__(self, path: Path, obs_dim: int, act_dim: int):
         self.file = open(path, "w", newline="")
         self.writer = csv.writer(self.file)
-        self.fields = (["stage", "episode", "cycle", "step", "scheduled", "tick", "read",
-                        "sent", "robot_stamp", "jitter_us", "latency_us", "miss", "stale",
-                        "reward", "done"] + [f"obs_{i}" for i in range(obs_dim)]
+        self.fields = (_CYCLE_COLUMNS + [f"obs_{i}" for i in range(obs_dim)]
                        + [f"ctrl_{i}" for i in range(act_dim)])
         self.writer.writerow(self.fields)
         self.file.flush()
         self.obs_dim, self.act_dim = obs_dim, act_dim
 
-    def row(self, values: list, obs: Optional[np.ndarray], ctrl: Optional[np.ndarray]) -> None:
-        o = [f"{x:.7g}" for x in obs] if obs is not None else [""] * self.obs_dim
-        c = [f"{x:.7g}" for x in ctrl] if ctrl is not None else [""] * self.act_dim
-        self.writer.writerow(values + o + c)
+    def write(self, c: Cycle) -> None:
+        o = [f"{x:.7g}" for x in c.obs] if c.obs is not None else [""] * self.obs_dim
+        u = [f"{x:.7g}" for x in c.controls] if c.controls is not None else [""] * self.act_dim
+        self.writer.writerow([_cell(getattr(c, n)) for n in _CYCLE_COLUMNS] + o + u)
         self.file.flush()
 
     def close(self) -> None:
         self.file.close()
 
+
+# ----------------------------------------------------------------------------- the watchdog
+
+def check_stale(now: float, last_fresh: float, limits: Limits) -> None:
+    """Stop when no new observation came for longer than limits.stale_after."""
+    if now - last_fresh > limits.stale_after:
+        raise Stop("stale observation", f"no new observation for {(now - last_fresh) * 1e3:.0f}"
+                                        f" ms (limit {limits.stale_after * 1e3:.0f} ms)")
+
+
+def check_safe(reading: Reading, spec: RobotSpec) -> None:
+    """Stop when the robot says it is in its safe state (it obeys no controls)."""
+    if reading.safe:
+        raise Stop("robot safe state", f"the robot reports its safe state at step "
+                                       f"{reading.step} (it had no command within its "
+                                       f"command timeout of {spec.command_timeout * 1e3:g} ms)")
+
+
+def check_observation(reading: Reading, joints: Sequence[tuple], limits: Limits) -> None:
+    """Stop on a non-finite observation, or a joint outside its range or velocity bound."""
+    obs = reading.obs
+    if not np.isfinite(obs).all():
+        raise Stop("non-finite observation", f"at step {reading.step}")
+    for index, kind, name, lo, hi in joints:
+        v = obs[index]
+        if kind == "qvel" and abs(v) > limits.max_velocity:
+            raise Stop("joint limit", f"{name} velocity {v:.3g} beyond "
+                                      f"+-{limits.max_velocity:g}")
+        if kind == "qpos" and not lo - limits.joint_margin <= v <= hi + limits.joint_margin:
+            raise Stop("joint limit", f"{name} at {v:.3g}, range [{lo:.3g}, {hi:.3g}] +- "
+                                      f"{limits.joint_margin:g}")
+
+
+def check_controls(controls: np.ndarray, step: int) -> None:
+    if not np.isfinite(controls).all():
+        raise Stop("non-finite controls", f"at step {step}")
+
+
+def check_misses(consecutive: int, limits: Limits) -> None:
+    if consecutive >= limits.max_misses:
+        raise Stop("deadline misses", f"{consecutive} cycles in a row finished past their "
+                                      f"deadline")
+
+
+def agreement(spec: RobotSpec, controller: Controller) -> List[str]:
+    """The differences between the robot's spec and the policy's interface, most basic
+    first: family, observation names in order, action names in order, control period. A
+    robot that names nothing differs (nothing shows it is the policy's robot)."""
+    want = controller.interface()
+    out = []
+    if spec.family != want["family"]:
+        out.append(f"the robot runs family {spec.family or '(none named)'!r}, the policy was "
+                   f"trained on {want['family']!r}")
+    for what, got, expected in (("observation", spec.observation_names,
+                                 want["observation_names"]),
+                                ("action", spec.action_names, want["action_names"])):
+        if not got:
+            out.append(f"the robot names no {what} entries (the policy's: "
+                       f"{', '.join(expected[:3])}, ...)")
+            continue
+        for i, (a, b) in enumerate(zip(got, expected)):
+            if a != b:
+                out.append(f"{what} {i} is {a!r} on the robot, {b!r} for the policy")
+                break
+    period = want["control_period"]
+    if not math.isclose(spec.control_period, period, rel_tol=1e-6):
+        out.append(f"the robot's control period is {spec.control_period * 1e3:g} ms, the "
+                   f"policy's {period * 1e3:g} ms")
+    return out
+
+
+# ----------------------------------------------------------------------------- signals
+
+class _Signals:
+    """While armed, SIGINT, SIGTERM and SIGHUP raise Interrupted in the main thread; once
+    disarmed (the robot is being stopped) they are only noted, so that nothing cuts the
+    STOP short. Restores the previous handlers on exit. Off the main thread: no handlers
+    (Python delivers signals to the main thread only)."""
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.armed = True
+        self.received: List[str] = []
+        self._old: Dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        self.received.append(name)
+        if self.armed:
+            self.armed = False
+            raise Interrupted(name)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["_Signals"]:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.NAMES:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._old[sig] = signal.signal(sig, self._handler)
+        try:
+            yield self
+        finally:
+            for sig, old in self._old.items():
+                signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------------- run
 
 def _wait_until(deadline: float) -> float:
     """Sleeps to about a millisecond before deadline, then spins (time.sleep alone
@@ -233,221 +283,355 @@ def _wait_until(deadline: float) -> float:
             time.sleep(left - 0.001)
 
 
-def _percentiles(values: Sequence[float]) -> Dict[str, float]:
+def _percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:
     if len(values) == 0:
-        return {"p50": math.nan, "p99": math.nan, "max": math.nan, "count": 0}
+        return {"p50": None, "p99": None, "max": None, "count": 0}
     a = np.asarray(values, dtype=np.float64)
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
             "max": float(a.max()), "count": int(a.size)}
 
 
-def run(controller: Controller, robot: Robot, episodes: int = 1, adapt_steps: int = 0,
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null (JSON has no NaN), numpy scalars as numbers."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def check_report_dir(report_dir: Optional[Union[str, Path]], overwrite: bool) -> None:
+    """Refuses before any work a report folder that is a file, holds an earlier run (unless
+    overwrite), or cannot be written (tried: the folder is made and removed again, or a file
+    made in it and removed)."""
+    if report_dir is None:
+        return
+    out = Path(report_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the report folder {str(out)!r} is a file")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"the report folder {str(out)!r} holds an earlier run; give "
+                         f"--overwrite (overwrite=True) or another folder")
+    made = [p for p in [out, *out.parents] if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".metarobot-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"cannot write the report folder {str(out)!r}: {exc.strerror}") \
+            from None
+    finally:
+        for p in made:  # innermost first: leave no trace of the probe
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+
+
+def _episode_summary(e: Episode) -> Dict[str, Any]:
+    return {"return": e.ret, "steps": e.steps, "acted": len(e.actions),
+            "received": e.received, "missed": e.missed, "complete": e.complete,
+            "terminated": e.terminated}
+
+
+def _stage_summary(j: int, eps: Sequence[Episode], step_size: Any) -> Dict[str, Any]:
+    complete = [e.ret for e in eps if e.complete]
+    rewarded = [r for r in complete if math.isfinite(r)]
+    return {"step": j, "step_size": step_size,
+            "episodes": [_episode_summary(e) for e in eps],
+            "returns": complete,
+            "interrupted_returns": [e.ret for e in eps if not e.complete],
+            "mean_return": float(np.mean(rewarded)) if rewarded else None}
+
+
+def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps: int = 0,
         report_dir: Optional[Union[str, Path]] = None, rate: Optional[float] = None,
         limits: Limits = Limits(), sample: Optional[bool] = None, lr: Any = None,
         max_cycles: Optional[int] = None, reset_timeout: float = 2.0,
+        allow_mismatch: bool = False, overwrite: bool = False,
         progress: bool = False) -> Dict[str, Any]:
     """Runs the controller on the robot; returns the report (also report.json, report.png
     and cycles.csv in report_dir). rate: the loop's frequency (Hz), default the robot's
-    control period. sample: sample actions (default: when adapting). lr: the inner step's
-    size (default the controller's). max_cycles: end each episode after so many cycles (for
-    loop benchmarks)."""
+    control period. sample: sample actions (default: when adapting). lr: the inner steps'
+    size (default the controller's rule). max_cycles: end each episode after so many cycles
+    (loop benchmarks). allow_mismatch: run a robot whose spec differs from the policy's
+    interface (the differences go into the report). Bad arguments, a mismatch or an
+    unusable report folder raise ValueError before any command reaches the robot."""
     spec = robot.spec()
-    if spec.obs_dim != controller.policy.obs_dim or spec.act_dim != controller.model.nu:
-        raise ValueError(f"the robot has {spec.obs_dim} observations and {spec.act_dim} "
-                         f"controls; the policy takes {controller.policy.obs_dim} and gives "
-                         f"{controller.model.nu}")
     for name, value, low in (("episodes", episodes, 1), ("adapt_steps", adapt_steps, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
     if rate is not None and not (isinstance(rate, (int, float)) and 0 < rate <= 10_000):
         raise ValueError(f"rate should be a frequency in (0, 10000] Hz, got {rate!r}")
     period = 1.0 / rate if rate else spec.control_period
+    if period >= limits.stale_after:
+        raise ValueError(f"the loop's period ({period:g} s) should be shorter than the stale "
+                         f"limit ({limits.stale_after:g} s): every cycle would be stale")
+    if period >= spec.command_timeout:
+        raise ValueError(f"the loop's period ({period * 1e3:g} ms) should be shorter than "
+                         f"the robot's command timeout ({spec.command_timeout * 1e3:g} ms): "
+                         f"the robot would go to its safe state between two commands")
+    if spec.obs_dim != controller.policy.obs_dim or spec.act_dim != controller.model.nu:
+        raise Mismatch(f"the robot has {spec.obs_dim} observations and {spec.act_dim} "
+                       f"controls; the policy takes {controller.policy.obs_dim} and gives "
+                       f"{controller.model.nu}")
+    differences = agreement(spec, controller)
+    if differences and not allow_mismatch:
+        raise Mismatch(f"the robot does not match the policy: {differences[0]}"
+                       + (f" (and {len(differences) - 1} more)" if len(differences) > 1
+                          else "") + "; --allow-mismatch (allow_mismatch=True) runs anyway")
+    check_report_dir(report_dir, overwrite)
     sample = adapt_steps > 0 if sample is None else sample
-    lr = controller.inner_lr if lr is None else lr
     out = Path(report_dir) if report_dir is not None else None
     log = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         log = CycleLog(out / "cycles.csv", spec.obs_dim, spec.act_dim)
-    checks = controller.joint_checks()
-    jitter, latency, misses_at = [], [], []
+    joints = controller.joint_checks()
+    jitter: List[float] = []
+    latency: List[float] = []
+    misses_at: List[float] = []
     stages: List[List[Episode]] = []
-    counts = {"cycles": 0, "misses": 0, "stale": 0, "gaps": 0}
+    sizes: List[Any] = [None]
+    counts = {"cycles": 0, "misses": 0, "stale": 0}
     reason, detail = "completed", ""
     cycle = 0
     started = time.monotonic()
-    try:
-        for stage in range(adapt_steps + 1):
-            if stage > 0:
-                controller.adapt(stages[-1], batched=stage > 1, lr=lr)
-            stages.append([])
-            for ep in range(episodes):
-                episode = Episode()
-                stages[-1].append(episode)
-                reading: Optional[Reading] = robot.reset(reset_timeout)
-                t0 = reading.received
-                last_fresh, last_step, last_tick = reading.received, reading.step, None
-                consecutive = 0
-                last_sent = None
-                k = 0
-                while True:
-                    scheduled = t0 + k * period
-                    tick = _wait_until(scheduled)
-                    if last_tick is not None:
-                        jitter.append(abs(tick - last_tick - period) * 1e6)
-                    last_tick = tick
-                    if reading is None:
-                        # the robot's observation of this period: wait for it up to half a
-                        # period (the robot's clock and this loop's tick at the same rate;
-                        # waiting locks this loop's phase to just after the robot's)
-                        reading = robot.read(timeout=max(scheduled + 0.5 * period
-                                                         - time.monotonic(), 0.0))
-                    read_at = time.monotonic()
-                    row = [stage, ep, cycle, "", f"{scheduled:.6f}", f"{tick:.6f}",
-                           f"{read_at:.6f}", "", "", f"{(tick - scheduled) * 1e6:.1f}", "",
-                           0, 0, "", 0]
-                    if reading is None:  # nothing new since the last controls
-                        counts["stale"] += 1
-                        row[12] = 1
-                        if last_sent is not None:  # they may have been lost: again
-                            robot.send(*last_sent)
-                        if log:
-                            log.row(row, None, None)
-                        if read_at - last_fresh > limits.stale_after:
-                            raise Stop("stale observation",
-                                       f"no new observation for {(read_at - last_fresh) * 1e3:.0f}"
-                                       f" ms (limit {limits.stale_after * 1e3:.0f} ms)")
-                        k += 1
-                        cycle += 1
-                        continue
-                    last_fresh = reading.received
-                    if reading.step > last_step + 1:
-                        episode.gaps += reading.step - last_step - 1
-                    if reading.step > 0 and episode.actions:
-                        episode.rewards.append(reading.reward)
-                    last_step = reading.step
-                    row[3], row[8] = reading.step, f"{reading.stamp:.6f}"
-                    row[13], row[14] = (f"{reading.reward:.6g}", int(reading.done))
-                    if reading.done:
-                        episode.terminated, episode.complete = reading.terminated, True
-                        if log:
-                            log.row(row, reading.obs, None)
-                        cycle += 1
-                        break
-                    obs = reading.obs
-                    if not np.isfinite(obs).all():
-                        raise Stop("non-finite observation", f"at step {reading.step}")
-                    for index, kind, name, lo, hi in checks:
-                        v = obs[index]
-                        bound = (limits.max_velocity if kind == "qvel" else limits.joint_margin)
-                        if kind == "qvel" and abs(v) > bound:
-                            raise Stop("joint limit", f"{name} velocity {v:.3g} beyond "
-                                                      f"+-{bound:g}")
-                        if kind == "qpos" and not lo - bound <= v <= hi + bound:
-                            raise Stop("joint limit", f"{name} at {v:.3g}, range [{lo:.3g}, "
-                                                      f"{hi:.3g}] +- {bound:g}")
-                    action, controls = controller.act(obs, sample)
-                    if not np.isfinite(controls).all():
-                        raise Stop("non-finite controls", f"at step {reading.step}")
-                    robot.send(reading.step, controls)
-                    sent = time.monotonic()
-                    last_sent = (reading.step, controls)
-                    episode.obs.append(obs)
-                    episode.actions.append(action)
-                    latency.append((sent - reading.received) * 1e6)
-                    late = sent - scheduled > period
-                    row[7], row[10] = f"{sent:.6f}", f"{latency[-1]:.1f}"
-                    if late:
-                        counts["misses"] += 1
-                        consecutive += 1
-                        misses_at.append(sent - started)
-                        row[11] = 1
-                    else:
-                        consecutive = 0
-                    if log:
-                        log.row(row, obs, controls)
-                    counts["cycles"] += 1
-                    cycle += 1
-                    reading = None
-                    if consecutive >= limits.max_misses:
-                        raise Stop("deadline misses", f"{consecutive} cycles in a row finished "
-                                                      f"past their deadline")
-                    if max_cycles is not None and len(episode.actions) >= max_cycles:
-                        break
-                    # the next tick; after a stall, skip the ticks already past
-                    k += 1
-                    now = time.monotonic()
-                    if now > t0 + (k + 1) * period:
-                        skipped = int((now - t0) / period) - k
-                        k += skipped
-                        counts["misses"] += skipped
-                counts["gaps"] += episode.gaps
-                if progress:
-                    print(f"stage {stage} episode {ep}: return {episode.ret:.2f} "
-                          f"({len(episode.actions)} steps)", flush=True)
-    except Stop as stop:
-        reason, detail = stop.reason, stop.detail
-    except KeyboardInterrupt:
-        reason, detail = "interrupted", "Ctrl-C"
-    except TimeoutError as exc:
-        reason, detail = "stale observation", str(exc)
-    finally:
-        acknowledged = robot.stop()
-        if log:
-            log.close()
+    signals = _Signals()
+    acknowledged = False
+    with signals.installed():
+        try:
+            for stage in range(adapt_steps + 1):
+                if stage > 0:
+                    size = controller.step_size(stage - 1) if lr is None else lr
+                    sizes.append("learned" if isinstance(size, dict) else float(size))
+                    try:
+                        controller.adapt(stages[-1], stage - 1, lr)
+                    except ValueError as exc:
+                        raise Stop("no reward to adapt on", str(exc)) from None
+                stages.append([])
+                for ep in range(episodes):
+                    episode = Episode()
+                    stages[-1].append(episode)
+                    cycle = _episode(controller, robot, spec, episode, stage, ep, cycle,
+                                     period, limits, joints, sample, max_cycles,
+                                     reset_timeout, log, counts, jitter, latency, misses_at,
+                                     started)
+                    if progress:
+                        ret = f"{episode.ret:.2f}" if math.isfinite(episode.ret) else "none"
+                        print(f"stage {stage} episode {ep}: return {ret} ({episode.steps} "
+                              f"steps, {episode.missed} observations missed)", flush=True)
+        except Stop as stop:
+            reason, detail = stop.reason, stop.detail
+        except Interrupted as sig:
+            reason, detail = "interrupted", sig.name
+        except KeyboardInterrupt:
+            reason, detail = "interrupted", "SIGINT"
+        finally:
+            signals.armed = False
+            acknowledged = robot.stop()
+            if log:
+                log.close()
+    all_eps = [e for eps in stages for e in eps]
     report = {
         "stopped": reason, "detail": detail, "robot_acknowledged_stop": acknowledged,
-        "family": controller.family.name, "control_period_s": period,
+        "signals": signals.received,
+        "agreement": {"differences": differences, "allowed": bool(differences)},
+        "family": controller.family.name,
+        "robot": {"family": spec.family, "control_period_s": spec.control_period,
+                  "command_timeout_s": spec.command_timeout},
+        "control_period_s": period, "duration_s": time.monotonic() - started,
         "episodes_per_stage": episodes, "adapt_steps": adapt_steps, "sampled_actions": sample,
-        "stages": [{"step": j, "returns": [e.ret for e in eps],
-                    "mean_return": float(np.mean([e.ret for e in eps])) if eps else math.nan,
-                    "lengths": [len(e.actions) for e in eps],
-                    "complete": [e.complete for e in eps]} for j, eps in enumerate(stages)],
+        "stages": [_stage_summary(j, eps, sizes[j]) for j, eps in enumerate(stages)],
         "timing": {"period_jitter_us": _percentiles(jitter),
                    "read_to_send_us": _percentiles(latency),
                    "deadline_misses": counts["misses"], "stale_cycles": counts["stale"],
                    "cycles": counts["cycles"]},
-        "observations_missed": counts["gaps"],
-        "rejected_packets": dict(getattr(robot, "rejected", {})),
-        "robot_errors": list(getattr(robot, "robot_errors", []))[-5:],
+        "observations_missed": sum(e.missed for e in all_eps),
+        "rejected_packets": dict(robot.rejected),
+        "robot_errors": list(robot.robot_errors)[-5:],
         "deadline_miss_times_s": misses_at[:1000],
     }
+    report = _json_safe(report)
     if out is not None:
-        (out / "report.json").write_text(json.dumps(report, indent=2))
+        (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
         plot_report(report, latency, out / "report.png")
     return report
 
 
+def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Episode,
+             stage: int, ep: int, cycle: int, period: float, limits: Limits,
+             joints: Sequence[tuple], sample: bool, max_cycles: Optional[int],
+             reset_timeout: float, log: Optional[CycleLog], counts: Dict[str, int],
+             jitter: List[float], latency: List[float], misses_at: List[float],
+             started: float) -> int:
+    """One episode of the loop; returns the next cycle number. Raises Stop."""
+    try:
+        reading: Optional[Reading] = robot.reset(reset_timeout)
+    except TimeoutError as exc:
+        raise Stop("no first observation", str(exc)) from None
+    t0 = reading.received
+    last_fresh, last_tick = reading.received, None
+    consecutive = 0
+    last_sent = None
+    k = 0
+    while True:
+        scheduled = t0 + k * period
+        # the watchdog's own deadline: it wakes for it even when the next cycle is later
+        watchdog = last_fresh + limits.stale_after
+        tick = _wait_until(min(scheduled, watchdog))
+        check_stale(tick, last_fresh, limits)
+        if tick < scheduled:
+            tick = _wait_until(scheduled)
+        if last_tick is not None:
+            jitter.append(abs(tick - last_tick - period) * 1e6)
+        last_tick = tick
+        if reading is None:
+            # the robot's observation of this period: wait for it up to half a period (the
+            # robot's clock and this loop's tick at the same rate; waiting locks this loop's
+            # phase to just after the robot's), never past the watchdog's deadline
+            wait = min(scheduled + 0.5 * period, watchdog) - time.monotonic()
+            reading = robot.read(timeout=max(wait, 0.0))
+        read_at = time.monotonic()
+        row = Cycle(stage, ep, cycle, scheduled, tick, read_at,
+                    jitter_us=(tick - scheduled) * 1e6)
+        cycle += 1
+        if reading is None:  # nothing new since the last controls
+            counts["stale"] += 1
+            row.stale = True
+            if last_sent is not None:  # they may have been lost: again
+                robot.send(*last_sent)
+            if log:
+                log.write(row)
+            check_stale(read_at, last_fresh, limits)
+            k += 1
+            continue
+        last_fresh = reading.received
+        episode.observe(reading.step, reading.ret)
+        row.step, row.robot_stamp, row.reward, row.ret = (reading.step, reading.stamp,
+                                                          reading.reward, reading.ret)
+        row.done, row.safe, row.obs = reading.done, reading.safe, reading.obs
+        if reading.done:
+            episode.terminated, episode.complete = reading.terminated, True
+            if log:
+                log.write(row)
+            return cycle
+        try:
+            check_safe(reading, spec)
+            check_observation(reading, joints, limits)
+        except Stop:
+            if log:  # the observation that stopped the run is in the log
+                log.write(row)
+            raise
+        action, controls = controller.act(reading.obs, sample)
+        check_controls(controls, reading.step)
+        robot.send(reading.step, controls)
+        sent = time.monotonic()
+        last_sent = (reading.step, controls)
+        episode.obs.append(reading.obs)
+        episode.actions.append(action)
+        latency.append((sent - reading.received) * 1e6)
+        row.sent, row.latency_us, row.controls = sent, latency[-1], controls
+        if sent - scheduled > period:
+            counts["misses"] += 1
+            consecutive += 1
+            misses_at.append(sent - started)
+            row.miss = True
+        else:
+            consecutive = 0
+        if log:
+            log.write(row)
+        counts["cycles"] += 1
+        reading = None
+        check_misses(consecutive, limits)
+        if max_cycles is not None and len(episode.actions) >= max_cycles:
+            return cycle
+        # the next tick; after a stall, skip the ticks already past
+        k += 1
+        now = time.monotonic()
+        if now > t0 + (k + 1) * period:
+            skipped = int((now - t0) / period) - k
+            k += skipped
+            counts["misses"] += skipped
+
+
+def _fmt(value: Optional[float], unit: str = "") -> str:
+    return "none" if value is None else f"{value:.0f}{unit}"
+
+
+def summary(report: Dict[str, Any]) -> List[str]:
+    """The report in a few lines for a terminal."""
+    lines = [f"stopped: {report['stopped']}" + (f" ({report['detail']})" if report["detail"]
+                                                  else "")]
+    for d in report["agreement"]["differences"]:
+        lines.append(f"  allowed mismatch: {d}")
+    for stage in report["stages"]:
+        n = len(stage["returns"])
+        mean = stage["mean_return"]
+        text = ("no reward" if mean is None and n else "no complete episode" if not n
+                else f"mean return {mean:.2f} over {n} complete episodes")
+        cut = len(stage["interrupted_returns"])
+        lines.append(f"  after {stage['step']} adaptation steps: {text}"
+                     + (f" ({cut} interrupted)" if cut else ""))
+    t = report["timing"]
+    if t["cycles"] == 0:
+        lines.append("  no cycles")
+    else:
+        j, r = t["period_jitter_us"], t["read_to_send_us"]
+        lines.append(f"  period jitter p50 {_fmt(j['p50'], ' us')}, p99 "
+                     f"{_fmt(j['p99'], ' us')}; read-to-send p50 {_fmt(r['p50'], ' us')}, "
+                     f"p99 {_fmt(r['p99'], ' us')}; {t['deadline_misses']} deadline misses "
+                     f"in {t['cycles']} cycles; {report['observations_missed']} observations "
+                     f"missed")
+    if report["rejected_packets"]:
+        lines.append("  rejected packets: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(report["rejected_packets"].items())))
+    return lines
+
+
 def plot_report(report: Dict[str, Any], latency_us: Sequence[float], path: Path) -> None:
-    """Returns per episode by stage, the read-to-send latency histogram, deadline misses."""
+    """Returns per episode by stage (complete filled, interrupted hollow), the read-to-send
+    latency histogram, deadline misses over the whole run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=110)
     ax = axes[0]
     for stage in report["stages"]:
-        xs = [stage["step"] + 0.08 * (i - len(stage["returns"]) / 2)
-              for i in range(len(stage["returns"]))]
-        ax.scatter(xs, stage["returns"], s=18)
-        if stage["returns"]:
+        eps = stage["episodes"]
+        for i, e in enumerate(eps):
+            if e["return"] is None:
+                continue
+            x = stage["step"] + 0.08 * (i - len(eps) / 2)
+            ax.scatter([x], [e["return"]], s=18, color=f"C{stage['step'] % 10}",
+                       facecolors="none" if not e["complete"] else None)
+        if stage["mean_return"] is not None:
             ax.hlines(stage["mean_return"], stage["step"] - 0.3, stage["step"] + 0.3)
     ax.set_xticks([s["step"] for s in report["stages"]])
     ax.set_xlabel("adaptation steps on the robot")
-    ax.set_ylabel("episode return")
+    ax.set_ylabel("episode return (the robot's)")
     ax.set_title(f"{report['family']}: returns per episode")
     ax = axes[1]
     if len(latency_us):
         ax.hist(latency_us, bins=60, color="tab:blue")
-    t = report["timing"]["read_to_send_us"]
+        t = report["timing"]["read_to_send_us"]
+        ax.set_title(f"p50 {t['p50']:.0f} us, p99 {t['p99']:.0f} us")
+    else:
+        ax.set_title("no cycles")
     ax.set_xlabel("read-to-send latency (us)")
-    ax.set_title(f"p50 {t['p50']:.0f} us, p99 {t['p99']:.0f} us")
     ax = axes[2]
     times = report["deadline_miss_times_s"]
     ax.eventplot([times] if times else [[]], colors="tab:red")
-    ax.set_xlabel("time (s)")
+    ax.set_xlim(0, max(report["duration_s"], 1e-3))
+    ax.set_xlabel("time since the run started (s)")
     j = report["timing"]["period_jitter_us"]
     ax.set_title(f"{report['timing']['deadline_misses']} deadline misses; jitter p99 "
-                 f"{j['p99']:.0f} us")
+                 f"{_fmt(j['p99'], ' us')}")
     ax.set_yticks([])
     fig.suptitle(f"stopped: {report['stopped']}" + (f" ({report['detail']})"
                                                     if report["detail"] else ""))

@@ -1,23 +1,31 @@
-"""A simulated robot behind the wire protocol: one simulation of a task in its own process,
-paced to wall-clock time, with the gap to a real robot (each off by default).
+"""A simulated robot behind the wire protocol (version 2): one simulation of a task in its own
+process, paced to wall-clock time, with the gap to a real robot (each off by default), and
+the robot's duties of docs/hil.md: one session at a time, a command timeout into a safe state.
 
     metarobot sim-robot HalfCheetahVel --task '{"goal_velocity": 1.2}' --port 9870 \\
-        --latency-ms 20 --jitter-ms 5 --obs-noise 0.01 --drop 0.01 --dynamics '{"body_mass": [0.8, 1.2]}'
+        --latency-ms 20 --jitter-ms 5 --obs-noise 0.01 --drop 0.01 --key-file robot.key
 
-After a RESET it sends the episode's first observation every control period until controls
-come. Then every control period it applies the newest controls whose (emulated) latency has
-passed, holding the previous ones otherwise, steps the simulation and sends the observation
-with the step's reward and done flags. After an episode ends it repeats its last observation until the
-next RESET; STOP zeroes the controls and halts the episode (its safe state). Malformed packets
-get an ERROR reply saying why; the robot carries on.
+HELLO opens a session (a random id and nonce; with a key, every later packet carries a MAC
+under the session's key); while a session holds the robot, another HELLO gets ERROR "busy".
+Only packets of the session, from its peer, with a valid MAC (when keyed) and a fresh
+sequence number act; everything else is dropped and counted by reason. After a RESET it sends
+the episode's first observation every control period until controls come. Then every
+control period it applies the newest controls whose (emulated) latency has passed, steps the
+simulation and sends the observation with the step's reward, its running return and the done
+flags. Without a valid ACTION for the command timeout it goes to its safe state (zero
+controls, or damping) and says so in every later observation; STOP does the same at once,
+answers ACK and ends the session. Events (sessions, safe state) are printed with the
+monotonic time.
 """
+
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import socket
-import struct
+import sys
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -26,6 +34,7 @@ import numpy as np
 from ..batch import BatchSim
 from ..families import TaskFamily, make_family
 from . import protocol as P
+from .policy import action_names, observation_names
 from .robot import RobotSpec
 
 
@@ -74,12 +83,43 @@ def robot_family(family: str, overrides: Optional[Dict[str, Any]] = None,
     return make_family(family, **extra).with_overrides(normalize_actions=False)
 
 
+SAFE_STATES = ("zero", "damping")
+
+
+@dataclasses.dataclass
+class Session:
+    """One controller's hold on the robot. established: a packet of the session (not the
+    handshake) passed every check, so the peer proved it holds the session; ended: STOP
+    ended it (a repeated STOP is still acknowledged)."""
+
+    id: int
+    peer: Tuple[Any, ...]
+    runner_nonce: bytes
+    robot_nonce: bytes
+    key: Optional[bytes]
+    spec_packet: bytes
+    inbound: P.SeqWindow = dataclasses.field(default_factory=P.SeqWindow)
+    out_seq: int = 0
+    established: bool = False
+    ended: bool = False
+    last_valid: float = 0.0
+
+
 class SimRobot:
-    """The robot's side of the protocol over one simulation (serve() runs until stopped)."""
+    """The robot's side of the protocol over one simulation (serve() runs until stopped).
+
+    key: the shared key (bytes, read_key_file) or None; command_timeout: seconds without a
+    valid ACTION after which a running episode goes to the safe state (default 5 control
+    periods, at least 50 ms); safe_state: "zero" (zero controls: no torque) or "damping"
+    (controls -damping x the actuated joint's velocity, clipped to the control range)."""
 
     def __init__(self, family: str, task: Dict[str, float], port: int = 0,
                  host: str = "127.0.0.1", gap: RealityGap = RealityGap(), seed: int = 0,
-                 overrides: Optional[Dict[str, Any]] = None, rate: Optional[float] = None):
+                 overrides: Optional[Dict[str, Any]] = None, rate: Optional[float] = None,
+                 key: Optional[bytes] = None, command_timeout: Optional[float] = None,
+                 safe_state: str = "zero", damping: float = 1.0, verbose: bool = True):
+        if safe_state not in SAFE_STATES:
+            raise ValueError(f"safe_state should be one of {SAFE_STATES}, got {safe_state!r}")
         self.family = robot_family(family, overrides, gap.dynamics)
         self.gap = gap
         self.rng = np.random.default_rng(seed)
@@ -94,136 +134,301 @@ class SimRobot:
         model = self.sim.models[0]
         # the robot's control period: the family's env step, or 1 / rate (loop benchmarks)
         self.period = 1.0 / rate if rate else float(model.opt.timestep * self.family.frame_skip)
+        timeout = max(5 * self.period, 0.05) if command_timeout is None else command_timeout
+        if not timeout >= self.period:
+            raise ValueError(f"the command timeout ({timeout * 1e3:g} ms) should be at least "
+                             f"a control period ({self.period * 1e3:g} ms)")
+        self.command_timeout = timeout
         lo, hi = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
         centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo) * gap.saturation
         limited = model.actuator_ctrllimited.astype(bool)
         self.ctrl_low = np.where(limited, centre - half, -np.inf)
         self.ctrl_high = np.where(limited, centre + half, np.inf)
+        # the safe state's damping acts on each actuator's joint velocity
+        joint = model.actuator_trnid[:, 0]
+        self._damped_dof = np.where(model.actuator_trntype == 0, model.jnt_dofadr[joint], -1)
+        self.safe_state, self.damping = safe_state, float(damping)
         self.spec = RobotSpec(self.sim.observation_dim, self.sim.action_dim, self.period,
-                              action_names=tuple(model.actuator(i).name
-                                                 for i in range(model.nu)))
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((host, port))
+                              observation_names(self.family, model), action_names(model),
+                              self.family.name, timeout)
+        self.key = key
+        self.handshake_key = P.handshake_key(key) if key is not None else None
+        self.verbose = verbose
+        family_af = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family_af, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            self.sock.close()
+            raise ValueError(f"cannot listen on udp://{host}:{port}: {exc.strerror} (another "
+                             f"robot on that port? --port 0 picks a free one)") from None
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
-        self.peer: Optional[Tuple[str, int]] = None
-        self.seq = 0
-        self.counts = {"received": 0, "rejected": 0, "dropped_in": 0, "dropped_out": 0,
-                       "sent": 0, "steps": 0, "episodes": 0}
-        self._episode_id: Optional[int] = None
-        self._running = False
-        self._waiting = False
-        self._last_obs: Optional[bytes] = None
+        self.session: Optional[Session] = None
+        self.counts = {"received": 0, "dropped_in": 0, "dropped_out": 0, "sent": 0,
+                       "steps": 0, "episodes": 0, "sessions": 0, "timeouts": 0}
+        self.rejected: Dict[str, int] = {}
+        self._error_tokens, self._error_time = 20.0, time.monotonic()
+        self._episode_id = 0
+        self._running = False   # an episode is being stepped
+        self._waiting = False   # for the episode's first controls
+        self.safe = True        # no controls obeyed (before any episode, too)
+        self._first: Optional[P.Observation] = None
+        self._last: Optional[P.Observation] = None
+        self._last_command = 0.0
         self._pending: list = []  # (release time, controls)
         self._controls = np.zeros(self.spec.act_dim)
+        self.step_index, self.episode_return = 0, 0.0
+
+    def event(self, text: str) -> None:
+        """A line on stdout with the monotonic time (what a robot's log would hold)."""
+        if self.verbose:
+            print(f"t={time.monotonic():.6f} {text}", flush=True)
 
     # ------------------------------------------------------------------------- the wire
-    def _send(self, kind: int, payload: bytes, to: Optional[Tuple[str, int]] = None) -> None:
-        to = to or self.peer
-        if to is None:
+    def _send_session(self, kind: int, payload: bytes) -> None:
+        """A packet of the session to its peer."""
+        s = self.session
+        if s is None:
             return
         if self.gap.drop and kind == P.OBS and self.rng.random() < self.gap.drop:
             self.counts["dropped_out"] += 1
             return
-        self.seq += 1
+        s.out_seq += 1
+        data = P.encode(kind, session=s.id, episode=self._episode_id, seq=s.out_seq,
+                        payload=payload, key=s.key)
+        self._sendto(data, s.peer)
+
+    def _sendto(self, data: bytes, to) -> None:
         try:
-            self.sock.sendto(P.encode(kind, self.seq, payload), to)
+            self.sock.sendto(data, to)
             self.counts["sent"] += 1
         except OSError:
             pass
 
-    def _obs_packet(self, obs: np.ndarray, step: int, reward: float, done: bool,
-                    terminated: bool) -> bytes:
+    def _error_to(self, to, text: str) -> None:
+        """ERROR outside any session (session 0; with a key, under the handshake key),
+        at most about 20 a second: a robot must not amplify a flood of junk."""
+        now = time.monotonic()
+        self._error_tokens = min(20.0, self._error_tokens + 20.0 * (now - self._error_time))
+        self._error_time = now
+        if self._error_tokens < 1.0:
+            return
+        self._error_tokens -= 1.0
+        self._sendto(P.encode(P.ERROR, payload=text.encode(), key=self.handshake_key), to)
+
+    def _reject(self, reason: str, sender=None, reply: Optional[str] = None) -> None:
+        P.count(self.rejected, reason)
+        if sender is not None and reply is not None:
+            self._error_to(sender, reply)
+
+    def _observation(self, obs: np.ndarray, reward: float, done: bool,
+                     terminated: bool) -> P.Observation:
         if self.gap.obs_noise:
             obs = obs + self.rng.normal(0.0, self.gap.obs_noise, obs.shape)
-        return P.obs_payload(step, obs.astype(np.float32), reward, done, terminated)
+        return P.Observation(self.step_index, obs.astype(np.float32), reward,
+                             self.episode_return, done, terminated, self.safe)
 
-    def _handle(self, data: bytes, sender: Tuple[str, int], now: float) -> Optional[float]:
+    def _send_obs(self, o: P.Observation) -> None:
+        self._send_session(P.OBS, P.obs_payload(dataclasses.replace(o, safe=self.safe)))
+
+    def session_alive(self, now: float) -> bool:
+        """A session holds the robot: established, not ended, heard within the command
+        timeout."""
+        s = self.session
+        return (s is not None and s.established and not s.ended
+                and now - s.last_valid < self.command_timeout)
+
+    def _handle(self, data: bytes, sender, now: float) -> Optional[float]:
         """Acts on one datagram; returns the time of the next physics tick when the packet
         restarts the clock (a new episode starts one control period after its reset)."""
         self.counts["received"] += 1
         try:
             packet = P.decode(data)
         except P.ProtocolError as exc:
-            self.counts["rejected"] += 1
-            self._send(P.ERROR, f"rejected: {exc}".encode(), to=sender)
+            self._reject("malformed", sender, f"rejected: {exc}")
+            return None
+        if packet.session == 0:
+            return self._handshake(packet, sender, now)
+        s = self.session
+        if s is None or packet.session != s.id:
+            self._reject("unknown session", sender,
+                         "rejected: no such session (it ended, or another controller took "
+                         "the robot): send HELLO")
+            return None
+        if self.key is None and sender != s.peer:
+            self._reject("not the session's peer")  # silently: a stranger learns nothing
+            return None
+        why = P.authentic(packet, s.key)
+        if why is not None:
+            self._reject("bad MAC")
+            return None
+        why = s.inbound.accept(packet.seq)
+        if why is not None:
+            self._reject(why)
+            return None
+        # the packet passed every check: it alone may move the peer (with a key: a
+        # controller whose address changed), and it keeps the session alive
+        s.peer, s.last_valid = sender, now
+        if not s.established:
+            s.established = True
+            self.event(f"session {s.id:016x} established by {sender[0]}:{sender[1]}")
+        if s.ended and packet.kind != P.STOP:
+            self._reject("ended session")
+            return None
+        if packet.kind == P.RESET:
+            return self._reset(packet, now)
+        if packet.kind == P.ACTION:
+            self._action(packet, now)
+        elif packet.kind == P.STOP:
+            self._stop(f"STOP from the controller")
+            if not s.ended:
+                s.ended = True
+                self.event(f"session {s.id:016x} ended")
+            self._send_session(P.ACK, b"")
+        else:
+            self._reject("wrong type")
+            self._send_session(P.ERROR, f"rejected: a robot takes no {packet.name} "
+                                        f"packets".encode())
+        return None
+
+    def _handshake(self, packet: P.Packet, sender, now: float) -> Optional[float]:
+        if packet.kind != P.HELLO:
+            self._reject("no session", sender, f"rejected: a {packet.name} packet needs a "
+                                               f"session (send HELLO first)")
+            return None
+        why = P.authentic(packet, self.handshake_key)
+        if why is not None:
+            self._reject("bad MAC", sender, f"rejected: {why}")
+            return None
+        try:
+            nonce = P.parse_hello(packet.payload)
+        except P.ProtocolError as exc:
+            self._reject("malformed", sender, f"rejected: {exc}")
+            return None
+        s = self.session
+        if self.session_alive(now):
+            self._reject("busy", sender, "busy: another controller holds this robot")
+            return None
+        if s is not None and not s.established and not s.ended and s.peer == sender \
+                and s.runner_nonce == nonce:
+            self._sendto(s.spec_packet, sender)  # the same HELLO again: the same answer
+            return None
+        if s is not None and not s.ended and s.established:
+            self.event(f"session {s.id:016x} expired (nothing valid for "
+                       f"{(now - s.last_valid) * 1e3:.0f} ms)")
+        session_id, robot_nonce = P.new_session_id(), P.new_nonce()
+        key = (P.session_key(self.key, session_id, nonce, robot_nonce)
+               if self.key is not None else None)
+        spec = P.encode(P.SPEC, payload=P.spec_payload(self.spec, session_id, nonce,
+                                                        robot_nonce), key=self.handshake_key)
+        self.session = Session(session_id, sender, nonce, robot_nonce, key, spec,
+                               last_valid=now)
+        self.counts["sessions"] += 1
+        self._episode_id = 0
+        self._stop(None)  # a new controller starts from the safe state
+        self.event(f"session {session_id:016x} offered to {sender[0]}:{sender[1]}")
+        self._sendto(spec, sender)
+        return None
+
+    def _reset(self, packet: P.Packet, now: float) -> Optional[float]:
+        if packet.episode < self._episode_id:
+            self._reject("old episode")
+            return None
+        if packet.episode == self._episode_id:  # a repeated RESET: its first observation
+            if self._first is not None:
+                self._send_obs(self._first)
+            return None
+        self._episode_id = packet.episode
+        obs = self.sim.reset()[0]
+        self.step_index, self.episode_return = 0, 0.0
+        self._pending.clear()
+        self._controls[:] = 0.0
+        self._running, self._waiting, self.safe = True, True, False
+        self._last_command = now
+        self.counts["episodes"] += 1
+        # step 0: no step led here, reward 0 and return 0
+        self._first = self._last = self._observation(obs, 0.0, False, False)
+        self._send_obs(self._first)
+        return time.monotonic() + self.period
+
+    def _action(self, packet: P.Packet, now: float) -> None:
+        if packet.episode != self._episode_id:
+            self._reject("other episode")
             return
-        if self.gap.drop and packet.kind == P.ACTION and self.rng.random() < self.gap.drop:
+        if self.gap.drop and self.rng.random() < self.gap.drop:
             self.counts["dropped_in"] += 1
             return
-        self.peer = sender
-        if packet.kind == P.HELLO:
-            self._send(P.SPEC, P.spec_payload(self.spec))
-        elif packet.kind == P.RESET:
-            if len(packet.payload) != 4:
-                self._send(P.ERROR, b"rejected: RESET takes a u32 episode id")
-                return
-            (episode,) = struct.unpack("<I", packet.payload)
-            if episode != self._episode_id:
-                self._episode_id = episode
-                obs = self.sim.reset()[0]
-                self.step_index, self.episode_return = 0, 0.0
-                self._pending.clear()
-                self._controls[:] = 0.0
-                self._running = True
-                self._waiting = True  # for the controller's first controls
-                self.counts["episodes"] += 1
-                self._last_obs = self._obs_packet(obs, 0, float("nan"), False, False)
-                self._send(P.OBS, self._last_obs)
-                return time.monotonic() + self.period
-            if self._last_obs is not None:
-                self._send(P.OBS, self._last_obs)
-        elif packet.kind == P.ACTION:
-            try:
-                _, controls = P.parse_action(packet.payload, self.spec.act_dim)
-            except P.ProtocolError as exc:
-                self.counts["rejected"] += 1
-                self._send(P.ERROR, f"rejected: {exc}".encode())
-                return
-            if not np.isfinite(controls).all():
-                self.counts["rejected"] += 1
-                self._send(P.ERROR, b"rejected: non-finite controls")
-                return
-            delay = self.gap.latency_ms
-            if self.gap.jitter_ms:
-                delay += self.rng.uniform(-self.gap.jitter_ms, self.gap.jitter_ms)
-            self._pending.append((now + max(delay, 0.0) * 1e-3, controls))
-        elif packet.kind == P.STOP:
-            self._running = False  # the safe state: no controls, no stepping
-            self._controls[:] = 0.0
-            self._pending.clear()
-            self._send(P.ACK, b"")
-        else:
-            self.counts["rejected"] += 1
-            self._send(P.ERROR, f"rejected: a robot takes no {P.TYPE_NAMES[packet.kind]} "
-                                f"packets".encode())
+        try:
+            _, controls = P.parse_action(packet.payload, self.spec.act_dim)
+        except P.ProtocolError as exc:
+            self._reject("malformed")
+            self._send_session(P.ERROR, f"rejected: {exc}".encode())
+            return
+        if not np.isfinite(controls).all():
+            self._reject("non-finite controls")
+            self._send_session(P.ERROR, b"rejected: non-finite controls")
+            return
+        if self.safe:  # only a new episode leaves the safe state
+            self._reject("in the safe state")
+            return
+        self._last_command = now
+        delay = self.gap.latency_ms
+        if self.gap.jitter_ms:
+            delay += self.rng.uniform(-self.gap.jitter_ms, self.gap.jitter_ms)
+        self._pending.append((now + max(delay, 0.0) * 1e-3, controls))
+
+    def _stop(self, why: Optional[str]) -> None:
+        """Into the safe state: no controls obeyed (a STOP also halts the episode)."""
+        if why is not None and not self.safe:
+            self.event(f"safe state ({self.safe_state}): {why}")
+        self.safe = True
+        self._pending.clear()
+        self._controls[:] = 0.0
+        if why is None or why.startswith("STOP"):
+            self._running = False
+
+    def _safe_controls(self) -> np.ndarray:
+        if self.safe_state == "zero":
+            return np.zeros(self.spec.act_dim)
+        qvel = self.sim.get_state()[1][0]
+        vel = np.where(self._damped_dof >= 0, qvel[np.maximum(self._damped_dof, 0)], 0.0)
+        return np.clip(-self.damping * vel, self.ctrl_low, self.ctrl_high)
 
     # ------------------------------------------------------------------------ the physics
     def _tick(self, now: float) -> None:
         if not self._running:
-            if self._last_obs is not None and self._episode_id is not None:
-                self._send(P.OBS, self._last_obs)  # an ended episode repeats its last word
+            if self._last is not None and self.session is not None \
+                    and not self.session.ended and self._episode_id:
+                self._send_obs(self._last)  # an ended episode repeats its last word
             return
+        if not self.safe and now - self._last_command > self.command_timeout:
+            self.counts["timeouts"] += 1
+            self._stop(f"no command for {(now - self._last_command) * 1e3:.0f} ms (command "
+                       f"timeout {self.command_timeout * 1e3:g} ms)")
         due = [p for p in self._pending if p[0] <= now]
-        if self._waiting:  # a robot holds still until the controller answers
+        if self._waiting and not self.safe:  # a robot holds still until the controller answers
             if not due:
-                self._send(P.OBS, self._last_obs)
+                self._send_obs(self._last)
                 return
             self._waiting = False
-        if due:
-            self._controls = due[-1][1]
-            self._pending = [p for p in self._pending if p[0] > now]
-        applied = np.clip(self._controls, self.ctrl_low, self.ctrl_high)
+        if self.safe:
+            applied = self._safe_controls()
+        else:
+            if due:
+                self._controls = due[-1][1]
+                self._pending = [p for p in self._pending if p[0] > now]
+            applied = np.clip(self._controls, self.ctrl_low, self.ctrl_high)
         obs, reward, terminated, truncated, info = self.sim.step(applied[None])
         self.step_index += 1
         self.counts["steps"] += 1
+        self.episode_return += float(reward[0])
         done = bool(terminated[0] or truncated[0])
         final = info["final_obs"][0] if info["_final_obs"][0] else obs[0]
-        self._last_obs = self._obs_packet(final, self.step_index, float(reward[0]), done,
-                                          bool(terminated[0]))
+        self._last = self._observation(final, float(reward[0]), done, bool(terminated[0]))
         if done:
             self._running = False
-        self._send(P.OBS, self._last_obs)
+        self._send_obs(self._last)
 
     def serve(self, duration: Optional[float] = None) -> None:
         """Runs the robot: packets as they come, a physics step every control period on the
@@ -240,7 +445,7 @@ class SimRobot:
                         break
                     except ConnectionResetError:
                         continue
-                    restart = self._handle(data, sender, now)
+                    restart = self._handle(data, sender[:2], now)
                     if restart is not None:
                         next_tick = restart
                 now = time.monotonic()
@@ -259,7 +464,9 @@ class SimRobot:
 
 def main_args(family: str, task_json: str, port: int, host: str, gap: RealityGap, seed: int,
               overrides: Optional[Dict[str, Any]] = None, duration: Optional[float] = None,
-              ready=None, rate: Optional[float] = None) -> int:
+              ready=None, rate: Optional[float] = None, key: Optional[bytes] = None,
+              command_timeout: Optional[float] = None, safe_state: str = "zero",
+              damping: float = 1.0) -> int:
     """The sim-robot command: serve until stopped; prints the port it listens on."""
     try:
         task = json.loads(task_json)
@@ -268,10 +475,21 @@ def main_args(family: str, task_json: str, port: int, host: str, gap: RealityGap
                          f"{exc}") from None
     if not isinstance(task, dict):
         raise ValueError(f"--task should be a JSON object, got {task_json!r}")
-    robot = SimRobot(family, task, port, host, gap, seed, overrides, rate)
-    print(f"sim-robot {robot.family.name} {robot.task!r} on udp://{host}:{robot.port}, "
-          f"control period {robot.period * 1e3:g} ms", flush=True)
+    robot = SimRobot(family, task, port, host, gap, seed, overrides, rate, key,
+                     command_timeout, safe_state, damping)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"sim-robot {robot.family.name} {robot.task!r} on udp://{shown}:{robot.port}, "
+          f"control period {robot.period * 1e3:g} ms, command timeout "
+          f"{robot.command_timeout * 1e3:g} ms, "
+          f"{'authenticated' if key is not None else 'no key'}", flush=True)
+    if key is None and not _loopback(host):
+        print(f"warning: sim-robot listens on {host} without a key: anyone who can reach the "
+              f"port can drive it (--key-file)", file=sys.stderr, flush=True)
     if ready is not None:
         ready(robot)
     robot.serve(duration)
     return 0
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
