@@ -179,6 +179,16 @@ class SimRobot:
         self._pending: list = []  # (release time, controls)
         self._controls = np.zeros(self.spec.act_dim)
         self.step_index, self.episode_return = 0, 0.0
+        # what the robot itself did, for whoever runs it in-process (tests, benchmarks):
+        # every ended episode (session, episode, steps, its return), and with trace a list,
+        # every step's (episode, step, applied controls, safe)
+        self.finished: list = []
+        self.trace: Optional[list] = None
+        self._shutdown = False
+
+    def shutdown(self) -> None:
+        """Ends serve() (from another thread) at its next turn."""
+        self._shutdown = True
 
     def event(self, text: str) -> None:
         """A line on stdout with the monotonic time (what a robot's log would hold)."""
@@ -421,6 +431,8 @@ class SimRobot:
             applied = np.clip(self._controls, self.ctrl_low, self.ctrl_high)
         obs, reward, terminated, truncated, info = self.sim.step(applied[None])
         self.step_index += 1
+        if self.trace is not None:
+            self.trace.append((self._episode_id, self.step_index, applied.copy(), self.safe))
         self.counts["steps"] += 1
         self.episode_return += float(reward[0])
         done = bool(terminated[0] or truncated[0])
@@ -428,6 +440,9 @@ class SimRobot:
         self._last = self._observation(final, float(reward[0]), done, bool(terminated[0]))
         if done:
             self._running = False
+            self.finished.append({"session": self.session.id if self.session else 0,
+                                  "episode": self._episode_id, "steps": self.step_index,
+                                  "return": self.episode_return, "safe": self.safe})
         self._send_obs(self._last)
 
     def serve(self, duration: Optional[float] = None) -> None:
@@ -436,7 +451,8 @@ class SimRobot:
         start = time.monotonic()
         next_tick = start + self.period
         try:
-            while duration is None or time.monotonic() - start < duration:
+            while (duration is None or time.monotonic() - start < duration) \
+                    and not self._shutdown:
                 now = time.monotonic()
                 while True:
                     try:

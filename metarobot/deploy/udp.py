@@ -6,9 +6,10 @@
 HELLO opens a session (the robot's SPEC must echo this side's nonce, so an old SPEC cannot
 be replayed); every later packet carries the session id, the episode id and a sequence
 number, and with a key a MAC under the session's key. What comes back is taken only from the
-robot: without a key, datagrams from the robot's IP address (from any of its ports: many
-robot stacks answer from another socket than the one they listen on); with a key, from any
-address, since the MAC alone says who sent it. A packet of another session, with a wrong MAC,
+robot. Without a key: the SPEC from the robot's IP address, any port (many robot stacks
+answer from another socket than the one they listen on), then the session's packets only
+from the address and port the SPEC came from. With a key: from any address, since the MAC
+alone says who sent it. A packet of another session, with a wrong MAC,
 an old or repeated sequence number or of another episode changes nothing: it is counted in
 `rejected` by reason.
 """
@@ -63,6 +64,7 @@ class UdpRobot:
         self._inbound = P.SeqWindow()
         self._seq = 0
         self._last_step = -1
+        self.peer: Optional[Tuple] = None  # where the SPEC came from
         if key is None and not _loopback(address[0]):
             print(f"warning: no key for the robot at {self.url}: anyone who can reach it can "
                   f"drive it, and anyone on the way can forge its observations (--key-file)",
@@ -96,8 +98,12 @@ class UdpRobot:
         P.count(self.rejected, reason)
         self.last_error = f"{reason}: {detail}" if detail else reason
 
-    def _from_robot(self, sender: Tuple) -> bool:
-        return self.key is not None or sender[0] == self.address[0]
+    def _from_robot(self, sender: Tuple, session: int) -> bool:
+        if self.key is not None:
+            return True
+        if session != 0 and self.peer is not None:
+            return sender[:2] == self.peer[:2]
+        return sender[0] == self.address[0]
 
     def _receive(self) -> Optional[Tuple[P.Packet, float]]:
         """The next packet of the session that passed every check, and when it was read;
@@ -111,13 +117,13 @@ class UdpRobot:
             except ConnectionRefusedError:  # an ICMP for an earlier send: the robot is gone
                 continue
             received = time.monotonic()
-            if not self._from_robot(sender):
-                self._reject("not the robot", f"a datagram from {sender[0]}")
-                continue
             try:
                 packet = P.decode(data)
             except P.ProtocolError as exc:
                 self._reject("malformed", str(exc))
+                continue
+            if not self._from_robot(sender, packet.session):
+                self._reject("not the robot", f"a datagram from {sender[0]}:{sender[1]}")
                 continue
             if packet.session == 0:
                 why = P.authentic(packet, self._handshake_key)
@@ -129,6 +135,7 @@ class UdpRobot:
                 elif why is not None:
                     self._reject("bad MAC", why)
                     continue
+                self._sender = sender
                 return packet, received
             if packet.session != self.session or self.session == 0:
                 self._reject("other session")
@@ -203,7 +210,7 @@ class UdpRobot:
             raise ValueError(f"the robot at {self.url} declares a command timeout of "
                              f"{spec.command_timeout:g} s; a robot must stop on its own "
                              f"within seconds of losing its controller")
-        self.session = session
+        self.session, self.peer = session, self._sender
         if self.key is not None:
             self._session_key = P.session_key(self.key, session, nonce, robot_nonce)
         return spec
