@@ -114,6 +114,24 @@ def test_native_program_refuses_a_bad_file_and_bad_input(native_ant, tmp_path):
     r = subprocess.run([str(program), str(folder / "policy.bin")], capture_output=True,
                        text=True, input="1 2 3\n")
     assert r.returncode == 1 and "has 3 numbers, the policy takes 125" in r.stderr
+    # a corrupted layer size: named, before any allocation (not std::bad_alloc)
+    import struct
+    bad = bytearray(blob)
+    struct.pack_into("<I", bad, 8 + 16 + 4, 1 << 19)  # the first hidden layer's size
+    (tmp_path / "big.bin").write_bytes(bytes(bad))
+    r = subprocess.run([str(program), str(tmp_path / "big.bin")], capture_output=True,
+                       text=True, input="")
+    assert r.returncode == 1 and "its layer sizes make" in r.stderr, r.stderr
+    # each malformed line named by its number: text, nan, inf, one number too many
+    good = " ".join(["0.1"] * 125)
+    for line, words in (("abc " + " ".join(["0"] * 124), "line 2: 'abc' is not a finite"),
+                        (good.replace("0.1", "nan", 1), "line 2: 'nan' is not a finite"),
+                        (good.replace("0.1", "inf", 1), "line 2: 'inf' is not a finite"),
+                        (good + " 1", "line 2 has 126 numbers, the policy takes 125")):
+        r = subprocess.run([str(program), str(folder / "policy.bin")], capture_output=True,
+                           text=True, input=good + "\n" + line + "\n")
+        assert r.returncode == 1 and words in r.stderr, r.stderr
+        assert len(r.stdout.splitlines()) == 1  # the good first line, nothing after
 
 
 def test_export_metadata_describes_the_robot_interface(native_ant):

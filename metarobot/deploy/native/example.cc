@@ -4,6 +4,7 @@
 //   ./metarobot_policy_example policy.bin < observations.txt
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -42,10 +43,25 @@ int main(int argc, char** argv) {
   int lineno = 0;
   while (std::getline(std::cin, line)) {
     ++lineno;
+    // every non-blank line must be exactly obs_dim finite numbers: a line skipped or cut
+    // short would put the output lines out of step with the input lines
     std::istringstream in(line);
+    std::string word;
     int got = 0;
-    while (got < policy.obs_dim() && in >> obs[got]) ++got;
-    if (got == 0) continue;
+    bool blank = true;
+    while (in >> word) {
+      blank = false;
+      char* end = nullptr;
+      const float value = std::strtof(word.c_str(), &end);
+      if (end == word.c_str() || *end != '\0' || !std::isfinite(value)) {
+        std::fprintf(stderr, "error: line %d: '%s' is not a finite number\n", lineno,
+                     word.c_str());
+        return 1;
+      }
+      if (got < policy.obs_dim()) obs[got] = value;
+      ++got;
+    }
+    if (blank) continue;
     if (got != policy.obs_dim()) {
       std::fprintf(stderr, "error: line %d has %d numbers, the policy takes %d\n", lineno, got,
                    policy.obs_dim());

@@ -52,6 +52,22 @@ class DeployedPolicy {
     normalized_ = head[3] != 0;
     std::vector<uint32_t> sizes(nlayers + 1);
     if (!take(sizes.data(), 4 * sizes.size())) return path + " is truncated (sizes)";
+    // the sizes say how long the file must be: check that before allocating anything, so a
+    // corrupted size is an error message, not an allocation of gigabytes
+    uint64_t want = at;
+    for (uint32_t l = 0; l <= nlayers; ++l) {
+      if (sizes[l] < 1 || sizes[l] > (1u << 20)) {
+        return path + " has a layer of " + std::to_string(sizes[l]) + " units (corrupted?)";
+      }
+    }
+    for (uint32_t l = 0; l < nlayers; ++l) {
+      want += 4ull * sizes[l] * sizes[l + 1] + 4ull * sizes[l + 1];
+    }
+    want += 4ull * sizes.back() + 24ull * sizes.back();  // log_std, per actuator 3 float64
+    if (want != bytes.size()) {
+      return path + " has " + std::to_string(bytes.size()) + " bytes, its layer sizes make " +
+             std::to_string(want) + (want > bytes.size() ? " (truncated)" : " (extra bytes)");
+    }
     mlp_.sizes.assign(sizes.begin(), sizes.end());
     for (uint32_t l = 0; l < nlayers; ++l) {
       std::vector<float> w(static_cast<size_t>(sizes[l]) * sizes[l + 1]), b(sizes[l + 1]);
