@@ -168,7 +168,9 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
     theta = {k: v.detach().to(where) for k, v in policy.params().items()}
     sim = BatchSim(family, tasks, trajectories, seed=seed, num_threads=threads,
                    first_stream=first_stream)
-    result = sample_and_adapt(sim, policy, theta, len(tasks), steps, expand(sizes, steps),
-                              update=update or InnerUpdate(), gamma=gamma,
-                              gae_lambda=gae_lambda, baseline_fit=baseline_fit, device=where)
+    with device_module.single_threaded():  # the same bits at any core count
+        result = sample_and_adapt(sim, policy, theta, len(tasks), steps, expand(sizes, steps),
+                                  update=update or InnerUpdate(), gamma=gamma,
+                                  gae_lambda=gae_lambda, baseline_fit=baseline_fit,
+                                  device=where)
     return result.returns, result.per_task

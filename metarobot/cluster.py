@@ -109,11 +109,9 @@ class _ShardActor:
 
     def __init__(self, config: Dict[str, Any], chunks: Optional[List[Tuple[int, int]]],
                  threads: int):
-        # Ray sets OMP_NUM_THREADS to the actor's CPUs, which torch starts with; set it only
-        # if that differs: with the count set explicitly, torch's batched LU rejects some
-        # sizes (metarobot.baseline falls back, but its bits then differ from the local run's)
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+        # the learner's arithmetic runs on one torch thread per chunk, `threads` chunks side
+        # by side (see device.single_threaded): the same bits as any other worker count
+        torch.set_num_threads(1)
         self.worker = TaskWorker(TrainConfig.from_dict(config), chunks, threads=threads)
         self.names: List[str] = []
         self.shapes: Dict[str, Tuple[int, ...]] = {}
@@ -125,13 +123,16 @@ class _ShardActor:
                                   Tuple[bool, torch.Tensor]],
                iteration: int, carry: Optional[np.ndarray]) -> Round:
         self.names, self.shapes, packed = theta
-        return self.worker.sample(unpack(packed, self.shapes, self.names), iteration, carry)
+        with device_module.single_threaded():  # on whichever thread Ray runs the call
+            return self.worker.sample(unpack(packed, self.shapes, self.names), iteration,
+                                      carry)
 
     def call(self, method: str, packed: Tuple[bool, torch.Tensor]
              ) -> Tuple[torch.Tensor, torch.Tensor]:
         """method's per-chunk values at unpack(packed): (chunks, parameters) and (chunks, 2)
         (a gradient's loss, or a loss and KL; zeros where none)."""
-        values = getattr(self.worker, method)(unpack(packed, self.shapes, self.names))
+        with device_module.single_threaded():
+            values = getattr(self.worker, method)(unpack(packed, self.shapes, self.names))
         vectors, scalars = [], []
         for v in values:
             if method == "gradient":

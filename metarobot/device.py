@@ -14,12 +14,31 @@ iteration, as one CUDA graph, and does not wait on the GPU inside the conjugate 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Iterator
 
 import torch
 
 DEVICES = ("cpu", "cuda", "auto")
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Within: every torch operation of this process runs on the thread that calls it (one
+    intra-op thread). torch splits a reduction or matrix product over its threads, and float
+    sums in another order round differently, so the learner's bits would depend on the core
+    count; on one thread they do not, and parallelism comes from running independent pieces
+    (task chunks) side by side instead (metarobot.workers.ChunkExecutors)."""
+    previous = torch.get_num_threads()
+    # set even when torch already says 1: it also sets this thread's own OpenMP and BLAS
+    # thread counts, which a thread that did not set them runs at the machine's default
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if previous != 1:
+            torch.set_num_threads(previous)
 
 
 def check_name(name: str) -> str:

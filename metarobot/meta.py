@@ -19,7 +19,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch.func import grad, vmap
 
-from .policy import gaussian_kl, gaussian_log_prob, mlp_mean
+from .policy import gaussian_kl, gaussian_log_prob, mlp_mean, mlp_mean_jvp
 from .samples import TaskBatch
 
 Params = Dict[str, torch.Tensor]
@@ -34,6 +34,10 @@ class PolicySpec:
 
     def mean(self, params: Params, obs: torch.Tensor) -> torch.Tensor:
         return mlp_mean(params, obs, self.nlayers, self.activation)
+
+    def mean_jvp(self, params: Params, tangents: Params, obs: torch.Tensor) -> torch.Tensor:
+        """The mean's derivative along tangents (policy.mlp_mean_jvp), (..., act_dim)."""
+        return mlp_mean_jvp(params, tangents, obs, self.nlayers, self.activation)[1]
 
     def log_prob(self, params: Params, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return gaussian_log_prob(self.mean(params, obs), params["log_std"], actions)

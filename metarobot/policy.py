@@ -8,7 +8,7 @@ The same parameters run in torch (for gradients, through torch.func.functional_c
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,6 +42,31 @@ def mlp_mean(params: Mapping[str, torch.Tensor], obs: torch.Tensor, nlayers: int
         if i + 1 < nlayers:
             h = act(h)
     return h
+
+
+def mlp_mean_jvp(params: Mapping[str, torch.Tensor], tangents: Mapping[str, torch.Tensor],
+                 obs: torch.Tensor, nlayers: int, activation: str
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(mlp_mean, its derivative along tangents): the mean action (..., act_dim) and the
+    change of it when the parameters move by tangents (the same keys), written out layer by
+    layer. Forward-mode differentiation by hand: torch's forward-mode levels are global to
+    the process, so torch.func.jvp cannot run on several threads at once; this can."""
+    relu_act = activation == "relu"
+    act = _ACTIVATIONS[activation][0]
+    h, dh = obs, None
+    for i in range(nlayers):
+        w, b = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
+        z = torch.nn.functional.linear(h, w, b)
+        dz = torch.nn.functional.linear(h, tangents[f"layers.{i}.weight"],
+                                        tangents[f"layers.{i}.bias"])
+        if dh is not None:
+            dz = dz + torch.nn.functional.linear(dh, w)
+        if i + 1 < nlayers:
+            h = act(z)
+            dh = dz * (z > 0).to(dz.dtype) if relu_act else dz * (1.0 - h * h)
+        else:
+            h, dh = z, dz
+    return h, dh
 
 
 def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor,

@@ -32,9 +32,10 @@ PROGRESS_FIELDS = ["iteration", "pre_return", "post_return", "time_sampling", "t
                "time_transfer"]
 
 # What --resume may change of a run's saved settings: none of them changes its results
-# (beyond float32 rounding between devices).
+# (beyond float32 rounding between devices): how many threads, workers or machines compute
+# the same chunks of the same arithmetic.
 RESUME_MAY_CHANGE = ("iterations", "time_budget", "device", "cuda_graphs", "cluster",
-                     "ray_address", "workers", "threads_per_worker")
+                     "ray_address", "workers", "threads_per_worker", "threads")
 _RAY_SETTINGS = {"ray_address": None, "workers": 1, "threads_per_worker": 1}
 
 
@@ -75,25 +76,11 @@ def resumed_config(saved: TrainConfig, given: Mapping[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict(dict(saved.to_dict(), **changed))
 
 
-def torch_threads_note(saved: Optional[int], now: int) -> Optional[str]:
-    """None when a run that trained with `saved` torch threads (None: not recorded) continues
-    bit for bit on `now`; else what differs and how to get the same bits. The simulations give
-    the same bits at any thread count, but torch splits the learner's reductions and matrix
-    products by its thread count: float32 sums in another order differ in the last bits, the
-    next batch's trajectories then diverge (the dynamics are chaotic) and so does the run."""
-    if saved is None or saved == now:
-        return None
-    return (f"the run's learner used {saved} torch thread(s), this process has {now}: "
-            f"the continuation is deterministic but not bit-identical to the uninterrupted "
-            f"run (run with OMP_NUM_THREADS={saved} for that)")
-
-
 def save_checkpoint(out: Path, theta: meta.Params, config: TrainConfig, iteration: int,
                     wall: float, keep: bool, carry: Optional[np.ndarray] = None) -> None:
     """out/checkpoints/latest.safetensors after `iteration` (0-based), and a copy of it named
     by the iteration count when keep."""
     info = {"config": config.to_dict(), "iteration": iteration, "wall_clock": wall,
-            "torch_threads": torch.get_num_threads(),
             "baseline_carry": None if carry is None else [float(x) for x in carry],
             "family": config.family, "policy": {
                 "hidden_sizes": list(config.hidden_sizes), "activation": config.activation}}

@@ -5,9 +5,10 @@ metarobot.
     train(config, "runs/cheetah-dir")     # checkpoints, progress.csv, TensorBoard
     train(config, "runs/cheetah-dir", resume=True)   # continues where it stopped
 
-Every iteration draws its tasks and simulation seeds from (seed, iteration) alone, so a run
-resumed from a checkpoint continues exactly as the uninterrupted run would have, given the same
-number of torch threads for the learner (see runs.torch_threads_note). The per-task work is
+Every iteration draws its tasks and simulation seeds from (seed, iteration) alone, and the
+learner's arithmetic does not depend on the threads or workers that compute it, so a run
+resumed from a checkpoint, on this machine or another with the same versions and CPU
+architecture, continues exactly as the uninterrupted run would have. The per-task work is
 the workers' (metarobot.workers, on Ray: metarobot.cluster); this module holds the
 parameters, takes the outer step and writes the run (metarobot.runs).
 """
@@ -20,12 +21,10 @@ import json
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
-import torch
 
 from . import checkpoint, meta, trpo
 from . import device as device_module
@@ -34,8 +33,7 @@ from .config import TrainConfig, make_policy
 from .families import TaskFamily, make_family
 from .policy import GaussianMLPPolicy
 from .progress import Progress
-from .runs import (PROGRESS_FIELDS, check_params, read_rows, resumed_config, save_checkpoint,
-                   torch_threads_note)
+from .runs import PROGRESS_FIELDS, check_params, read_rows, resumed_config, save_checkpoint
 from .workers import InProcessWorkers, WorkerSet
 
 
@@ -64,11 +62,25 @@ def meta_iteration(config: TrainConfig, family: TaskFamily, policy: GaussianMLPP
     given, hears of each phase as it starts (a progress display). workers: who does the
     per-task work (metarobot.workers); default one worker in this process. This function is
     the driver: it sums the workers' answers and takes the outer step."""
-    say = report or (lambda text: None)
     if config.learn_inner_lr != (meta.split_step_sizes(theta)[1] is not None):
         raise ValueError("theta should hold step sizes exactly when learn_inner_lr is set")
+    own = workers is None
     if workers is None:
         workers = InProcessWorkers(config, family, policy)
+    try:
+        # the learner's arithmetic on one thread per chunk (and the driver's on one): the
+        # same bits at any core count and any number of workers
+        with device_module.single_threaded():
+            return _iteration(config, theta, iteration, carry, report, workers)
+    finally:
+        if own:
+            workers.close()
+
+
+def _iteration(config: TrainConfig, theta: meta.Params, iteration: int,
+               carry: Optional[np.ndarray], report: Optional[Callable[[str], None]],
+               workers: WorkerSet) -> Tuple[meta.Params, IterationResult]:
+    say = report or (lambda text: None)
     t0 = time.perf_counter()
     sampled = workers.sample(theta, iteration, carry, report=say)
     transfer = time.perf_counter() - t0 - sum(sampled.times.values())
@@ -123,9 +135,6 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
         start = int(info["iteration"]) + 1
         wall0 = float(info.get("wall_clock", 0.0))
         carry = info.get("baseline_carry")
-        note = torch_threads_note(info.get("torch_threads"), torch.get_num_threads())
-        if note:
-            warnings.warn(f"resuming {str(out)!r}: {note}", RuntimeWarning, stacklevel=2)
     elif latest.exists():
         raise ValueError(f"{str(out)!r} already holds a run; resume it (--resume) or choose "
                          f"another directory")

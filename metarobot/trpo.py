@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -20,6 +21,9 @@ from torch.func import grad, jvp, vjp, vmap
 from .meta import Params, PolicySpec, adapt, inner_step, split_step_sizes
 from .samples import TaskBatch
 
+# torch.func.jvp's forward-mode levels are global to the process: calls that use them, from
+# chunks run side by side (metarobot.workers.ChunkExecutors), take turns
+FORWARD_AD = threading.Lock()
 
 def _flat(tensors: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
     return torch.cat([tensors[n].reshape(-1) for n in names])
@@ -75,7 +79,8 @@ def kl_hessian_product(kl_fn: Callable[[Params], torch.Tensor], theta: Params
     kl_grad = grad(kl_fn)
 
     def product(v: Params) -> Params:
-        return jvp(kl_grad, (theta,), (v,))[1]
+        with FORWARD_AD:
+            return jvp(kl_grad, (theta,), (v,))[1]
     return product
 
 
@@ -146,7 +151,8 @@ def maml_fisher_product(spec: PolicySpec, theta: Params, batches: Sequence[TaskB
         phi_b, adapt_vjp = vjp(adapt_fn, theta)
 
         def jac(v: Params) -> Params:
-            return jvp(adapt_fn, (theta,), (v,))[1]
+            with FORWARD_AD:  # torch's forward-mode levels are global to the process
+                return jvp(adapt_fn, (theta,), (v,))[1]
 
         def jac_t(u: Params) -> Params:
             return adapt_vjp(u)[0]
@@ -165,7 +171,8 @@ def maml_fisher_product(spec: PolicySpec, theta: Params, batches: Sequence[TaskB
     def product(v: Params) -> Params:
         dphi = jac(v)
         dphi = {n: dphi[n] for n in names}
-        dmean = jvp(means, (phi,), (dphi,))[1]
+        # forward mode by hand (thread-safe: chunks run side by side)
+        dmean = vmap(spec.mean_jvp)(phi, dphi, post.obs)
         u = dict(mean_vjp(dmean * inv_var * weight.unsqueeze(-1))[0])
         u["log_std"] = u["log_std"] + log_std_scale * dphi["log_std"]
         return jac_t(u)

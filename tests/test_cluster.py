@@ -115,16 +115,6 @@ def head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.fixture
-def one_thread():
-    """torch's thread count of the Ray workers (threads_per_worker 1): the CPU's BLAS rounds
-    by it, so bit-equality with the local run needs the same count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _csv(path: Path):
     import csv
     with open(path, newline="") as f:
@@ -140,9 +130,13 @@ def _same_params(a: Path, b: Path) -> None:
         assert torch.equal(pa[k], pb[k]), k
 
 
-def test_runs_on_one_and_two_workers_equal_the_local_run(head, one_thread, tmp_path):
+def test_runs_on_one_and_two_workers_equal_the_local_run(head, tmp_path):
+    """The local run (this process's torch threads, one chunk executor), Ray with 1
+    worker x 2 threads and with 2 workers x 1 thread: the same bits."""
     runs = {}
-    for name, extra in {"local": {}, "ray1": dict(cluster="ray", ray_address=head, workers=1),
+    for name, extra in {"local": {},
+                        "ray1": dict(cluster="ray", ray_address=head, workers=1,
+                                     threads_per_worker=2),
                         "ray2": dict(cluster="ray", ray_address=head, workers=2)}.items():
         runs[name] = train(TrainConfig(**SMALL, **extra, iterations=3), tmp_path / name,
                            progress=False)
@@ -172,7 +166,7 @@ def test_runs_on_one_and_two_workers_equal_the_local_run(head, one_thread, tmp_p
     assert spread["per_task"] == alone["per_task"]
 
 
-def test_a_worker_killed_mid_iteration_is_replaced_and_the_result_unchanged(head, one_thread):
+def test_a_worker_killed_mid_iteration_is_replaced_and_the_result_unchanged(head):
     from metarobot.cluster import RayWorkers
     config = TrainConfig(**SMALL, cluster="ray", ray_address=head, workers=2)
     family = make_family(config.family, **config.family_overrides)

@@ -2,11 +2,11 @@
 seconds."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -451,24 +451,50 @@ def test_branch_from_a_checkpoint_changes_settings_and_keeps_the_rest(tmp_path):
                      "--branch", "--quiet"]) == 2
 
 
-def test_checkpoints_record_torch_threads_and_resume_on_another_count_warns(tmp_path):
-    run = tmp_path / "run"
-    train(tiny(iterations=1), run, progress=False)
-    latest = run / "checkpoints" / "latest.safetensors"
-    params, info = checkpoint.load(latest)
-    assert info["torch_threads"] == torch.get_num_threads()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # the same count: no warning
-        train(tiny(iterations=2), run, resume=True, progress=False)
-    params, info = checkpoint.load(latest)
-    checkpoint.save(latest, params, dict(info, torch_threads=torch.get_num_threads() + 1))
-    with pytest.warns(RuntimeWarning, match=rf"{torch.get_num_threads() + 1} torch thread.*"
-                                             rf"OMP_NUM_THREADS={torch.get_num_threads() + 1}"):
-        train(tiny(iterations=3), run, resume=True, progress=False)
-    # a checkpoint from before the count was recorded resumes without a warning
-    params, info = checkpoint.load(latest)
-    info.pop("torch_threads")
-    checkpoint.save(latest, params, info)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        train(tiny(iterations=4), run, resume=True, progress=False)
+def _bits(path):
+    params, _ = checkpoint.load(path)
+    return {k: v.numpy().tobytes() for k, v in params.items()}
+
+
+@pytest.mark.parametrize("algo", ["maml-trpo", "fomaml-trpo", "reptile"])
+def test_the_learner_gives_the_same_bits_at_any_thread_count(tmp_path, algo):
+    """3 iterations with the process's torch threads and the chunk executors at 1 and at 2
+    (and a resume that switches between them) end with the same parameter bits."""
+    config = dict(algo=algo, iterations=3, meta_batch_size=4, trajectories_per_task=3,
+                  chunk_samples=60, **({"inner_steps": 2} if algo == "reptile" else {}))
+    before = torch.get_num_threads()
+    runs = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            runs[threads] = _bits(train(tiny(threads=threads, **config),
+                                        tmp_path / f"t{threads}", progress=False))
+        # two iterations on 2 threads, the third resumed on 1
+        torch.set_num_threads(2)
+        part = tmp_path / "part"
+        train(tiny(threads=2, **dict(config, iterations=2)), part, progress=False)
+        torch.set_num_threads(1)
+        resumed = _bits(train(tiny(threads=1, **config), part, resume=True, progress=False))
+    finally:
+        torch.set_num_threads(before)
+    assert runs[1] == runs[2]
+    assert resumed == runs[1]
+
+
+@pytest.mark.slow
+def test_the_same_bits_with_another_omp_num_threads(tmp_path):
+    """As a user on another machine would run it: a fresh process with OMP_NUM_THREADS=1
+    and one with 2 give the same checkpoint."""
+    code = ("import sys; from metarobot.config import TrainConfig; "
+            "from metarobot.train import train\n"
+            "train(TrainConfig(family='HalfCheetahVel', family_overrides={'horizon': 30}, "
+            "iterations=2, meta_batch_size=4, trajectories_per_task=3, hidden_sizes=(16,), "
+            "seed=7), sys.argv[1], progress=False)")
+    out = {}
+    for n in ("1", "2"):
+        env = dict(os.environ, OMP_NUM_THREADS=n)
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path / n)], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        out[n] = _bits(tmp_path / n / "checkpoints" / "latest.safetensors")
+    assert out["1"] == out["2"]
