@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarobot.deploy.export import deployed_policy, export
-from metarobot.train import load_policy
+from metarobot.deploy.export import export
+from metarobot.deploy.policy import deployed_policy
+from metarobot.runs import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = {"HalfCheetahVel": "checkpoints/HalfCheetahVel.safetensors",
@@ -50,20 +51,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in POLICIES.items():
             path = str(ROOT / path)
-            policy, _, family, _ = load_policy(path)
+            loaded = load_policy(path)
+            policy, family = loaded.policy, loaded.family
             module = deployed_policy(policy, None, family).eval()
             obs = torch.zeros(1, policy.obs_dim)
             with torch.inference_mode():
                 t_torch = time_calls(lambda: module(obs), args.calls)
             onnx_path = Path(tmp) / f"{name}.onnx"
-            export(path, "onnx", onnx_path)
+            export(path, "onnx", onnx_path, overwrite=True)
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = 1
             session = onnxruntime.InferenceSession(str(onnx_path), options)
             x = obs.numpy()
             t_onnx = time_calls(lambda: session.run(None, {"observation": x}), args.calls)
             native = Path(tmp) / f"{name}-native"
-            export(path, "native", native)
+            export(path, "native", native, overwrite=True)
             build = native / "build"
             subprocess.run(["cmake", "-S", str(native), "-B", str(build),
                             "-DCMAKE_BUILD_TYPE=Release"], check=True, capture_output=True)
