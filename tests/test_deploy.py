@@ -668,3 +668,23 @@ def test_the_commands_refuse_bad_input_in_one_line(tmp_path, server):
     out = subprocess.run([sys.executable, "-m", "metarobot.cli", *hil, server.url, "--rate",
                           "1e-9"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--rate" in out.stderr
+
+
+def test_a_run_without_cycles_reports_null_not_nan_and_says_so(tmp_path):
+    """A robot whose first observation is broken: no cycle runs. report.json is strict JSON
+    (null where there is no value) and the summary says "no cycles" and "no complete
+    episode", not "mean return 0.00" or "p50 nan us"."""
+    from metarobot.deploy.runner import summary
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
+    report = run(Controller.from_checkpoint(CHEETAH),
+                 cheetah_robot(FakeEnv(lambda t: np.full(20, np.nan, np.float32))),
+                 report_dir=tmp_path)
+    assert report["stopped"] == "non-finite observation"
+    saved = strict((tmp_path / "report.json").read_text())
+    assert saved["timing"]["read_to_send_us"] == {"p50": None, "p99": None, "max": None,
+                                                  "count": 0}
+    assert saved["stages"][0]["mean_return"] is None
+    text = "\n".join(summary(saved))
+    assert "no cycles" in text and "no complete episode" in text and "nan" not in text

@@ -461,3 +461,95 @@ def idle_robot():
 def test_the_robot_survives_any_datagram(idle_robot, data):
     idle_robot._handle(data, ("127.0.0.1", 9), time.monotonic())
     assert idle_robot.session is None  # nothing without a valid MAC opens a session
+
+
+# ------------------------------------------------------------------------ the safe state
+
+def test_the_damping_safe_state_opposes_each_joints_velocity():
+    """A robot whose controller falls silent mid-episode: after its command timeout it
+    applies -D x each actuated joint's velocity (clipped), says so in every observation, and
+    obeys no late ACTION."""
+    sim = SimRobot("HalfCheetahVel", {"goal_velocity": 1.5}, port=0, verbose=False,
+                   command_timeout=0.05, safe_state="damping", damping=0.5,
+                   overrides={"horizon": 1000})
+    sim.trace = []
+    thread = threading.Thread(target=sim.serve, args=(60,), daemon=True)
+    thread.start()
+    link = UdpRobot("127.0.0.1", sim.port)
+    try:
+        first = link.reset(2.0)
+        for _ in range(20):  # drive it for a while, then fall silent
+            reading = link.read(timeout=0.05) or first
+            link.send(reading.step, np.full(6, 0.9))
+        wait_for(lambda: sim.safe and len(sim.trace) > 0 and sim.trace[-1][3], timeout=5)
+        link.send(999, np.full(6, 0.9))  # too late: the safe state holds
+        wait_for(lambda: len([t for t in sim.trace if t[3]]) > 10, timeout=5)
+        safe_reading = None
+        deadline = time.monotonic() + 2
+        while safe_reading is None and time.monotonic() < deadline:
+            r = link.read(timeout=0.05)
+            safe_reading = r if r is not None and r.safe else None
+        assert safe_reading is not None
+    finally:
+        link.close()
+        sim.shutdown()
+        thread.join(timeout=10)
+    driven = [c for _, _, c, safe in sim.trace if not safe]
+    damped = [c for _, _, c, safe in sim.trace if safe]
+    assert np.allclose(driven[-1], 0.9)
+    assert not any(np.allclose(c, 0.9) for c in damped)
+    assert max(np.abs(c).max() for c in damped) > 0  # it moves: damping, not zero torque
+    assert sim.counts["timeouts"] == 1 and sim.rejected["in the safe state"] >= 1
+
+
+def test_a_robot_that_answers_from_another_port_is_heard():
+    """Many robot stacks listen on one socket and send from another: the runner takes the
+    SPEC from any port of the robot's address and the session from where the SPEC came."""
+    listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listen.bind(("127.0.0.1", 0))
+    listen.settimeout(3.0)
+    speak = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    speak.bind(("127.0.0.1", 0))
+    spec = RobotSpec(3, 1, 0.01, command_timeout=0.5)
+
+    def robot():
+        data, peer = listen.recvfrom(P.MAX_PACKET)
+        nonce = P.parse_hello(P.decode(data).payload)
+        speak.sendto(P.encode(P.SPEC, payload=P.spec_payload(spec, 42, nonce, P.new_nonce())),
+                     peer)
+        while True:
+            p = P.decode(listen.recvfrom(P.MAX_PACKET)[0])
+            if p.kind == P.RESET:
+                obs = P.Observation(0, np.zeros(3, np.float32), 0.0, 0.0)
+                speak.sendto(P.encode(P.OBS, session=42, episode=p.episode, seq=1,
+                                      payload=P.obs_payload(obs)), peer)
+                return
+    thread = threading.Thread(target=robot, daemon=True)
+    thread.start()
+    try:
+        link = UdpRobot("127.0.0.1", listen.getsockname()[1])
+        assert link.peer[1] == speak.getsockname()[1] and link.session == 42
+        assert link.reset(2.0).step == 0
+        link.close()
+    finally:
+        thread.join(timeout=5)
+        listen.close()
+        speak.close()
+
+
+def test_the_link_runs_over_ipv6_loopback():
+    sim = SimRobot("HalfCheetahVel", {"goal_velocity": 1.5}, port=0, host="::1",
+                   overrides={"horizon": 20}, command_timeout=1.0, verbose=False)
+    thread = threading.Thread(target=sim.serve, args=(60,), daemon=True)
+    thread.start()
+    try:
+        link = UdpRobot.from_url(f"udp://[::1]:{sim.port}", key=None)
+        try:
+            report = run(controller(), link, episodes=1)
+        finally:
+            link.close()
+    finally:
+        sim.shutdown()
+        thread.join(timeout=10)
+    assert report["stopped"] == "completed", report["detail"]
+    check_accounting(report, 20)
