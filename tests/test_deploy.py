@@ -87,6 +87,7 @@ def native_ant(tmp_path_factory):
     return tmp / "ant", build_native(tmp / "ant", tmp), meta
 
 
+@pytest.mark.slow  # a CMake build
 def test_native_export_built_by_cmake_equals_the_torch_policy(native_ant):
     folder, program, meta = native_ant
     obs = observations("AntDir")
@@ -100,6 +101,7 @@ def test_native_export_built_by_cmake_equals_the_torch_policy(native_ant):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * 150)
 
 
+@pytest.mark.slow  # a CMake build
 def test_native_program_refuses_a_bad_file_and_bad_input(native_ant, tmp_path):
     folder, program, meta = native_ant
     blob = (folder / "policy.bin").read_bytes()
@@ -134,6 +136,7 @@ def test_native_program_refuses_a_bad_file_and_bad_input(native_ant, tmp_path):
         assert len(r.stdout.splitlines()) == 1  # the good first line, nothing after
 
 
+@pytest.mark.slow  # a CMake build
 def test_export_metadata_describes_the_robot_interface(native_ant):
     folder, _, meta = native_ant
     model = metarobot.make_family("AntDir").load_model()
@@ -298,6 +301,7 @@ def check_accounting(report, horizon):
     return episodes
 
 
+@pytest.mark.slow  # subprocesses
 def test_the_loop_end_to_end_over_udp(server, tmp_path):
     robot = UdpRobot.from_url(server.url)
     try:
@@ -335,6 +339,7 @@ def test_the_loop_end_to_end_over_udp(server, tmp_path):
     assert saved == report
 
 
+@pytest.mark.slow  # subprocesses
 @pytest.mark.parametrize("server", [("--drop", "0.2", "--seed", "3")], indirect=True)
 def test_dropped_packets_are_counted_and_the_run_completes(server, tmp_path):
     robot = UdpRobot.from_url(server.url)
@@ -351,6 +356,7 @@ def test_dropped_packets_are_counted_and_the_run_completes(server, tmp_path):
     check_accounting(report, 30)
 
 
+@pytest.mark.slow  # subprocesses
 def test_a_killed_robot_ends_the_run_through_the_watchdog(tmp_path):
     server = Server(horizon=100000)
     robot = UdpRobot.from_url(server.url)
@@ -375,6 +381,7 @@ def test_a_killed_robot_ends_the_run_through_the_watchdog(tmp_path):
     assert stage["mean_return"] is None
 
 
+@pytest.mark.slow  # subprocesses
 def test_malformed_and_wrong_version_packets_are_rejected_with_a_reason(server):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(2.0)
@@ -614,6 +621,7 @@ def test_adaptation_on_the_robot_is_the_inner_step():
     assert any(not torch.equal(controller.params[k], before[k]) for k in before)
 
 
+@pytest.mark.slow  # subprocesses
 def test_the_hil_command_runs_and_reports(server, tmp_path):
     command = [sys.executable, "-m", "metarobot.cli", "hil", CHEETAH, "--robot", server.url,
                "--episodes", "1", "--adapt-steps", "1", "--report", str(tmp_path / "r")]
@@ -630,6 +638,7 @@ def test_the_hil_command_runs_and_reports(server, tmp_path):
     assert json.loads((tmp_path / "r" / "report.json").read_text()) == report
 
 
+@pytest.mark.slow  # subprocesses
 def test_the_hil_command_names_an_unreachable_robot(tmp_path):
     out = subprocess.run([sys.executable, "-m", "metarobot.cli", "hil", CHEETAH, "--robot",
                           "udp://127.0.0.1:9", "--connect-timeout", "0.3", "--report",
@@ -646,6 +655,7 @@ def one_line_error(args, words):
     assert words in out.stderr, out.stderr
 
 
+@pytest.mark.slow  # subprocesses
 def test_the_commands_refuse_bad_input_in_one_line(tmp_path, server):
     (tmp_path / "file").write_text("x")
     (tmp_path / "out").mkdir()

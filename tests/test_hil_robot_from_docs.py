@@ -134,6 +134,7 @@ while True:
 '''
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_robot_written_from_the_docs_alone_runs_with_a_key(tmp_path):
     assert "import metarobot" not in ROBOT and "from metarobot" not in ROBOT
     meta = export(CHEETAH, "onnx", tmp_path / "cheetah.onnx")

@@ -31,6 +31,7 @@ def cheetah_env():
 @pytest.mark.parametrize("config, want", [(tiny(inner_lr=0.05), [0.05, 0.025]),
                                           (tiny(algo="reptile", inner_lr=0.3), [0.3, 0.3])],
                          ids=["maml", "reptile"])
+@pytest.mark.slow  # training runs
 def test_the_robot_adapts_with_the_checkpoints_step_sizes(tmp_path, monkeypatch, config, want):
     path = train(config, tmp_path / config.algo, progress=False)
     seen = []
@@ -53,6 +54,7 @@ def test_the_robot_adapts_with_the_checkpoints_step_sizes(tmp_path, monkeypatch,
     assert seen == [0.01, 0.01]
 
 
+@pytest.mark.slow  # training runs
 def test_a_checkpoint_trained_on_a_gpu_exports_and_runs_on_this_cpu(tmp_path):
     path = train(tiny(), tmp_path / "run", progress=False)
     params, info = checkpoint.load(path)

@@ -303,6 +303,7 @@ def test_a_wrong_or_missing_key_is_named(robot, tmp_path):
     assert robot.sim.session is None and robot.sim.counts["episodes"] == 0
 
 
+@pytest.mark.slow  # subprocesses
 def test_a_robot_with_a_key_refuses_a_controller_without_one(tmp_path):
     (tmp_path / "robot.key").write_bytes(KEY + b"\n")
     (tmp_path / "robot.key").chmod(0o600)
@@ -348,6 +349,7 @@ def event_time(line):
     return float(line.split()[0][2:])  # "t=SECONDS ..." on the shared monotonic clock
 
 
+@pytest.mark.slow  # subprocesses
 def test_a_killed_runner_leaves_the_robot_in_its_safe_state_within_its_timeout(tmp_path):
     server = Server(horizon=100000, command_timeout_ms=100)
     runner = hil(server.url, tmp_path / "r")
@@ -376,6 +378,7 @@ def test_a_killed_runner_leaves_the_robot_in_its_safe_state_within_its_timeout(t
         server.close()
 
 
+@pytest.mark.slow  # subprocesses
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
 def test_a_signal_ends_the_run_with_stop_and_a_report(tmp_path, signame):
     server = Server(horizon=100000)
