@@ -316,7 +316,8 @@ def test_the_loop_end_to_end_over_udp(server, tmp_path):
     assert report["agreement"] == {"differences": [], "allowed": False}
     episodes = check_accounting(report, 30)
     stage = report["stages"][0]
-    assert stage["returns"] == [e["return"] for e in episodes] and stage["interrupted_returns"] == []
+    assert stage["returns"] == [e["return"] for e in episodes]
+    assert stage["interrupted_returns"] == []
     assert all(np.isfinite(stage["returns"]))
     assert stage["mean_return"] == pytest.approx(np.mean(stage["returns"]))
     assert report["timing"]["cycles"] == sum(e["acted"] for e in episodes)

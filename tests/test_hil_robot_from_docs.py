@@ -28,6 +28,9 @@ PERIOD, TIMEOUT, HORIZON = meta["control_period"], 0.5, 30
 OBS_DIM, ACT_DIM = meta["obs_dim"], meta["act_dim"]
 kh = hmac.new(key, b"metarobot-v2 handshake", hashlib.sha256).digest()
 
+def mac_of(k, signed):
+    return hmac.new(k, signed, hashlib.sha256).digest()[:16]
+
 def packet(kind, session, episode, seq, payload, k):
     head = HEADER.pack(b"MRBT", 2, kind, 1, 0, session, episode, seq,
                        time.monotonic_ns(), len(payload))
@@ -74,11 +77,13 @@ while True:
             continue
         kind, sid, ep, seq, payload, signed, mac = p
         if sid == 0:
-            if kind != 1 or not hmac.compare_digest(mac, hmac.new(kh, signed, hashlib.sha256).digest()[:16]):
+            if kind != 1 or not hmac.compare_digest(mac, mac_of(kh, signed)):
                 continue
-            alive = session and not session["ended"] and session["est"] and now - session["last"] < TIMEOUT
+            alive = (session and not session["ended"] and session["est"]
+                     and now - session["last"] < TIMEOUT)
             if alive:
-                sock.sendto(packet(8, 0, 0, 0, b"busy: another controller holds this robot", kh), sender)
+                busy = b"busy: another controller holds this robot"
+                sock.sendto(packet(8, 0, 0, 0, busy, kh), sender)
                 continue
             nonce_c, nonce_r = payload, os.urandom(16)
             new_id = int.from_bytes(os.urandom(8), "little") | 1
@@ -96,7 +101,7 @@ while True:
             continue
         if session is None or sid != session["id"]:
             continue
-        if not hmac.compare_digest(mac, hmac.new(session["key"], signed, hashlib.sha256).digest()[:16]):
+        if not hmac.compare_digest(mac, mac_of(session["key"], signed)):
             continue
         if not session["highest"] < seq <= session["highest"] + 65536:
             continue

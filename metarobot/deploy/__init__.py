@@ -29,3 +29,7 @@ from .protocol import read_key_file  # noqa: F401
 from .robot import GymRobot, Reading, Robot, RobotSpec  # noqa: F401
 from .runner import Limits, run  # noqa: F401
 from .udp import UdpRobot  # noqa: F401
+
+__all__ = ["Controller", "DeployedPolicy", "GymRobot", "Limits", "Reading", "Robot", "RobotSpec",
+           "UdpRobot", "deployed_policy", "export", "load_metadata", "observation_layout",
+           "read_key_file", "run"]

@@ -26,7 +26,7 @@ import shutil
 import struct
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Union
 
 import mujoco
 import numpy as np

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import socket
 import sys
 import time
@@ -291,7 +290,7 @@ class SimRobot:
         if packet.kind == P.ACTION:
             self._action(packet, now)
         elif packet.kind == P.STOP:
-            self._stop(f"STOP from the controller")
+            self._stop("STOP from the controller")
             if not s.ended:
                 s.ended = True
                 self.event(f"session {s.id:016x} ended")
