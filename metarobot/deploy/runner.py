@@ -393,12 +393,8 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
         out.mkdir(parents=True, exist_ok=True)
         log = CycleLog(out / "cycles.csv", spec.obs_dim, spec.act_dim)
     joints = controller.joint_checks()
-    jitter: List[float] = []
-    latency: List[float] = []
-    misses_at: List[float] = []
-    stages: List[List[Episode]] = []
-    sizes: List[Any] = [None]
-    counts = {"cycles": 0, "misses": 0, "stale": 0}
+    tally = _Tally()
+    stages = tally.stages
     reason, detail = "completed", ""
     cycle = 0
     started = time.monotonic()
@@ -409,7 +405,7 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
             for stage in range(adapt_steps + 1):
                 if stage > 0:
                     size = controller.step_size(stage - 1) if lr is None else lr
-                    sizes.append("learned" if isinstance(size, dict) else float(size))
+                    tally.sizes.append("learned" if isinstance(size, dict) else float(size))
                     try:
                         controller.adapt(stages[-1], stage - 1, lr)
                     except ValueError as exc:
@@ -418,10 +414,11 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
                 for ep in range(episodes):
                     episode = Episode()
                     stages[-1].append(episode)
-                    cycle = _episode(controller, robot, spec, episode, stage, ep, cycle,
-                                     period, limits, joints, sample, max_cycles,
-                                     reset_timeout, log, counts, jitter, latency, misses_at,
-                                     started)
+                    cycle = _episode(controller, robot, spec, episode, stage=stage, ep=ep,
+                                     cycle=cycle, period=period, limits=limits, joints=joints,
+                                     sample=sample, max_cycles=max_cycles,
+                                     reset_timeout=reset_timeout, log=log, tally=tally,
+                                     started=started)
                     if progress:
                         ret = f"{episode.ret:.2f}" if math.isfinite(episode.ret) else "none"
                         print(f"stage {stage} episode {ep}: return {ret} ({episode.steps} "
@@ -437,40 +434,61 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
             acknowledged = robot.stop()
             if log:
                 log.close()
-    all_eps = [e for eps in stages for e in eps]
-    report = {
-        "stopped": reason, "detail": detail, "robot_acknowledged_stop": acknowledged,
-        "signals": signals.received,
-        "agreement": {"differences": differences, "allowed": bool(differences)},
-        "family": controller.family.name,
-        "robot": {"family": spec.family, "control_period_s": spec.control_period,
-                  "command_timeout_s": spec.command_timeout},
-        "control_period_s": period, "duration_s": time.monotonic() - started,
-        "episodes_per_stage": episodes, "adapt_steps": adapt_steps, "sampled_actions": sample,
-        "stages": [_stage_summary(j, eps, sizes[j]) for j, eps in enumerate(stages)],
-        "timing": {"period_jitter_us": _percentiles(jitter),
-                   "read_to_send_us": _percentiles(latency),
-                   "deadline_misses": counts["misses"], "stale_cycles": counts["stale"],
-                   "cycles": counts["cycles"]},
-        "observations_missed": sum(e.missed for e in all_eps),
-        "rejected_packets": dict(robot.rejected),
-        "robot_errors": list(robot.robot_errors)[-5:],
-        "deadline_miss_times_s": misses_at[:1000],
-    }
-    report = _json_safe(report)
-    if out is not None:
-        (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
-        plot_report(report, latency, out / "report.png")
+        # the report is written while the handlers still hold signals (only noted now), so
+        # that a second SIGTERM cannot cut it short
+        report = _json_safe({
+            "stopped": reason, "detail": detail, "robot_acknowledged_stop": acknowledged,
+            "signals": list(signals.received),
+            "agreement": {"differences": differences, "allowed": bool(differences)},
+            "family": controller.family.name,
+            "robot": {"family": spec.family, "control_period_s": spec.control_period,
+                      "command_timeout_s": spec.command_timeout},
+            "control_period_s": period, "duration_s": time.monotonic() - started,
+            "episodes_per_stage": episodes, "adapt_steps": adapt_steps,
+            "sampled_actions": sample, **tally.summary(),
+            "rejected_packets": dict(robot.rejected),
+            "robot_errors": list(robot.robot_errors)[-5:],
+        })
+        if out is not None:
+            (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+            plot_report(report, tally.latency, out / "report.png")
     return report
 
 
-def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Episode,
+@dataclasses.dataclass
+class _Tally:
+    """What a run has measured so far: per cycle jitter and read-to-send latency (us), when
+    deadlines were missed (s since the start), counts, the episodes by stage and each stage's
+    step size (None before adaptation)."""
+
+    jitter: List[float] = dataclasses.field(default_factory=list)
+    latency: List[float] = dataclasses.field(default_factory=list)
+    misses_at: List[float] = dataclasses.field(default_factory=list)
+    counts: Dict[str, int] = dataclasses.field(
+        default_factory=lambda: {"cycles": 0, "misses": 0, "stale": 0})
+    stages: List[List[Episode]] = dataclasses.field(default_factory=list)
+    sizes: List[Any] = dataclasses.field(default_factory=lambda: [None])
+
+    def summary(self) -> Dict[str, Any]:
+        episodes = [e for eps in self.stages for e in eps]
+        return {"stages": [_stage_summary(j, eps, self.sizes[j])
+                           for j, eps in enumerate(self.stages)],
+                "timing": {"period_jitter_us": _percentiles(self.jitter),
+                           "read_to_send_us": _percentiles(self.latency),
+                           "deadline_misses": self.counts["misses"],
+                           "stale_cycles": self.counts["stale"],
+                           "cycles": self.counts["cycles"]},
+                "observations_missed": sum(e.missed for e in episodes),
+                "deadline_miss_times_s": self.misses_at[:1000]}
+
+
+def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Episode, *,
              stage: int, ep: int, cycle: int, period: float, limits: Limits,
              joints: Sequence[tuple], sample: bool, max_cycles: Optional[int],
-             reset_timeout: float, log: Optional[CycleLog], counts: Dict[str, int],
-             jitter: List[float], latency: List[float], misses_at: List[float],
+             reset_timeout: float, log: Optional[CycleLog], tally: _Tally,
              started: float) -> int:
     """One episode of the loop; returns the next cycle number. Raises Stop."""
+    counts, jitter, latency = tally.counts, tally.jitter, tally.latency
     try:
         reading: Optional[Reading] = robot.reset(reset_timeout)
     except TimeoutError as exc:
@@ -540,7 +558,7 @@ def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Epi
         if sent - scheduled > period:
             counts["misses"] += 1
             consecutive += 1
-            misses_at.append(sent - started)
+            tally.misses_at.append(sent - started)
             row.miss = True
         else:
             consecutive = 0

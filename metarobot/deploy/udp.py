@@ -185,9 +185,13 @@ class UdpRobot:
                 return True
             return packet.kind == P.SPEC
 
+        deadline = time.monotonic() + timeout
+        self._sendto(hello)
         while True:
-            self._sendto(hello)
-            got = self._wait(spec_or_busy, timeout, resend=lambda: self._sendto(hello))
+            # one deadline for the whole handshake: a robot that keeps sending unusable
+            # SPECs is "no robot" after timeout, not a loop without end
+            left = max(deadline - time.monotonic(), 0.0)
+            got = self._wait(spec_or_busy, left, resend=lambda: self._sendto(hello))
             if got is None:
                 detail = (f" (its last error: {self.robot_errors[-1]})"
                           if self.robot_errors else "")
