@@ -19,11 +19,13 @@ dependency: `pip install -e ".[ray]"`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,6 +63,25 @@ def _reach(host: str, port: int) -> None:
         raise ValueError(f"cannot reach a Ray cluster at {host}:{port} ({exc}); start one with "
                          f"'ray start --head --port {port}' on that machine, or check the "
                          f"address") from None
+
+
+@contextlib.contextmanager
+def _outside_a_source_tree() -> Iterator[None]:
+    """Within: the working directory is one whose metarobot, if any, is the one this process
+    imported. Ray puts the driver's working directory first on its workers' import path;
+    started from a source checkout with metarobot installed (not editable), the workers
+    would import the checkout's package, which has no compiled core."""
+    here = Path.cwd()
+    imported = Path(__file__).resolve().parent
+    shadow = here / "metarobot" / "__init__.py"
+    if not shadow.is_file() or shadow.resolve().parent == imported:
+        yield
+        return
+    os.chdir(imported.parent)
+    try:
+        yield
+    finally:
+        os.chdir(here)
 
 
 # ---------------------------------------------------------------------- flat tensors on the wire
@@ -216,7 +237,8 @@ class RayWorkers(WorkerSet):
                 _reach(host, port)
             kwargs["address"] = config.ray_address
         try:
-            ray.init(**kwargs)
+            with _outside_a_source_tree():
+                ray.init(**kwargs)
         except ConnectionError as exc:
             raise ValueError(f"cannot connect to the Ray cluster at "
                              f"{config.ray_address!r}: {exc}") from None

@@ -143,6 +143,7 @@ class Terrain:
     spawn_radius: float = 1.0
 
     name = "terrain"
+    changes_model = True  # its heightfield
 
     @property
     def names(self) -> Tuple[str, ...]:

@@ -267,3 +267,26 @@ def test_shards_are_runs_of_whole_chunks_even_in_tasks():
     assert shard_chunks(chunks, 5) == [[c] for c in chunks]
     three = shard_chunks(chunks, 3)
     assert [c for s in three for c in s] == chunks and all(three)
+
+
+def test_ray_connects_from_outside_a_source_tree_that_would_shadow_the_package(tmp_path,
+                                                                               monkeypatch):
+    """Ray puts the driver's working directory first on its workers' path: from a checkout
+    whose metarobot is not the imported one (a regular install run from its clone), the
+    driver connects from the imported package's directory, and comes back."""
+    import metarobot
+    from metarobot.cluster import _outside_a_source_tree
+    imported = Path(metarobot.__file__).resolve().parent
+    clone = tmp_path / "clone"
+    (clone / "metarobot").mkdir(parents=True)
+    (clone / "metarobot" / "__init__.py").write_text("")
+    monkeypatch.chdir(clone)
+    with _outside_a_source_tree():
+        assert Path.cwd() == imported.parent
+    assert Path.cwd() == clone
+    monkeypatch.chdir(imported.parent)  # the package's own tree (an editable install): stay
+    with _outside_a_source_tree():
+        assert Path.cwd() == imported.parent
+    monkeypatch.chdir(tmp_path)  # no metarobot here: stay
+    with _outside_a_source_tree():
+        assert Path.cwd() == tmp_path

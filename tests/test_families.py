@@ -217,3 +217,19 @@ def test_bundled_models_match_the_gymnasium_models_docs_name():
     assert differing("walker2d.xml", "walker2d.xml") == []
     assert differing("walker2d.xml", "walker2d_v5.xml") == ["geom_friction"]
     assert differing("ant.xml", "ant.xml") == ["actuator_gear", "actuator_ctrlrange", "timestep"]
+
+
+def test_every_task_parameter_distribution_answers_the_protocol():
+    """Each built-in family's distributions (terrain and dynamics scales included) are
+    TaskParameters: the calls a family makes of them exist and answer in kind."""
+    import numpy as np
+    from metarobot.parameters import TaskParameter
+    for name in metarobot.list_families():
+        for dist in metarobot.make_family(name).parameters:
+            assert isinstance(dist, TaskParameter), (name, dist)
+            assert isinstance(dist.changes_model, bool) and isinstance(dist.describe(), str)
+            values = dist.sample(np.random.default_rng(0), 3)
+            assert values.shape == (3, len(dist.names))
+            task = dict(zip(dist.names, values[0]))
+            assert dist.outside(task) is None  # a drawn value lies inside its own range
+            dist.check_values(task)

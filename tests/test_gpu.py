@@ -11,13 +11,13 @@ from metarobot import device as device_module
 from metarobot.families import make_family
 from metarobot.returns import cuda_available
 from metarobot.config import TrainConfig, make_policy
-from metarobot.train import meta_iteration
+from metarobot.train import meta_iteration, train
 
 GPU = torch.cuda.is_available() and cuda_available()
 needs_gpu = pytest.mark.skipif(not GPU, reason="needs a GPU")
 
 
-def test_device_resolution_and_errors():
+def test_device_resolution_and_errors(tmp_path):
     assert device_module.resolve("cpu").type == "cpu"
     assert device_module.resolve("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValueError, match="device should be one of"):
@@ -25,8 +25,14 @@ def test_device_resolution_and_errors():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="sees no GPU; use device 'cpu' or 'auto'"):
             device_module.resolve("cuda")
+        # a configuration names a device; whether this machine has it is asked where it is
+        # used, before anything is written
+        config = TrainConfig(device="cuda")
         with pytest.raises(ValueError, match="sees no GPU"):
-            TrainConfig(device="cuda")
+            train(config, tmp_path / "run", progress=False)
+        assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="device should be one of"):
+        TrainConfig(device="cuda:x")
         with pytest.raises(SystemExit):
             metarobot.cli.main(["train", "--out", "/nonexistent", "--device", "cuda"])
 
