@@ -1,14 +1,16 @@
 """The fixed-rate loop over loopback: a simulated robot (`metarobot sim-robot`, its own process)
 at 200 and 1000 Hz and the runner against it for 10,000 cycles each, without and with a
-shared key (every packet authenticated by HMAC-SHA256): period jitter (|tick interval -
-period|), read-to-send latency (observation received -> controls sent, the policy included),
-deadline misses, stale cycles and observations missed; then what the MAC costs per packet.
+shared key (every packet authenticated by HMAC-SHA256), in halves run side by side: tick
+lateness (tick - scheduled), read-to-send latency (observation received -> controls sent, the
+policy included), deadline misses, stale cycles and observations missed; then what the MAC
+costs per packet.
 
     python benchmarks/hil_loop.py [--rates 200 1000] [--cycles 10000]
 
 The robot runs the cheetah at the benchmark's rate, not the policy's 10 ms, so the runner is
-told to allow that mismatch; its command timeout is 500 ms so that a stall of a shared
-machine shows as deadline misses rather than ending the run.
+told to allow that mismatch; its command timeout is 2.5 s so that a stall of a shared
+machine shows as deadline misses rather than ending the run, and the runner counts misses
+and stale cycles instead of stopping on them.
 """
 
 import argparse
@@ -24,18 +26,20 @@ import numpy as np
 
 from metarobot.deploy import protocol as P
 from metarobot.deploy.controller import Controller
-from metarobot.deploy.runner import run
+from metarobot.deploy.runner import Limits, run
 from metarobot.deploy.udp import UdpRobot
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = str(ROOT / "checkpoints" / "HalfCheetahVel.safetensors")
 
 
-def loop(rate: float, cycles: int, key_file, checkpoint: str) -> str:
+def loop(rate: float, cycles: int, key_file, checkpoint: str, folder: Path) -> dict:
+    """One run of `cycles` cycles at rate; the per-cycle read-to-send latency and tick
+    lateness (us, from cycles.csv) and the report's counts."""
     command = [sys.executable, "-m", "metarobot.cli", "sim-robot", "HalfCheetahVel", "--task",
                '{"goal_velocity": 1.0}', "--port", "0", "--rate", str(rate), "--set",
                f"horizon={2 * cycles + 100}", "--duration", str(cycles / rate + 60),
-               "--command-timeout-ms", "500"]
+               "--command-timeout-ms", "2500"]
     if key_file:
         command += ["--key-file", str(key_file)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -44,20 +48,42 @@ def loop(rate: float, cycles: int, key_file, checkpoint: str) -> str:
         robot = UdpRobot.from_url(url, key=P.read_key_file(key_file) if key_file else None)
         start = time.monotonic()
         try:
+            # a benchmark counts misses and stale cycles rather than stopping on them
             report = run(Controller.from_checkpoint(checkpoint), robot, episodes=1, rate=rate,
-                         max_cycles=cycles, allow_mismatch=True)
+                         max_cycles=cycles, allow_mismatch=True, report_dir=folder,
+                         limits=Limits(max_misses=10**9, stale_after=2.0))
         finally:
             robot.close()
     finally:
         server.kill()  # its own process id
         server.wait()
         server.stdout.close()
+    if report["stopped"] == "interrupted":
+        raise SystemExit(f"interrupted ({report['detail']})")
+    rows = np.genfromtxt(folder / "cycles.csv", delimiter=",", names=True)
+    acted = rows[~np.isnan(rows["latency_us"])]
     t = report["timing"]
-    j, lat = t["period_jitter_us"], t["read_to_send_us"]
-    return (f"| {rate:g} Hz | {'HMAC-SHA256' if key_file else 'none'} | {t['cycles']} "
-            f"({time.monotonic() - start:.0f} s) | {j['p50']:.1f} / {j['p99']:.1f} | "
-            f"{lat['p50']:.0f} / {lat['p99']:.0f} / {lat['max']:.0f} | {t['deadline_misses']} | "
-            f"{t['stale_cycles']} | {report['observations_missed']} | {report['stopped']} |")
+    return {"latency": acted["latency_us"], "lateness": rows["jitter_us"],
+            "cycles": t["cycles"], "misses": t["deadline_misses"], "stale": t["stale_cycles"],
+            "missed": report["observations_missed"], "seconds": time.monotonic() - start,
+            "stopped": [report["stopped"]]}
+
+
+def merged(parts: list) -> dict:
+    out = {k: np.concatenate([p[k] for p in parts]) for k in ("latency", "lateness")}
+    out.update({k: sum(p[k] for p in parts) for k in ("cycles", "misses", "stale", "missed",
+                                                       "seconds")})
+    out["stopped"] = [s for p in parts for s in p["stopped"]]
+    return out
+
+
+def row(rate: float, auth: str, m: dict) -> str:
+    lat, late = m["latency"], m["lateness"]
+    stopped = ", ".join(sorted(set(m["stopped"])))
+    return (f"| {rate:g} Hz | {auth} | {m['cycles']} ({m['seconds']:.0f} s) | "
+            f"{np.percentile(late, 50):.1f} / {np.percentile(late, 99):.0f} | "
+            f"{np.percentile(lat, 50):.0f} / {np.percentile(lat, 99):.0f} / {lat.max():.0f} | "
+            f"{m['misses']} | {m['stale']} | {m['missed']} | {stopped} |")
 
 
 def mac_cost(number: int = 20_000) -> list:
@@ -91,8 +117,8 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=10_000)
     parser.add_argument("--checkpoint", default=CHECKPOINT)
     args = parser.parse_args()
-    print(f"{os.cpu_count()} CPUs")
-    print("| rate | authentication | cycles | period jitter p50 / p99 (us) | read-to-send "
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
+    print("| rate | authentication | cycles | tick lateness p50 / p99 (us) | read-to-send "
           "p50 / p99 / max (us) | deadline misses | stale cycles | observations missed | "
           "stopped |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -101,14 +127,21 @@ def main() -> None:
         key_file.write_bytes(os.urandom(32).hex().encode())
         key_file.chmod(0o600)
         for rate in args.rates:
-            for key in (None, key_file):
-                print(loop(rate, args.cycles, key, args.checkpoint), flush=True)
+            # side by side: halves in the order none, key, key, none, so that a change of
+            # the machine's load during the run falls on both alike
+            parts = {None: [], key_file: []}
+            for i, key in enumerate((None, key_file, key_file, None)):
+                parts[key].append(loop(rate, args.cycles // 2, key, args.checkpoint,
+                                       Path(tmp) / f"{rate:g}-{i}"))
+            print(row(rate, "none", merged(parts[None])), flush=True)
+            print(row(rate, "HMAC-SHA256", merged(parts[key_file])), flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
     print()
     print("| packet | bytes without / with MAC | build (us) without / with | check (us) "
           "without / with | the MAC's cost per packet, both sides (us) |")
     print("| --- | --- | --- | --- | --- |")
-    for row in mac_cost():
-        print(row, flush=True)
+    for line in mac_cost():
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
