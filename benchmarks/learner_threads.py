@@ -60,13 +60,15 @@ print(json.dumps(dict(result.times, total=total, post_return=result.post_return)
 
 
 def earlier_package(rev: str, into: Path) -> Path:
-    """The metarobot package of git revision rev under into, with this tree's compiled core."""
+    """The metarobot package of git revision rev under into, with this tree's compiled core
+    and models."""
     archive = subprocess.run(["git", "archive", rev, "metarobot"], cwd=ROOT, check=True,
                              capture_output=True).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(into)
     import metarobot._core as core
     shutil.copy(core.__file__, into / "metarobot")
+    (into / "envs").symlink_to(ROOT / "envs")  # the models, found beside the package
     return into
 
 

@@ -26,7 +26,7 @@ from .families import Task, TaskFamily
 from .meta import InnerUpdate, Params, PolicySpec, record_sampling
 from .policy import GaussianMLPPolicy
 from .samples import (TaskBatch, baseline_next, baseline_start, check_baseline_fit,
-                      per_task_params, process)
+                      concat_tasks, per_task_params, process, task_slice, trajectory_tasks)
 
 # Step sizes of the adaptation: one per step (the last repeats for later steps), or
 # Meta-SGD's learned per-entry step sizes (a dict shaped as the policy's parameters).
@@ -91,19 +91,45 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
                      baseline_fit: str, device: torch.device,
                      carry: Optional[np.ndarray] = None, objective: str = "pg",
                      keep_batches: bool = False,
+                     chunks: Optional[Sequence[Tuple[int, int]]] = None,
+                     run: Optional[Callable[[Callable[[Any], Any], Sequence[Any]], List[Any]]]
+                     = None,
                      report: Optional[Callable[[str], None]] = None) -> Adaptation:
     """Samples sim's tasks with theta (the policy's parameters on `device`), then `steps`
     times: advantages, one adaptation step (update's) of lrs[j] per task, sampling with the
     adapted policies. Sampling runs on CPU threads; each batch goes to the device once.
     carry: the baseline carry into the first task ('previous'). objective 'lvc' records
     the sampling policy's log-probabilities in each batch before its step (the data of that
-    loss). report hears of each phase as it starts."""
+    loss). chunks: task ranges whose advantages and adaptation steps are computed apart,
+    mapped by run (a ChunkExecutors' map) side by side; each task's numbers are the same as
+    in one batch of all (a task's computation uses its own data alone; not with baseline_fit
+    'previous', which chains the tasks). report hears of each phase as it starts."""
     say = report or (lambda text: None)
     check_baseline_fit(baseline_fit)
     if len(lrs) < steps:
         raise ValueError(f"{steps} adaptation steps need {steps} step sizes, got {len(lrs)}")
     spec = PolicySpec(policy.nlayers, policy.activation)
     on_cpu = device.type == "cpu"
+    split = chunks is not None and len(chunks) > 1 and baseline_fit != "previous"
+    each = run or (lambda fn, items: [fn(x) for x in items])
+    per_task = sim.num_envs // ntask
+
+    def advantages(traj: Any, carry: Optional[np.ndarray],
+                   prior: Optional[np.ndarray]) -> TaskBatch:
+        if not split:
+            return process(traj, ntask, gamma, gae_lambda, carry=carry, prior=prior)
+        return concat_tasks(each(lambda c: process(
+            trajectory_tasks(traj, c[0], c[1], per_task), c[1] - c[0], gamma, gae_lambda,
+            prior=None if prior is None else prior[c[0]:c[1]]), chunks))
+
+    def adaptation_step(source: Params, batch: TaskBatch, lr: Any, batched: bool) -> Params:
+        if not split:
+            return update.step(spec, source, batch, lr, batched, objective)
+        parts = each(lambda c: update.step(
+            spec, {k: v[c[0]:c[1]] for k, v in source.items()} if batched else source,
+            task_slice(batch, c[0], c[1]), lr, batched, objective), chunks)
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
     sampling: Any = theta if on_cpu else device_module.params_to_cpu(theta)
     times = {"sampling": 0.0, "returns": 0.0, "inner": 0.0}
     returns: List[np.ndarray] = []
@@ -117,8 +143,7 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
         traj = sim.rollout(policy, params=sampling)
         t1 = time.perf_counter()
         say("advantages")
-        batch = device_module.to_device(
-            process(traj, ntask, gamma, gae_lambda, carry=carry, prior=prior), device)
+        batch = device_module.to_device(advantages(traj, carry, prior), device)
         if objective == "lvc" and step < steps:
             # the sampling policy's log-probabilities: constants of the 'lvc' loss
             record_sampling(spec, theta if adapted is None else adapted, batch,
@@ -136,7 +161,7 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
         # the values of the adapted parameters, for sampling; training's outer step
         # differentiates through the adaptation itself
         source = theta if adapted is None else adapted
-        adapted = update.step(spec, source, batch, lrs[step], adapted is not None, objective)
+        adapted = adaptation_step(source, batch, lrs[step], adapted is not None)
         sampling = per_task_params(adapted if on_cpu else device_module.params_to_cpu(adapted),
                                    ntask)
         times["inner"] += time.perf_counter() - t2

@@ -123,6 +123,35 @@ def task_slice(batch: TaskBatch, lo: int, hi: int) -> TaskBatch:
                                          for f in dataclasses.fields(batch)})
 
 
+def trajectory_tasks(traj: Trajectories, lo: int, hi: int, per_task: int) -> Trajectories:
+    """The simulations of tasks lo..hi-1 of a rollout of per_task simulations each (views)."""
+    sims = slice(lo * per_task, hi * per_task)
+    return dataclasses.replace(
+        traj, observations=traj.observations[:, sims], actions=traj.actions[:, sims],
+        rewards=traj.rewards[:, sims], terminated=traj.terminated[:, sims],
+        truncated=traj.truncated[:, sims], valid=traj.valid[:, sims],
+        final_observations=traj.final_observations[sims], lengths=traj.lengths[sims],
+        diverged=traj.diverged[sims], task_index=traj.task_index[sims] - lo,
+        tasks=traj.tasks[lo:hi],
+        success=None if traj.success is None else traj.success[:, sims])
+
+
+def concat_tasks(batches: List[TaskBatch]) -> TaskBatch:
+    """Batches of consecutive tasks as one (the inverse of task_slice)."""
+    if len(batches) == 1:
+        return batches[0]
+    out = {}
+    for field in dataclasses.fields(TaskBatch):
+        values = [getattr(b, field.name) for b in batches]
+        if isinstance(values[0], torch.Tensor):
+            out[field.name] = torch.cat(values)
+        elif isinstance(values[0], np.ndarray):
+            out[field.name] = np.concatenate(values)
+        else:
+            out[field.name] = values[0]
+    return TaskBatch(**out)
+
+
 def per_task_params(adapted: Params, ntask: int) -> List[Dict[str, torch.Tensor]]:
     """(M, ...) per-entry parameters -> M detached dicts, one per task (the sampler's form)."""
     return [{k: v[i].detach() for k, v in adapted.items()} for i in range(ntask)]

@@ -149,7 +149,8 @@ class TaskWorker:
             [lr] * config.inner_steps, update=config.inner_rule, gamma=config.gamma,
             gae_lambda=config.gae_lambda, baseline_fit=config.baseline_fit,
             device=self.device, carry=carry, objective=config.inner_objective,
-            keep_batches=True, report=say)
+            keep_batches=True, chunks=[(lo - self.lo, hi - self.lo) for lo, hi in self.chunks],
+            run=self.executors.map, report=say)
         batches, post = result.batches[:-1], result.batches[-1]
         times = dict(result.times)
         self._round = {"theta": theta, "batches": batches, "post": post,

@@ -46,6 +46,7 @@ def test_every_command_prints_its_help(command, capsys):
         assert "--hessian" in out and "20% longer" in out
 
 
+@pytest.mark.slow
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "metarobot.cli", "rollout", "HalfCheetahDir",
                           "--tasks", "2", "--horizon", "10"], capture_output=True, text=True,

@@ -168,6 +168,7 @@ def test_out_of_distribution_warning_names_field_range_and_value(family, params,
         assert w in text, text
 
 
+@pytest.mark.slow
 def test_cli_shows_an_out_of_distribution_warning_in_one_line():
     out = subprocess.run([sys.executable, "-m", "metarobot.cli", "adapt", CHECKPOINT, "--task",
                           '{"direction": 7}', "--trajectories", "2"], capture_output=True,

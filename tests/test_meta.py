@@ -159,6 +159,7 @@ def test_lvc_meta_gradient_matches_finite_differences():
     assert_gradient_matches_finite_differences(loss, theta, seed=9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inner_steps, first_order, objective, learned, activation",
                          [(1, False, "pg", False, "tanh"), (2, False, "pg", False, "tanh"),
                           (1, True, "pg", False, "tanh"), (1, False, "lvc", False, "tanh"),
@@ -233,6 +234,7 @@ def test_relu_has_the_values_and_derivatives_of_torch_relu():
         torch.testing.assert_close(rev[k], fwd_ref[k], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_finite_difference_product_of_the_reference_code():
     """The symmetric difference of the KL's gradient through the adaptation: with a small step
     it is the exact KL Hessian product; with the reference's step (1 / |theta| times the
@@ -259,6 +261,7 @@ def test_finite_difference_product_of_the_reference_code():
         flat(exact(v)).norm())
 
 
+@pytest.mark.slow
 def test_trpo_step_respects_its_kl_bound_and_improves():
     spec, theta, pre, post = tiny_problem(seed=5, steps=40)
     adapted = meta.adapt(spec, theta, [pre], 0.3, False)
@@ -387,6 +390,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_linear_baseline_with_many_features_and_set_threads():
     """AntDir's 254 features with torch's thread count set explicitly (as a worker process
     does): every task's fit is finite and numpy's solve of the same normal equations (torch's

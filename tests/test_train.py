@@ -33,6 +33,7 @@ def rows(path):
     return (Path(path) / "progress.csv").read_text().splitlines()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, baseline, extra",
                          [("maml-trpo", "current", {}), ("fomaml-trpo", "current", {}),
                           ("reptile", "current", {}), ("maml-trpo", "previous", {}),
@@ -200,6 +201,7 @@ def test_held_out_tasks_come_from_a_stream_training_never_draws(tmp_path, monkey
     assert seen[0] not in every_training_seed
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_adapt(tmp_path, capsys):
     run = tmp_path / "run"
     assert cli.main(["train", "--family", "HalfCheetahVel", "--iterations", "1",
@@ -240,8 +242,9 @@ def test_cli_train_evaluate_adapt(tmp_path, capsys):
     assert cli.main(["evaluate", str(tmp_path / "nothing")]) == 2
 
 
+@pytest.mark.slow
 def test_killed_training_leaves_a_whole_checkpoint(tmp_path):
-    code = ("import sys; from metarobot.train import TrainConfig, train\n"
+    code = ("import sys; from metarobot.config import TrainConfig; from metarobot.train import train\n"
             "train(TrainConfig(family='HalfCheetahDir', family_overrides={'horizon': 20},"
             " iterations=1000, meta_batch_size=2, trajectories_per_task=2, hidden_sizes=(8,),"
             " checkpoint_every=1), sys.argv[1], progress=False)\n")
@@ -261,6 +264,7 @@ def test_killed_training_leaves_a_whole_checkpoint(tmp_path):
     assert info["iteration"] >= 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", metarobot.list_families())
 def test_every_family_meta_trains(tmp_path, family):
     config = TrainConfig(family=family, family_overrides={"horizon": 15}, iterations=1,
@@ -271,6 +275,7 @@ def test_every_family_meta_trains(tmp_path, family):
     assert all(torch.isfinite(p).all() for p in params.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, inner_steps", [("maml-trpo", 1), ("maml-trpo", 2),
                                                ("fomaml-trpo", 1)])
 def test_outer_step_in_chunks_of_tasks_equals_all_tasks_at_once(algo, inner_steps):
@@ -296,6 +301,7 @@ def test_outer_step_in_chunks_of_tasks_equals_all_tasks_at_once(algo, inner_step
         assert abs(other["kl"] - info["kl"]) <= 1e-4 * abs(info["kl"]) + 1e-8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inner_steps", [1, 2])
 def test_lvc_objective_samples_as_pg_and_steps_differently(inner_steps):
     """The 'lvc' inner objective takes the same adaptation steps (so the same samples and
@@ -320,6 +326,7 @@ def test_lvc_objective_samples_as_pg_and_steps_differently(inner_steps):
     assert max(float((pg[n] - lvc[n]).abs().max()) for n in pg) > 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["maml-trpo", "fomaml-trpo"])
 def test_learned_step_sizes_are_trained_saved_and_used(tmp_path, algo):
     """Meta-SGD: the step sizes move off inner_lr, live in the checkpoint, and evaluate and
@@ -345,6 +352,7 @@ def test_learned_step_sizes_are_trained_saved_and_used(tmp_path, algo):
     metarobot.runs.load_policy(tmp_path / "a.st")  # the adapted policy alone loads
 
 
+@pytest.mark.slow
 def test_progress_shows_the_first_iterations_phases_and_an_eta_from_later_ones(tmp_path,
                                                                             capsys):
     train(tiny(iterations=3), tmp_path / "run", progress=True)
@@ -367,6 +375,7 @@ def test_progress_shows_the_first_iterations_phases_and_an_eta_from_later_ones(t
     assert not any("iteration 2: " in line for line in err)
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_file_continues_the_run_exactly(tmp_path):
     """A committed checkpoint (a file, its run directory gone) and its progress CSV: `train
     --resume FILE --out NEW` makes NEW a run of it and continues as the uninterrupted run."""
@@ -403,6 +412,7 @@ def test_resume_from_a_checkpoint_file_continues_the_run_exactly(tmp_path):
         run_from_checkpoint(adapted, tmp_path / "other")
 
 
+@pytest.mark.slow
 def test_branch_from_a_checkpoint_changes_settings_and_keeps_the_rest(tmp_path):
     """`train --resume FILE --branch --max-kl X` continues from the checkpoint's parameters and
     iteration with the new bound in force; a branch changing only bookkeeping equals the
@@ -456,6 +466,7 @@ def _bits(path):
     return {k: v.numpy().tobytes() for k, v in params.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["maml-trpo", "fomaml-trpo", "reptile"])
 def test_the_learner_gives_the_same_bits_at_any_thread_count(tmp_path, algo):
     """3 iterations with the process's torch threads and the chunk executors at 1 and at 2
