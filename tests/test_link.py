@@ -473,17 +473,20 @@ def test_the_damping_safe_state_opposes_each_joints_velocity():
     applies -D x each actuated joint's velocity (clipped), says so in every observation, and
     obeys no late ACTION."""
     sim = SimRobot("HalfCheetahVel", {"goal_velocity": 1.5}, port=0, verbose=False,
-                   command_timeout=0.05, safe_state="damping", damping=0.5,
+                   command_timeout=0.3, safe_state="damping", damping=0.5,
                    overrides={"horizon": 1000})
     sim.trace = []
     thread = threading.Thread(target=sim.serve, args=(60,), daemon=True)
     thread.start()
     link = UdpRobot("127.0.0.1", sim.port)
     try:
-        first = link.reset(2.0)
-        for _ in range(20):  # drive it for a while, then fall silent
-            reading = link.read(timeout=0.05) or first
-            link.send(reading.step, np.full(6, 0.9))
+        link.reset(2.0)
+        # drive it (a command every 10 ms, well within its timeout), then fall silent
+        driving = time.monotonic()
+        while time.monotonic() - driving < 0.5 or (not any(not t[3] for t in sim.trace)
+                                                   and time.monotonic() - driving < 10):
+            link.send(0, np.full(6, 0.9))
+            time.sleep(0.01)
         wait_for(lambda: sim.safe and len(sim.trace) > 0 and sim.trace[-1][3], timeout=5)
         link.send(999, np.full(6, 0.9))  # too late: the safe state holds
         wait_for(lambda: len([t for t in sim.trace if t[3]]) > 10, timeout=5)

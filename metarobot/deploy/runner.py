@@ -22,13 +22,14 @@ episodes of the stage just run adapt the policy by the inner step training and e
 use, with the step size of the one rule (Controller.step_size). The policy is swapped
 between episodes, never within one. Returns are the robot's own (its running return in
 every observation), so lost observations hide no reward.
+
+The watchdog's checks and the agreement check are in watchdog.py; the records a run leaves
+(cycles.csv, report.json, report.png, the summary) in report.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
 import json
 import math
 import signal
@@ -37,27 +38,21 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
-import numpy as np
-
 from .controller import Controller, Episode
+from .report import (Cycle, CycleLog, json_safe, Tally, check_report_dir, plot_report,
+                     summary)
 from .robot import Reading, Robot, RobotSpec
+from .watchdog import (Limits, Mismatch, Stop, agreement, check_controls, check_misses,
+                       check_observation, check_safe, check_stale)
+
+# what callers take from here (the loop's records, limits and verdicts live beside it)
+__all__ = ["Cycle", "Interrupted", "Limits", "Mismatch", "STOP_REASONS", "Stop",
+           "check_report_dir", "run", "summary"]
 
 # why a run ends (report["stopped"])
 STOP_REASONS = ("completed", "stale observation", "no first observation", "deadline misses",
                 "non-finite observation", "non-finite controls", "joint limit",
                 "robot safe state", "no reward to adapt on", "interrupted")
-
-
-class Stop(Exception):
-    """The watchdog's verdict: why the run stops now."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-
-class Mismatch(ValueError):
-    """The robot is not the one the policy was made for (the first difference, in words)."""
 
 
 class Interrupted(BaseException):
@@ -67,170 +62,6 @@ class Interrupted(BaseException):
     def __init__(self, name: str):
         super().__init__(name)
         self.name = name
-
-
-@dataclasses.dataclass
-class Limits:
-    """What the watchdog allows. stale_after: seconds without a new observation while an
-    episode runs; max_misses: consecutive deadline misses; joint_margin: how far (rad or m)
-    a limited joint may pass its range (MuJoCo's limits are soft: in simulation the committed
-    AntDir policy overshoots its hips by up to 0.33 rad, the cheetah its joints by 0.06);
-    max_velocity: |joint velocity| bound (rad/s or m/s) for observed velocities."""
-
-    stale_after: float = 0.25
-    max_misses: int = 5
-    joint_margin: float = 0.5
-    max_velocity: float = 100.0
-
-    def __post_init__(self):
-        for name in ("stale_after", "max_velocity"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
-                raise ValueError(f"{name} should be a positive number, got {value!r}")
-        if not (isinstance(self.joint_margin, (int, float)) and self.joint_margin >= 0):
-            raise ValueError(f"joint_margin should be >= 0, got {self.joint_margin!r}")
-        if isinstance(self.max_misses, bool) or not isinstance(self.max_misses, int) \
-                or self.max_misses < 1:
-            raise ValueError(f"max_misses should be an integer >= 1, got {self.max_misses!r}")
-
-
-# ------------------------------------------------------------------------------ the log
-
-@dataclasses.dataclass
-class Cycle:
-    """One cycle of the loop, a row of cycles.csv. Times in seconds on the runner's
-    monotonic clock (robot_stamp: on the robot's); jitter_us: tick - scheduled; latency_us:
-    observation received -> controls sent; miss: controls sent after the next cycle was due;
-    stale: no new observation this cycle; reward, ret: the robot's reward of the step and
-    its return so far; safe: the robot reported its safe state. obs (obs_dim,) and controls
-    (act_dim,) are None when the cycle had none."""
-
-    stage: int
-    episode: int
-    cycle: int
-    scheduled: float
-    tick: float
-    read: float
-    step: Optional[int] = None
-    sent: Optional[float] = None
-    robot_stamp: Optional[float] = None
-    jitter_us: float = 0.0
-    latency_us: Optional[float] = None
-    miss: bool = False
-    stale: bool = False
-    reward: Optional[float] = None
-    ret: Optional[float] = None
-    done: bool = False
-    safe: bool = False
-    obs: Optional[np.ndarray] = None
-    controls: Optional[np.ndarray] = None
-
-
-_CYCLE_COLUMNS = [f.name for f in dataclasses.fields(Cycle) if f.name not in ("obs",
-                                                                               "controls")]
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, float):
-        return f"{value:.9g}" if math.isfinite(value) else ""
-    return str(value)
-
-
-class CycleLog:
-    """cycles.csv: a header of Cycle's fields (obs_i, ctrl_i for the vectors), one row per
-    cycle, flushed at once (whole up to any stop)."""
-
-    def __init__(self, path: Path, obs_dim: int, act_dim: int):
-        self.file = open(path, "w", newline="")
-        self.writer = csv.writer(self.file)
-        self.fields = (_CYCLE_COLUMNS + [f"obs_{i}" for i in range(obs_dim)]
-                       + [f"ctrl_{i}" for i in range(act_dim)])
-        self.writer.writerow(self.fields)
-        self.file.flush()
-        self.obs_dim, self.act_dim = obs_dim, act_dim
-
-    def write(self, c: Cycle) -> None:
-        o = [f"{x:.7g}" for x in c.obs] if c.obs is not None else [""] * self.obs_dim
-        u = [f"{x:.7g}" for x in c.controls] if c.controls is not None else [""] * self.act_dim
-        self.writer.writerow([_cell(getattr(c, n)) for n in _CYCLE_COLUMNS] + o + u)
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-# ----------------------------------------------------------------------------- the watchdog
-
-def check_stale(now: float, last_fresh: float, limits: Limits) -> None:
-    """Stop when no new observation came for longer than limits.stale_after."""
-    if now - last_fresh > limits.stale_after:
-        raise Stop("stale observation", f"no new observation for {(now - last_fresh) * 1e3:.0f}"
-                                        f" ms (limit {limits.stale_after * 1e3:.0f} ms)")
-
-
-def check_safe(reading: Reading, spec: RobotSpec) -> None:
-    """Stop when the robot says it is in its safe state (it obeys no controls)."""
-    if reading.safe:
-        raise Stop("robot safe state", f"the robot reports its safe state at step "
-                                       f"{reading.step} (it had no command within its "
-                                       f"command timeout of {spec.command_timeout * 1e3:g} ms)")
-
-
-def check_observation(reading: Reading, joints: Sequence[tuple], limits: Limits) -> None:
-    """Stop on a non-finite observation, or a joint outside its range or velocity bound."""
-    obs = reading.obs
-    if not np.isfinite(obs).all():
-        raise Stop("non-finite observation", f"at step {reading.step}")
-    for index, kind, name, lo, hi in joints:
-        v = obs[index]
-        if kind == "qvel" and abs(v) > limits.max_velocity:
-            raise Stop("joint limit", f"{name} velocity {v:.3g} beyond "
-                                      f"+-{limits.max_velocity:g}")
-        if kind == "qpos" and not lo - limits.joint_margin <= v <= hi + limits.joint_margin:
-            raise Stop("joint limit", f"{name} at {v:.3g}, range [{lo:.3g}, {hi:.3g}] +- "
-                                      f"{limits.joint_margin:g}")
-
-
-def check_controls(controls: np.ndarray, step: int) -> None:
-    if not np.isfinite(controls).all():
-        raise Stop("non-finite controls", f"at step {step}")
-
-
-def check_misses(consecutive: int, limits: Limits) -> None:
-    if consecutive >= limits.max_misses:
-        raise Stop("deadline misses", f"{consecutive} cycles in a row finished past their "
-                                      f"deadline")
-
-
-def agreement(spec: RobotSpec, controller: Controller) -> List[str]:
-    """The differences between the robot's spec and the policy's interface, most basic
-    first: family, observation names in order, action names in order, control period. A
-    robot that names nothing differs (nothing shows it is the policy's robot)."""
-    want = controller.interface()
-    out = []
-    if spec.family != want["family"]:
-        out.append(f"the robot runs family {spec.family or '(none named)'!r}, the policy was "
-                   f"trained on {want['family']!r}")
-    for what, got, expected in (("observation", spec.observation_names,
-                                 want["observation_names"]),
-                                ("action", spec.action_names, want["action_names"])):
-        if not got:
-            out.append(f"the robot names no {what} entries (the policy's: "
-                       f"{', '.join(expected[:3])}, ...)")
-            continue
-        for i, (a, b) in enumerate(zip(got, expected)):
-            if a != b:
-                out.append(f"{what} {i} is {a!r} on the robot, {b!r} for the policy")
-                break
-    period = want["control_period"]
-    if not math.isclose(spec.control_period, period, rel_tol=1e-6):
-        out.append(f"the robot's control period is {spec.control_period * 1e3:g} ms, the "
-                   f"policy's {period * 1e3:g} ms")
-    return out
 
 
 # ----------------------------------------------------------------------------- signals
@@ -283,72 +114,6 @@ def _wait_until(deadline: float) -> float:
             time.sleep(left - 0.001)
 
 
-def _percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:
-    if len(values) == 0:
-        return {"p50": None, "p99": None, "max": None, "count": 0}
-    a = np.asarray(values, dtype=np.float64)
-    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
-            "max": float(a.max()), "count": int(a.size)}
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities as null (JSON has no NaN), numpy scalars as numbers."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def check_report_dir(report_dir: Optional[Union[str, Path]], overwrite: bool) -> None:
-    """Refuses before any work a report folder that is a file, holds an earlier run (unless
-    overwrite), or cannot be written (tried: the folder is made and removed again, or a file
-    made in it and removed)."""
-    if report_dir is None:
-        return
-    out = Path(report_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"the report folder {str(out)!r} is a file")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"the report folder {str(out)!r} holds an earlier run; give "
-                         f"--overwrite (overwrite=True) or another folder")
-    made = [p for p in [out, *out.parents] if not p.exists()]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".metarobot-write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"cannot write the report folder {str(out)!r}: {exc.strerror}") \
-            from None
-    finally:
-        for p in made:  # innermost first: leave no trace of the probe
-            try:
-                p.rmdir()
-            except OSError:
-                pass
-
-
-def _episode_summary(e: Episode) -> Dict[str, Any]:
-    return {"return": e.ret, "steps": e.steps, "acted": len(e.actions),
-            "received": e.received, "missed": e.missed, "complete": e.complete,
-            "terminated": e.terminated}
-
-
-def _stage_summary(j: int, eps: Sequence[Episode], step_size: Any) -> Dict[str, Any]:
-    complete = [e.ret for e in eps if e.complete]
-    rewarded = [r for r in complete if math.isfinite(r)]
-    return {"step": j, "step_size": step_size,
-            "episodes": [_episode_summary(e) for e in eps],
-            "returns": complete,
-            "interrupted_returns": [e.ret for e in eps if not e.complete],
-            "mean_return": float(np.mean(rewarded)) if rewarded else None}
-
-
 def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps: int = 0,
         report_dir: Optional[Union[str, Path]] = None, rate: Optional[float] = None,
         limits: Limits = Limits(), sample: Optional[bool] = None, lr: Any = None,
@@ -393,7 +158,7 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
         out.mkdir(parents=True, exist_ok=True)
         log = CycleLog(out / "cycles.csv", spec.obs_dim, spec.act_dim)
     joints = controller.joint_checks()
-    tally = _Tally()
+    tally = Tally()
     stages = tally.stages
     reason, detail = "completed", ""
     cycle = 0
@@ -436,7 +201,7 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
                 log.close()
         # the report is written while the handlers still hold signals (only noted now), so
         # that a second SIGTERM cannot cut it short
-        report = _json_safe({
+        report = json_safe({
             "stopped": reason, "detail": detail, "robot_acknowledged_stop": acknowledged,
             "signals": list(signals.received),
             "agreement": {"differences": differences, "allowed": bool(differences)},
@@ -455,37 +220,10 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
     return report
 
 
-@dataclasses.dataclass
-class _Tally:
-    """What a run has measured so far: per cycle jitter and read-to-send latency (us), when
-    deadlines were missed (s since the start), counts, the episodes by stage and each stage's
-    step size (None before adaptation)."""
-
-    jitter: List[float] = dataclasses.field(default_factory=list)
-    latency: List[float] = dataclasses.field(default_factory=list)
-    misses_at: List[float] = dataclasses.field(default_factory=list)
-    counts: Dict[str, int] = dataclasses.field(
-        default_factory=lambda: {"cycles": 0, "misses": 0, "stale": 0})
-    stages: List[List[Episode]] = dataclasses.field(default_factory=list)
-    sizes: List[Any] = dataclasses.field(default_factory=lambda: [None])
-
-    def summary(self) -> Dict[str, Any]:
-        episodes = [e for eps in self.stages for e in eps]
-        return {"stages": [_stage_summary(j, eps, self.sizes[j])
-                           for j, eps in enumerate(self.stages)],
-                "timing": {"period_jitter_us": _percentiles(self.jitter),
-                           "read_to_send_us": _percentiles(self.latency),
-                           "deadline_misses": self.counts["misses"],
-                           "stale_cycles": self.counts["stale"],
-                           "cycles": self.counts["cycles"]},
-                "observations_missed": sum(e.missed for e in episodes),
-                "deadline_miss_times_s": self.misses_at[:1000]}
-
-
 def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Episode, *,
              stage: int, ep: int, cycle: int, period: float, limits: Limits,
              joints: Sequence[tuple], sample: bool, max_cycles: Optional[int],
-             reset_timeout: float, log: Optional[CycleLog], tally: _Tally,
+             reset_timeout: float, log: Optional[CycleLog], tally: Tally,
              started: float) -> int:
     """One episode of the loop; returns the next cycle number. Raises Stop."""
     counts, jitter, latency = tally.counts, tally.jitter, tally.latency
@@ -578,81 +316,3 @@ def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Epi
             counts["misses"] += skipped
 
 
-def _fmt(value: Optional[float], unit: str = "") -> str:
-    return "none" if value is None else f"{value:.0f}{unit}"
-
-
-def summary(report: Dict[str, Any]) -> List[str]:
-    """The report in a few lines for a terminal."""
-    lines = [f"stopped: {report['stopped']}" + (f" ({report['detail']})" if report["detail"]
-                                                  else "")]
-    for d in report["agreement"]["differences"]:
-        lines.append(f"  allowed mismatch: {d}")
-    for stage in report["stages"]:
-        n = len(stage["returns"])
-        mean = stage["mean_return"]
-        text = ("no reward" if mean is None and n else "no complete episode" if not n
-                else f"mean return {mean:.2f} over {n} complete episodes")
-        cut = len(stage["interrupted_returns"])
-        lines.append(f"  after {stage['step']} adaptation steps: {text}"
-                     + (f" ({cut} interrupted)" if cut else ""))
-    t = report["timing"]
-    if t["cycles"] == 0:
-        lines.append("  no cycles")
-    else:
-        j, r = t["period_jitter_us"], t["read_to_send_us"]
-        lines.append(f"  period jitter p50 {_fmt(j['p50'], ' us')}, p99 "
-                     f"{_fmt(j['p99'], ' us')}; read-to-send p50 {_fmt(r['p50'], ' us')}, "
-                     f"p99 {_fmt(r['p99'], ' us')}; {t['deadline_misses']} deadline misses "
-                     f"in {t['cycles']} cycles; {report['observations_missed']} observations "
-                     f"missed")
-    if report["rejected_packets"]:
-        lines.append("  rejected packets: " + ", ".join(
-            f"{k} {v}" for k, v in sorted(report["rejected_packets"].items())))
-    return lines
-
-
-def plot_report(report: Dict[str, Any], latency_us: Sequence[float], path: Path) -> None:
-    """Returns per episode by stage (complete filled, interrupted hollow), the read-to-send
-    latency histogram, deadline misses over the whole run."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=110)
-    ax = axes[0]
-    for stage in report["stages"]:
-        eps = stage["episodes"]
-        for i, e in enumerate(eps):
-            if e["return"] is None:
-                continue
-            x = stage["step"] + 0.08 * (i - len(eps) / 2)
-            ax.scatter([x], [e["return"]], s=18, color=f"C{stage['step'] % 10}",
-                       facecolors="none" if not e["complete"] else None)
-        if stage["mean_return"] is not None:
-            ax.hlines(stage["mean_return"], stage["step"] - 0.3, stage["step"] + 0.3)
-    ax.set_xticks([s["step"] for s in report["stages"]])
-    ax.set_xlabel("adaptation steps on the robot")
-    ax.set_ylabel("episode return (the robot's)")
-    ax.set_title(f"{report['family']}: returns per episode")
-    ax = axes[1]
-    if len(latency_us):
-        ax.hist(latency_us, bins=60, color="tab:blue")
-        t = report["timing"]["read_to_send_us"]
-        ax.set_title(f"p50 {t['p50']:.0f} us, p99 {t['p99']:.0f} us")
-    else:
-        ax.set_title("no cycles")
-    ax.set_xlabel("read-to-send latency (us)")
-    ax = axes[2]
-    times = report["deadline_miss_times_s"]
-    ax.eventplot([times] if times else [[]], colors="tab:red")
-    ax.set_xlim(0, max(report["duration_s"], 1e-3))
-    ax.set_xlabel("time since the run started (s)")
-    j = report["timing"]["period_jitter_us"]
-    ax.set_title(f"{report['timing']['deadline_misses']} deadline misses; jitter p99 "
-                 f"{_fmt(j['p99'], ' us')}")
-    ax.set_yticks([])
-    fig.suptitle(f"stopped: {report['stopped']}" + (f" ({report['detail']})"
-                                                    if report["detail"] else ""))
-    fig.tight_layout()
-    fig.savefig(str(path))
-    plt.close(fig)
