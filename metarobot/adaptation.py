@@ -22,11 +22,14 @@ from . import checks
 from . import device as device_module
 from .batch import BatchSim
 from .config import TrainConfig
+from .executors import ChunkExecutors, cpu_count
 from .families import Task, TaskFamily
 from .meta import InnerUpdate, Params, PolicySpec, record_sampling
 from .policy import GaussianMLPPolicy
 from .samples import (TaskBatch, baseline_next, baseline_start, check_baseline_fit,
-                      concat_tasks, per_task_params, process, task_slice, trajectory_tasks)
+                      chunk_ranges, concat_tasks, per_task_params, process, task_slice, trajectory_tasks)
+
+CHUNK_SAMPLES = 8192  # samples per chunk of evaluation's tasks (TrainConfig.chunk_samples's)
 
 # Step sizes of the adaptation: one per step (the last repeats for later steps), or
 # Meta-SGD's learned per-entry step sizes (a dict shaped as the policy's parameters).
@@ -193,9 +196,17 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
     theta = {k: v.detach().to(where) for k, v in policy.params().items()}
     sim = BatchSim(family, tasks, trajectories, seed=seed, num_threads=threads,
                    first_stream=first_stream)
-    with device_module.single_threaded():  # the same bits at any core count
-        result = sample_and_adapt(sim, policy, theta, len(tasks), steps, expand(sizes, steps),
-                                  update=update or InnerUpdate(), gamma=gamma,
-                                  gae_lambda=gae_lambda, baseline_fit=baseline_fit,
-                                  device=where)
+    # each task's numbers do not depend on the chunks it is computed in: cut them for speed
+    chunks = chunk_ranges(len(tasks), family.horizon * trajectories, CHUNK_SAMPLES) \
+        if where.type == "cpu" else None
+    executors = ChunkExecutors(threads or cpu_count())
+    try:
+        with device_module.single_threaded():  # the same bits at any core count
+            result = sample_and_adapt(sim, policy, theta, len(tasks), steps,
+                                      expand(sizes, steps), update=update or InnerUpdate(),
+                                      gamma=gamma, gae_lambda=gae_lambda,
+                                      baseline_fit=baseline_fit, device=where, chunks=chunks,
+                                      run=executors.map)
+    finally:
+        executors.close()
     return result.returns, result.per_task

@@ -24,6 +24,10 @@ from .returns import discounted_returns, gae
 
 Params = Dict[str, torch.Tensor]
 BASELINE_FITS = ("current", "previous", "fresh")
+# A meta-batch is cut into at least min(tasks, MIN_CHUNKS) chunks, whatever their samples:
+# a meta-batch of up to MIN_CHUNKS tasks has a chunk per task, so that any number of workers
+# up to its task count can share it (a shard holds whole chunks) with the same results.
+MIN_CHUNKS = 16
 
 
 @dataclasses.dataclass
@@ -181,3 +185,15 @@ def baseline_next(baseline_fit: str, batch: TaskBatch
     """(carry, prior) of the batch after this one, of the same tasks."""
     return (batch.baseline_carry if baseline_fit == "previous" else None,
             batch.baseline_coeffs if baseline_fit == "fresh" else None)
+
+
+def chunk_ranges(ntask: int, samples_per_task: int, samples: int) -> List[Tuple[int, int]]:
+    """(lo, hi) ranges of whole tasks of about `samples` samples each (at least one task).
+    The outer step's products and gradients run chunk by chunk: the activations of a few
+    tasks stay in the CPU's caches, where those of all tasks at once (tens of MB) would not,
+    which makes them about twice as fast. At least min(ntask, MIN_CHUNKS) chunks. The
+    results depend on the chunks (their sums are added in chunk order), so they are a
+    function of the configuration alone, never of the workers or cores that compute them."""
+    per = max(1, samples // max(samples_per_task, 1))
+    per = min(per, math.ceil(ntask / max(1, min(ntask, MIN_CHUNKS))))
+    return [(lo, min(ntask, lo + per)) for lo in range(0, ntask, per)]

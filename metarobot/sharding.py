@@ -10,30 +10,14 @@ outer step's sums are taken per chunk and added in chunk order, whatever the sha
 
 from __future__ import annotations
 
-import math
 from typing import List, Sequence, Tuple
 
 from . import device as device_module
 from .config import TrainConfig
 from .families import TaskFamily
+from .samples import chunk_ranges
 
 Chunk = Tuple[int, int]  # tasks [lo, hi) of the meta-batch
-# A meta-batch is cut into at least min(tasks, MIN_CHUNKS) chunks, whatever their samples:
-# a meta-batch of up to MIN_CHUNKS tasks has a chunk per task, so that any number of workers
-# up to its task count can share it (a shard holds whole chunks) with the same results.
-MIN_CHUNKS = 16
-
-
-def chunk_ranges(ntask: int, samples_per_task: int, samples: int) -> List[Tuple[int, int]]:
-    """(lo, hi) ranges of whole tasks of about `samples` samples each (at least one task).
-    The outer step's products and gradients run chunk by chunk: the activations of a few
-    tasks stay in the CPU's caches, where those of all tasks at once (tens of MB) would not,
-    which makes them about twice as fast. At least min(ntask, MIN_CHUNKS) chunks. The
-    results depend on the chunks (their sums are added in chunk order), so they are a
-    function of the configuration alone, never of the workers or cores that compute them."""
-    per = max(1, samples // max(samples_per_task, 1))
-    per = min(per, math.ceil(ntask / max(1, min(ntask, MIN_CHUNKS))))
-    return [(lo, min(ntask, lo + per)) for lo in range(0, ntask, per)]
 
 
 def chunk_bounds(config: TrainConfig, family: TaskFamily) -> List[Chunk]:
@@ -48,7 +32,7 @@ def chunk_bounds(config: TrainConfig, family: TaskFamily) -> List[Chunk]:
 def shard_chunks(chunks: Sequence[Chunk], shards: int) -> List[List[Chunk]]:
     """Contiguous runs of whole chunks, one per shard, as even in tasks as the chunks allow.
     ValueError when there are fewer chunks than shards (more workers than tasks, or than the
-    chunks of a meta-batch of more than MIN_CHUNKS tasks)."""
+    chunks of a meta-batch of more than samples.MIN_CHUNKS tasks)."""
     if shards > len(chunks):
         ntask = chunks[-1][1] - chunks[0][0] if chunks else 0
         raise ValueError(f"{shards} workers need at least {shards} task chunks; the meta-batch "

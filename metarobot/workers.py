@@ -29,9 +29,7 @@ number of workers therefore gives the local run's results bit for bit.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -42,44 +40,11 @@ from . import meta, trpo
 from .adaptation import adaptation_curve, sample_and_adapt
 from .batch import BatchSim
 from .config import TRAIN_STREAM, TrainConfig, make_policy, stream_seed
+from .executors import ChunkExecutors, cpu_count
 from .families import Task, TaskFamily, make_family
 from .policy import GaussianMLPPolicy
 from .samples import subsample, task_slice
 from .sharding import Chunk, chunk_bounds, shard_chunks
-
-
-class ChunkExecutors:
-    """n executors that run task chunks side by side, each chunk's computation on one thread:
-    every executor thread sets its own torch, OpenMP and BLAS thread counts to one (a new
-    thread would otherwise run BLAS at the machine's default), as device.single_threaded
-    does for its caller. The results are those of running the chunks one after the other
-    in the caller, whatever n: each chunk's arithmetic is the same, and the caller adds the
-    answers in chunk order."""
-
-    def __init__(self, n: int):
-        self.n = max(1, int(n))
-        self.pool = ThreadPoolExecutor(self.n, thread_name_prefix="chunk",
-                                       initializer=torch.set_num_threads, initargs=(1,)) \
-            if self.n > 1 else None
-
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> List[Any]:
-        """[fn(x) for x in items], computed on up to n threads."""
-        if self.pool is None or len(items) < 2:
-            return [fn(x) for x in items]
-        return list(self.pool.map(fn, items))
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-            self.pool = None
-
-
-def cpu_count() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 @dataclasses.dataclass

@@ -152,7 +152,8 @@ def test_reptile_with_the_clipped_update_trains_and_evaluates_with_it(tmp_path, 
         return step(self, spec, params, batch, lr, batched, objective)
     monkeypatch.setattr(meta.InnerUpdate, "step", spy)
     result = evaluate(path, tasks=2, steps=2, trajectories=2, threads=1)
-    assert seen == [(meta.InnerUpdate("clipped", 3, 0.2), 0.02)] * 2
+    # every step (2) of every task chunk (one per task) with the clipped update of 0.02
+    assert seen == [(meta.InnerUpdate("clipped", 3, 0.2), 0.02)] * 4
     assert result["step_sizes"] == [0.02]
 
 
