@@ -574,8 +574,9 @@ def test_a_gymnasium_env_as_the_robot():
     import gymnasium as gym
     env = gym.make("metarobot/HalfCheetahVel-v0", task={"goal_velocity": 1.0}, horizon=25,
                    normalize_actions=False)
-    report = run(Controller.from_checkpoint(CHEETAH), cheetah_robot(env), episodes=2)
+    report = run(Controller.from_checkpoint(CHEETAH), GymRobot(env), episodes=2)
     assert report["stopped"] == "completed"
+    assert report["agreement"]["differences"] == []  # the env says what it is
     eps = report["stages"][0]["episodes"]
     assert [e["steps"] for e in eps] == [25, 25] and [e["missed"] for e in eps] == [0, 0]
     assert all(np.isfinite(report["stages"][0]["returns"]))

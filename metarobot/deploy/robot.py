@@ -17,6 +17,9 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
+from ..families import TaskFamily
+from . import policy
+
 
 @dataclasses.dataclass(frozen=True)
 class RobotSpec:
@@ -113,7 +116,8 @@ class GymRobot:
     when the controls are sent, so read() then has the next observation at once; the env's
     reward and terminated / truncated flags travel with it. The env's action is the controls
     as the runner sends them (export's map), so give an env whose actions are the actuators'
-    controls."""
+    controls. One of metarobot's own envs (gymnasium.make("metarobot/...")) says what it is:
+    its family, names and control period fill what is not given."""
 
     def __init__(self, env: Any, control_period: Optional[float] = None,
                  observation_names: Sequence[str] = (), action_names: Sequence[str] = (),
@@ -124,8 +128,16 @@ class GymRobot:
             raise ValueError(f"GymRobot needs flat Box observation and action spaces, got "
                              f"{obs_space} and {act_space}")
         period = control_period
+        inner = getattr(env, "unwrapped", env)
+        own = getattr(inner, "family", None)
+        if isinstance(own, TaskFamily):  # one of metarobot's envs: the interface it has
+            model = own.load_model()
+            period = policy.control_period(own, model) if period is None else period
+            observation_names = observation_names or policy.observation_names(own, model)
+            action_names = action_names or policy.action_names(model)
+            family = family or own.name
         if period is None:
-            dt = getattr(getattr(env, "unwrapped", env), "dt", None)
+            dt = getattr(inner, "dt", None)
             if dt is None:
                 raise ValueError("the env has no dt attribute: give control_period")
             period = float(dt)
