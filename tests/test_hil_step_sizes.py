@@ -13,7 +13,7 @@ from metarobot.deploy.export import export
 from metarobot.deploy.runner import run
 from metarobot.train import train
 
-from test_deploy import cheetah_robot
+from test_deploy import TOLERANT, cheetah_robot
 
 
 def tiny(**kw):
@@ -43,14 +43,15 @@ def test_the_robot_adapts_with_the_checkpoints_step_sizes(tmp_path, monkeypatch,
     monkeypatch.setattr(meta.InnerUpdate, "step", spy)
     controller = Controller.from_checkpoint(path)
     assert [controller.step_size(j) for j in range(3)] == want + want[-1:]
-    report = run(controller, cheetah_robot(cheetah_env()), episodes=1, adapt_steps=2)
+    report = run(controller, cheetah_robot(cheetah_env()), episodes=1, adapt_steps=2,
+                 limits=TOLERANT)
     assert report["stopped"] == "completed", report["detail"]
     assert seen == want
     assert [s["step_size"] for s in report["stages"]] == [None] + want
     # --lr overrides the rule at every step
     seen.clear()
     run(Controller.from_checkpoint(path, lr=0.01), cheetah_robot(cheetah_env()), episodes=1,
-        adapt_steps=2)
+        adapt_steps=2, limits=TOLERANT)
     assert seen == [0.01, 0.01]
 
 
@@ -63,5 +64,6 @@ def test_a_checkpoint_trained_on_a_gpu_exports_and_runs_on_this_cpu(tmp_path):
     checkpoint.save(gpu, params, info)
     meta_data = export(gpu, "native", tmp_path / "native")
     assert meta_data["family"] == "HalfCheetahVel"
-    report = run(Controller.from_checkpoint(gpu), cheetah_robot(cheetah_env()), episodes=1)
+    report = run(Controller.from_checkpoint(gpu), cheetah_robot(cheetah_env()), episodes=1,
+                 limits=TOLERANT)
     assert report["stopped"] == "completed", report["detail"]

@@ -103,7 +103,7 @@ class Robot(Protocol):
     def send(self, step: int, controls: np.ndarray) -> None:
         """Controls (act_dim,) answering the observation of step."""
 
-    def stop(self, timeout: float = 0.5) -> bool:
+    def stop(self, timeout: float = 1.0) -> bool:
         """Into the safe state (no torque, or the robot's own), now; whether the robot
         acknowledged it within timeout seconds. Safe to call twice."""
 
@@ -174,7 +174,7 @@ class GymRobot:
                                 float(reward), bool(terminated or truncated), bool(terminated),
                                 self._return)
 
-    def stop(self, timeout: float = 0.5) -> bool:
+    def stop(self, timeout: float = 1.0) -> bool:
         """The env has no motors of its own to switch off: no more steps is its safe
         state, at once."""
         self._pending = None

@@ -284,7 +284,7 @@ class UdpRobot:
     def send(self, step: int, controls: np.ndarray) -> None:
         self._send(P.ACTION, P.action_payload(step, controls))
 
-    def stop(self, timeout: float = 0.5) -> bool:
+    def stop(self, timeout: float = 1.0) -> bool:
         """STOP until the robot acknowledges (resent every 0.1 s) or timeout; whether it did.
         It also ends the session."""
         if self.session == 0:
