@@ -564,3 +564,16 @@ def test_the_link_runs_over_ipv6_loopback():
         thread.join(timeout=10)
     assert report["stopped"] == "completed", report["detail"]
     check_accounting(report, 20)
+
+
+def test_both_sides_warn_without_a_key_off_loopback(capsys):
+    from metarobot.deploy.sim_robot import RealityGap, main_args
+    main_args("HalfCheetahVel", '{"goal_velocity": 1.0}', 0, "0.0.0.0", RealityGap(), 0,
+              duration=0.01)
+    assert "listens on 0.0.0.0 without a key: anyone who can reach" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no robot answered"):
+        UdpRobot("192.0.2.1", 9870, timeout=0.2)  # TEST-NET-1: nobody there
+    assert "no key for the robot at udp://192.0.2.1:9870" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no robot answered"):
+        UdpRobot("127.0.0.1", 9, timeout=0.2)
+    assert "warning" not in capsys.readouterr().err
