@@ -577,3 +577,18 @@ def test_both_sides_warn_without_a_key_off_loopback(capsys):
     with pytest.raises(ValueError, match="no robot answered"):
         UdpRobot("127.0.0.1", 9, timeout=0.2)
     assert "warning" not in capsys.readouterr().err
+
+
+def test_key_files_are_read_stripped_and_checked(tmp_path):
+    path = tmp_path / "robot.key"
+    path.write_bytes(b"  " + KEY + b"\n")
+    path.chmod(0o644)
+    assert P.read_key_file(path) == KEY
+    assert "readable by other users (chmod 600" in P.key_file_warning(path)
+    path.chmod(0o600)
+    assert P.key_file_warning(path) is None
+    with pytest.raises(ValueError, match="cannot read the key file"):
+        P.read_key_file(tmp_path / "missing.key")
+    path.write_bytes(b"short\n")
+    with pytest.raises(ValueError, match="holds 5 bytes; a key needs at least 16"):
+        P.read_key_file(path)
