@@ -4,7 +4,7 @@
         --json benchmarks/results/cluster.json
 
 Runs the same meta-iterations (same seeds: every configuration does the same work and ends
-with the same parameters, bit for bit at the same thread count) locally and on a Ray instance
+with the same parameters, bit for bit) locally and on a Ray instance
 started on this machine with 1, 2, ... workers, and reports the phases of each iteration
 (sampling, returns, inner, outer, transfer), the round trips and bytes moved per iteration.
 The first iteration of each configuration (warm-up: imports, first calls) is not counted.
@@ -203,7 +203,7 @@ def main() -> None:
             print(f"| {label} | " + " | ".join(f"{m.get(k, 0.0):.2f}" for k in PHASES) +
                   f" | {m['total']:.2f} | {m['total'] / local['mean']['total']:.3f} | "
                   f"{m['calls']:.0f} | {m['bytes'] / 1e6:.2f} |")
-        print("\nparameters' checksum after the run (equal at equal torch thread counts): " +
+        print("\nparameters' checksum after the run (equal for every row): " +
               ", ".join(f"{label}: {r['params_checksum']!r}" for label, r in runs))
         print(f"\nmodel: per task {fit['per_task_s'] * 1e3:.1f} ms, driver "
               f"{fit['driver_s'] * 1e3:.1f} ms, {fit['round_trips']:.0f} round trips of "

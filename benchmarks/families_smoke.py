@@ -21,9 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from metarobot.config import TrainConfig
-
 from metarobot.evaluation import evaluate
-
 from metarobot.train import train
 
 ROOT = Path(__file__).resolve().parent.parent

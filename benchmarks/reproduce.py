@@ -26,11 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from metarobot.config import TrainConfig
-
 from metarobot.evaluation import evaluate
-
 from metarobot.runs import run_from_checkpoint
-
 from metarobot.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,22 +79,6 @@ def parse_options(parser: argparse.ArgumentParser, items: list) -> dict:
         except json.JSONDecodeError:
             options[name] = text
     return options
-
-
-def check_resumable(run: Path, config: TrainConfig) -> None:
-    """A resumed run keeps its saved settings; asking it for other ones is an error rather
-    than silently ignored (iterations and the time budget may change)."""
-    saved_config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    saved, wanted = saved_config.to_dict(), config.to_dict()
-    # None stands for the paper's value of the family: compare the values in force
-    saved["max_kl"], wanted["max_kl"] = saved_config.kl_bound, config.kl_bound
-    saved["trajectories_per_task"] = saved_config.trajectories
-    wanted["trajectories_per_task"] = config.trajectories
-    differ = {k: (saved.get(k), v) for k, v in wanted.items()
-              if k not in ("iterations", "time_budget") and saved.get(k) != v}
-    if differ:
-        raise SystemExit(f"{run} holds a run with other settings (saved, asked): {differ}; "
-                         f"choose another --runs directory")
 
 
 def record_checkpoint_path(json_path: Path, ckpt: Path) -> None:
@@ -160,8 +141,8 @@ def main() -> None:
             if args.continue_committed and not latest.exists():
                 progress = ROOT / "benchmarks" / "results" / f"{family}_progress.csv"
                 run_from_checkpoint(ckpt, run, progress if progress.exists() else None)
-            if latest.exists():
-                check_resumable(run, config)
+            # a run in --runs resumes with its saved settings; train refuses other values
+            # of the fixed ones (runs.resumed_config)
             start = time.perf_counter()
             train(config, run, resume=latest.exists())
             print(f"{family}: trained in {time.perf_counter() - start:.0f} s", flush=True)

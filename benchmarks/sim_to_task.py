@@ -76,8 +76,7 @@ def main() -> None:
         folder = Path(tmp)
         for family in args.families:
             checkpoint = str(ROOT / "checkpoints" / f"{family}.safetensors")
-            loaded = load_policy(checkpoint)
-            config, fam = loaded.config, loaded.family
+            config = load_policy(checkpoint).config
             tasks = make_family(family).sample_tasks(args.tasks, stream_seed(args.seed, EVAL_STREAM,
                                                                        0))
             todo = [(i, t.as_dict(), lr) for i, t in enumerate(tasks)

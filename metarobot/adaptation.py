@@ -27,7 +27,8 @@ from .families import Task, TaskFamily
 from .meta import InnerUpdate, Params, PolicySpec, record_sampling
 from .policy import GaussianMLPPolicy
 from .samples import (TaskBatch, baseline_next, baseline_start, check_baseline_fit,
-                      chunk_ranges, concat_tasks, per_task_params, process, task_slice, trajectory_tasks)
+                      chunk_ranges, concat_tasks, per_task_params, process, task_slice,
+                      trajectory_tasks)
 
 CHUNK_SAMPLES = 8192  # samples per chunk of evaluation's tasks (TrainConfig.chunk_samples's)
 
@@ -173,7 +174,7 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
 
 
 def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Sequence[Task],
-                     steps: int, trajectories: int, lr: Union[float, StepSizes], seed: int,
+                     steps: int, trajectories: int, lr: Union[float, StepSizes], seed: int, *,
                      gamma: float = 0.99, gae_lambda: float = 1.0, threads: int = 0,
                      baseline_fit: str = "current", device: str = "cpu",
                      first_stream: int = 0, update: Optional[InnerUpdate] = None

@@ -19,24 +19,28 @@ def features(obs: torch.Tensor, t_index: torch.Tensor) -> torch.Tensor:
     return torch.cat([o, o * o, al, al * al, al * al * al, torch.ones_like(al)], dim=-1)
 
 
-def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a x = b for a batch of square systems, (M, F, F) and (M, F, 1); NaN where singular.
-    The batched solve first; if it fails or gives non-finite values, each system on its
-    own: with an explicitly set number of intra-op threads, torch's batched LU on the CPU
-    (oneMKL) rejects some sizes, among them AntDir's 254 features, with "Pivots given to
-    lu_solve must all be greater or equal to 1", where the single solves succeed."""
-    try:
-        x = torch.linalg.solve(a, b)
-        if torch.isfinite(x).all():
-            return x
-    except RuntimeError:
-        pass
-    out = torch.full_like(b, float("nan"))
-    for i in range(a.shape[0]):
-        try:
-            out[i] = torch.linalg.solve(a[i], b[i])
-        except RuntimeError:  # this task's system is singular
-            pass
+def _solve_each(gram: torch.Tensor, rhs: torch.Tensor, reg: float) -> torch.Tensor:
+    """(gram_i + reg I) x_i = rhs_i for each task i, (M, F, F) and (M, F, 1) -> (M, F, 1); a
+    system that is singular at reg is solved again with 10 times more, up to 4 times (NaN if
+    it stays singular). Each system on its own, so that a task's fit does not depend on the
+    tasks solved with it (a batched solve may take another kernel, or fail as a whole: with
+    an explicitly set number of intra-op threads, torch's batched LU on the CPU rejects some
+    sizes, among them AntDir's 254 features)."""
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
+    out = torch.full_like(rhs, float("nan"))
+    for i in range(gram.shape[0]):
+        r = reg
+        for _ in range(5):
+            # the regularised normal equations are square: solve them (LAPACK's least-squares
+            # drivers are not bit-reproducible from call to call)
+            try:
+                x = torch.linalg.solve(gram[i] + r * eye, rhs[i])
+            except RuntimeError:  # singular
+                x = None
+            if x is not None and torch.isfinite(x).all():
+                out[i] = x
+                break
+            r *= 10.0
     return out
 
 
@@ -72,15 +76,7 @@ def fit_linear_baseline(obs: np.ndarray, t_index: np.ndarray, returns: np.ndarra
     xm = feats * mask.unsqueeze(-1)
     gram = xm.transpose(1, 2) @ feats
     rhs = (xm.transpose(1, 2) @ (target * mask).unsqueeze(-1))
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
-    coeffs = torch.zeros_like(rhs)
-    for _ in range(5):
-        # the regularised normal equations are square: solve them (LAPACK's least-squares
-        # drivers are not bit-reproducible from call to call)
-        coeffs = _solve(gram + reg * eye, rhs)
-        if torch.isfinite(coeffs).all():
-            break
-        reg *= 10.0  # singular: more regularisation
+    coeffs = _solve_each(gram, rhs, reg)
     used = coeffs
     if carry is not None:
         first = torch.as_tensor(np.asarray(carry, dtype=np.float64)).reshape(1, -1, 1)

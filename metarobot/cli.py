@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -155,7 +156,6 @@ def _boolean(text: str) -> bool:
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, its default and help taken from the dataclass."""
-    import dataclasses
     from metarobot import checks
     from metarobot.config import FIELD_CHOICES, FIELD_RANGES, TrainConfig, field_docs
     docs = {k: v.replace("%", "%%") for k, v in field_docs().items()}  # argparse formats help
@@ -189,7 +189,6 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 def _given_settings(args: argparse.Namespace) -> Dict[str, Any]:
     """The TrainConfig fields whose flags were given, as the dataclass takes them (--set's
     family fields as family_overrides)."""
-    import dataclasses
     from metarobot.config import TrainConfig
     values: Dict[str, Any] = {}
     for field in dataclasses.fields(TrainConfig):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import device as device_module
-from . import meta
+from . import meta, trpo
 from .config import TrainConfig, parse_ray_address
 from .families import TaskFamily, make_family
 from .policy import GaussianMLPPolicy
@@ -103,7 +103,7 @@ def pack(params: meta.Params, names: Sequence[str]) -> Tuple[bool, torch.Tensor]
         views = views and t.is_contiguous() and t.storage_offset() == offset and \
             t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
         offset += t.numel()
-    return views, _flat(params, names)
+    return views, trpo.flatten(params, names).detach()
 
 
 def unpack(packed: Tuple[bool, torch.Tensor], shapes: Dict[str, Tuple[int, ...]],
@@ -119,10 +119,6 @@ def unpack(packed: Tuple[bool, torch.Tensor], shapes: Dict[str, Tuple[int, ...]]
             out[n] = out[n].clone()
         i += size
     return out
-
-
-def _flat(params: meta.Params, names: Sequence[str]) -> torch.Tensor:
-    return torch.cat([params[n].detach().reshape(-1) for n in names])
 
 
 class _ShardActor:
@@ -157,12 +153,12 @@ class _ShardActor:
         vectors, scalars = [], []
         for v in values:
             if method == "gradient":
-                vectors.append(_flat(v[0], self.names))
+                vectors.append(trpo.flatten(v[0], self.names).detach())
                 scalars.append(torch.stack([v[1].detach(), torch.zeros_like(v[1])]))
             elif method == "loss_kl":
                 scalars.append(torch.stack([v[0].detach(), v[1].detach()]))
             else:
-                vectors.append(_flat(v, self.names))
+                vectors.append(trpo.flatten(v, self.names).detach())
         empty = torch.zeros(len(values), 0)
         return (torch.stack(vectors) if vectors else empty,
                 torch.stack(scalars) if scalars else empty)
@@ -319,7 +315,7 @@ class RayWorkers(WorkerSet):
         packed = pack(theta, self.names)
         ref = self.ray.put((self.names, self.shapes, packed))
         self.bytes_moved += packed[1].nbytes * len(self.actors)
-        # the carry into each shard: only one shard with 'previous' (see check_cluster_settings)
+        # the carry into each shard: only one shard with 'previous' (see TrainConfig._check_cluster)
         carries = [carry] + [None] * (len(self.actors) - 1)
         self._round = None  # a worker replaced during this call samples when asked again
         rounds = self._gather(lambda a, i: a.sample.remote(ref, iteration, carries[i]))
@@ -337,7 +333,8 @@ class RayWorkers(WorkerSet):
             self.bytes_moved += vectors.nbytes + scalars.nbytes
             for c in range(scalars.shape[0] if method == "loss_kl" else vectors.shape[0]):
                 if method == "gradient":
-                    out.append((unpack((False, vectors[c]), self.shapes, self.names), scalars[c, 0]))
+                    out.append((unpack((False, vectors[c]), self.shapes, self.names),
+                                scalars[c, 0]))
                 elif method == "loss_kl":
                     out.append((scalars[c, 0], scalars[c, 1]))
                 else:
@@ -358,7 +355,7 @@ class RayWorkers(WorkerSet):
     def curves(self, theta: meta.Params, tasks: Sequence[Any], steps: int, trajectories: int,
                lr: Any, seed: int, baseline_fit: str
                ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
-        """train.adaptation_curve over the workers: tasks split evenly in order, each worker's
+        """adaptation.adaptation_curve over the workers: tasks split evenly in order, each worker's
         simulations on the random streams they have in the whole batch. A worker lost
         meanwhile is replaced and its tasks evaluated again (they depend on nothing else)."""
         names = sorted(theta)
@@ -406,12 +403,8 @@ def _actor_class(ray: Any) -> Any:
 
 def check_workers(config: TrainConfig, family: TaskFamily) -> None:
     """ValueError, before any connection, unless this machine can run the worker set config
-    asks for: its device exists (on a cluster, the workers' CPUs), and the meta-batch splits
-    into config.workers shards."""
-    device = device_module.resolve(config.device)
-    if config.cluster == "ray" and device.type != "cpu":
-        raise ValueError(f"cluster 'ray' runs the learner on its workers' CPUs; device "
-                         f"{config.device!r} is for one machine (--device cpu)")
+    asks for: its device exists, and the meta-batch splits into config.workers shards."""
+    device_module.resolve(config.device)  # a device this machine has
     shard_chunks(chunk_bounds(config, family), config.workers)
 
 

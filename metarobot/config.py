@@ -56,10 +56,6 @@ FIELD_RANGES: Dict[str, checks.Range] = {
 }
 OPTIONAL_FIELDS = ("trajectories_per_task", "max_kl", "time_budget",  # None: a default
                    "reptile_epsilon_final", "reptile_anneal_iterations")
-# What --resume may change of a run's saved settings: none of them changes its results
-# (beyond float32 rounding between devices).
-RESUME_MAY_CHANGE = ("iterations", "time_budget", "device", "cuda_graphs", "cluster",
-                     "ray_address", "workers", "threads_per_worker")
 FIELD_CHOICES: Dict[str, Tuple[str, ...]] = {
     "algo": ALGORITHMS, "inner_objective": meta.INNER_OBJECTIVES,
     "inner_update": meta.INNER_UPDATES,
@@ -129,13 +125,15 @@ class TrainConfig:
     """How the outer TRPO step's KL Hessian-vector products are computed: exact (Fisher
     products through the adaptation); finite-difference, as the MAML paper's code (symmetric
     differences of the KL's gradient with a step of 1 / |theta| times the vector, see
-    meta.finite_difference_product; on HalfCheetahDir an iteration takes about 20% longer)."""
+    trpo.finite_difference_product; on HalfCheetahDir an iteration takes about 20% longer)."""
     max_backtracks: int = 15
     """Line-search steps of TRPO (ratio 0.8)."""
     chunk_samples: int = 8192
-    """Samples per chunk of tasks in the outer step's computations (whole tasks, at least
-    one): the results are the same up to rounding; chunks whose activations fit the CPU's
-    caches run about twice as fast as all tasks at once."""
+    """Samples per chunk of tasks (whole tasks, at least one; and at least min(tasks, 16)
+    chunks, samples.chunk_ranges): each chunk's share of the outer step is computed on one
+    thread, the chunks side by side and added in chunk order. Chunks whose activations fit
+    the CPU's caches run about twice as fast as all tasks at once. The results depend on it
+    (sums in another order) but not on the threads or workers that compute the chunks."""
     reptile_epsilon: float = 0.1
     """Reptile's outer step size (at the first iteration when it anneals)."""
     reptile_epsilon_final: Optional[float] = None
@@ -153,18 +151,19 @@ class TrainConfig:
     seed: int = 0
     """Seeds tasks, simulations and the policy's initial weights."""
     threads: int = 0
-    """Simulation threads; 0: one per CPU."""
+    """Simulation threads, and chunk executors of the learner; 0: one per CPU. The results do
+    not depend on it (a resumed run may change it)."""
     device: str = "cpu"
     """Where the learner runs: cpu, cuda (or cuda:N), or auto (cuda when a GPU is visible).
     Sampling stays on CPU threads; each sampled batch goes to the device once, and the inner
-    and outer steps run there, all tasks in one batch. On CPU the results are those of
-    earlier releases, bit for bit; on CUDA they agree to float32 rounding. A resumed run
-    may change device."""
+    and outer steps run there, all tasks in one batch. On CUDA the results agree with the
+    CPU's to float32 rounding. A resumed run may change device."""
     cuda_graphs: bool = True
     """On CUDA: replay the Fisher-vector product of the conjugate gradient as one CUDA graph."""
     cluster: str = "local"
     """Where the per-task work runs: local (this process) or ray (one Ray actor per shard of
-    the meta-batch; see docs/cluster.md). The results are the same bit for bit."""
+    the meta-batch; see docs/cluster.md). The results are the same bit for bit (device cpu
+    only)."""
     ray_address: Optional[str] = None
     """With cluster ray: auto (the cluster this machine belongs to), HOST:PORT of a
     cluster's head, or None to start a Ray instance on this machine for the run."""
@@ -232,7 +231,7 @@ class TrainConfig:
             return
         if self.ray_address is not None:
             parse_ray_address(self.ray_address)
-        if self.device.startswith("cuda"):
+        if self.device != "cpu":  # 'auto' too: a worker on a GPU node would take cuda
             raise ValueError(f"cluster 'ray' runs the learner on its workers' CPUs; device "
                              f"{self.device!r} is for one machine (--device cpu)")
         if self.baseline_fit == "previous" and self.workers > 1:

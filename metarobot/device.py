@@ -29,7 +29,7 @@ def single_threaded() -> Iterator[None]:
     intra-op thread). torch splits a reduction or matrix product over its threads, and float
     sums in another order round differently, so the learner's bits would depend on the core
     count; on one thread they do not, and parallelism comes from running independent pieces
-    (task chunks) side by side instead (metarobot.workers.ChunkExecutors)."""
+    (task chunks) side by side instead (metarobot.executors.ChunkExecutors)."""
     previous = torch.get_num_threads()
     # set even when torch already says 1: it also sets this thread's own OpenMP and BLAS
     # thread counts, which a thread that did not set them runs at the machine's default

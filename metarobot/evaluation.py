@@ -25,7 +25,20 @@ from .adaptation import adaptation_curve, given_step_sizes, step_sizes
 from .cluster import RayWorkers
 from .config import ADAPT_STREAM, CLUSTERS, EVAL_STREAM, TrainConfig, stream_seed
 from .families import Task
-from .runs import load_policy
+from .runs import LoadedPolicy, load_policy
+
+
+def _load_checked(path: Union[str, Path], steps: int, seed: int, threads: int, lr: Any,
+                  device: str) -> LoadedPolicy:
+    """The checkpoint at path, once the settings common to evaluate and adapt hold and this
+    machine has the device (bad input is refused before the checkpoint is read)."""
+    checks.NONNEGATIVE_INT.check(steps, "steps")
+    checks.SEED.check(seed, "seed")
+    checks.NONNEGATIVE_INT.check(threads, "threads")
+    if lr is not None:
+        given_step_sizes(lr)
+    device_module.resolve(device)  # a device this machine has
+    return load_policy(path)
 
 
 def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int = 0,
@@ -40,20 +53,15 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     mean return and standard error over tasks after 0..steps adaptation steps. lr: the step
     size of each step (the last repeats); default the checkpoint's (adaptation.step_sizes:
     Meta-SGD's learned ones, Reptile's inner_lr, MAML's inner_lr then half of it, the MAML
-    paper's 0.1 then 0.05). baseline_fit: the advantages' baseline order (see TrainConfig.baseline_fit); default the checkpoint's
-    training order; 'fresh' is the order of the paper's evaluation script. device: where the
+    paper's 0.1 then 0.05). baseline_fit: the advantages' baseline order (see
+    TrainConfig.baseline_fit); default the checkpoint's training order; 'fresh' is the order
+    of the paper's evaluation script. device: where the
     adaptation steps run (cpu, cuda, auto). cluster, ray_address, workers, threads_per_worker:
     as TrainConfig's; on a cluster the tasks are split over the workers, with the same
     results."""
     checks.COUNT.check(tasks, "tasks")
-    checks.NONNEGATIVE_INT.check(steps, "steps")
-    checks.SEED.check(seed, "seed")
     checks.optional(checks.COUNT, trajectories, "trajectories")
-    checks.NONNEGATIVE_INT.check(threads, "threads")
-    if lr is not None:
-        given_step_sizes(lr)
-    device_module.resolve(device)  # a device this machine has
-    loaded = load_policy(path)
+    loaded = _load_checked(path, steps, seed, threads, lr, device)
     policy, config, family, info = loaded.policy, loaded.config, loaded.family, loaded.info
     sizes = step_sizes(config, loaded.step_sizes, lr)
     baseline_fit = config.baseline_fit if baseline_fit is None else baseline_fit
@@ -65,14 +73,17 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
         if (workers, ray_address) != (1, None):
             raise ValueError("workers and ray_address need cluster 'ray'")
         curve, _ = adaptation_curve(policy, family, held_out, steps, k, sizes,
-                                    stream_seed(seed, EVAL_STREAM, 1), config.gamma,
-                                    config.gae_lambda, threads, baseline_fit, device,
+                                    stream_seed(seed, EVAL_STREAM, 1), gamma=config.gamma,
+                                    gae_lambda=config.gae_lambda, threads=threads,
+                                    baseline_fit=baseline_fit, device=device,
                                     update=config.inner_rule)
     else:
-        on = TrainConfig.from_dict(dict(config.to_dict(), device=device, cluster=cluster,
-                                        ray_address=ray_address, workers=1,
-                                        threads_per_worker=threads_per_worker))
-        on.workers = int(checks.COUNT.check(workers, "workers"))
+        # the run's settings with the evaluation's cluster and baseline order, checked
+        # together (one worker per task at most: each evaluates whole tasks)
+        on = TrainConfig.from_dict(dict(
+            config.to_dict(), device=device, cluster=cluster, ray_address=ray_address,
+            workers=min(int(checks.COUNT.check(workers, "workers")), tasks),
+            threads_per_worker=threads_per_worker, baseline_fit=baseline_fit))
         with RayWorkers(on, training=False) as pool:
             theta = {n: p.detach() for n, p in policy.params().items()}
             curve, _ = pool.curves(theta, held_out, steps, k, sizes,
@@ -124,20 +135,17 @@ def adapt_to_task(path: Union[str, Path], task: Union[Task, Dict[str, float]], s
     and the robot)."""
     checks.COUNT.check(steps, "steps")
     checks.COUNT.check(trajectories, "trajectories")
-    checks.optional(checks.STEP_SIZE, lr, "lr (adaptation step size)")
-    checks.SEED.check(seed, "seed")
-    checks.NONNEGATIVE_INT.check(threads, "threads")
-    device_module.resolve(device)  # a device this machine has
-    loaded = load_policy(path)
+    loaded = _load_checked(path, steps, seed, threads, lr, device)
     policy, config, family, info = loaded.policy, loaded.config, loaded.family, loaded.info
     sizes = step_sizes(config, loaded.step_sizes, lr)
     if isinstance(task, dict):
         task = family.task(**task)
     family.check_task(task)
     curve, per_task = adaptation_curve(policy, family, [task], steps, trajectories, sizes,
-                                       stream_seed(seed, ADAPT_STREAM, 0), config.gamma,
-                                       config.gae_lambda, threads, config.baseline_fit,
-                                       device, update=config.inner_rule)
+                                       stream_seed(seed, ADAPT_STREAM, 0), gamma=config.gamma,
+                                       gae_lambda=config.gae_lambda, threads=threads,
+                                       baseline_fit=config.baseline_fit, device=device,
+                                       update=config.inner_rule)
     adapted = per_task[0]
     if out is not None:
         info = dict(info, adapted_to=task.as_dict(), adaptation_steps=steps,

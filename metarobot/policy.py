@@ -17,8 +17,8 @@ from torch import nn
 
 def relu(h: torch.Tensor) -> torch.Tensor:
     """max(h, 0) written as h * [h > 0]: for finite h the same values (up to the sign of zeros)
-    and the same derivatives at every order as torch.relu (0 at h = 0), but its derivatives are products
-    with a mask. Those of torch.relu are threshold_backward, which PyTorch's CPU kernel runs
+    and the same derivatives at every order as torch.relu (0 at h = 0), but its derivatives
+    are products with a mask. Those of torch.relu are threshold_backward, which PyTorch's CPU kernel runs
     several times slower on the transposed gradients that reverse-over-reverse products give:
     MAML's outer step is 1.13-1.23x faster this way (BENCHMARKS.md, "ReLU's derivatives in
     the outer step")."""

@@ -60,6 +60,12 @@ def resumed_config(saved: TrainConfig, given: Mapping[str, Any]) -> TrainConfig:
     for name, value in given.items():
         if name in RESUME_MAY_CHANGE:
             continue
+        if name not in saved.to_dict():
+            raise ValueError(f"unknown training setting {name!r}")
+        if name == "reptile_anneal_iterations" and value is not None and \
+                value == given.get("iterations") and given.get("reptile_epsilon_final"):
+            # a TrainConfig fills it in from iterations: the given config's own, not a request
+            continue
         has = in_force(name, getattr(saved, name), saved.family)
         want = in_force(name, value, saved.family)
         if want != has:
@@ -71,8 +77,7 @@ def resumed_config(saved: TrainConfig, given: Mapping[str, Any]) -> TrainConfig:
                          + " may change, but got " + "; ".join(conflicts))
     changed = {k: v for k, v in given.items() if k in RESUME_MAY_CHANGE}
     if changed.get("cluster") == "local":
-        changed = dict(_RAY_SETTINGS, **{k: v for k, v in changed.items()
-                                         if k not in _RAY_SETTINGS or v != _RAY_SETTINGS[k]})
+        changed = dict(_RAY_SETTINGS, **changed)
     return TrainConfig.from_dict(dict(saved.to_dict(), **changed))
 
 
@@ -225,6 +230,10 @@ def resume_settings(out_dir: Union[str, Path], given: Mapping[str, Any],
     are the branch's changes."""
     if source is not None:
         changes = None
+        if not branch:  # refused before anything is written
+            _, info = checkpoint.load(source)
+            if isinstance(info.get("config"), dict):
+                resumed_config(TrainConfig.from_dict(info["config"]), given)
         if branch:
             if "family_overrides" in given:
                 raise ValueError("a branch keeps the checkpoint's family: --set is not "

@@ -169,7 +169,7 @@ def check_baseline_fit(value: Any) -> None:
 def baseline_start(baseline_fit: str, ntask: int, obs_dim: int,
                     carry: Optional[np.ndarray] = None
                     ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-    """(carry, prior) of a round's first batch (see meta.process). 'previous': the given carry
+    """(carry, prior) of a round's first batch (see process). 'previous': the given carry
     (the run's last batch), else zeros; 'fresh': zeros for every task. An unfitted baseline of
     the reference code predicts 0, which zero coefficients do; 2 obs_dim + 4 features."""
     nfeat = 2 * obs_dim + 4
@@ -195,5 +195,5 @@ def chunk_ranges(ntask: int, samples_per_task: int, samples: int) -> List[Tuple[
     results depend on the chunks (their sums are added in chunk order), so they are a
     function of the configuration alone, never of the workers or cores that compute them."""
     per = max(1, samples // max(samples_per_task, 1))
-    per = min(per, math.ceil(ntask / max(1, min(ntask, MIN_CHUNKS))))
+    per = min(per, max(1, ntask // MIN_CHUNKS))  # then ntask / per >= MIN_CHUNKS chunks
     return [(lo, min(ntask, lo + per)) for lo in range(0, ntask, per)]

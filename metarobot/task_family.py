@@ -105,7 +105,7 @@ class TaskFamily:
     kinds or {'kinds': ..., 'difficulty': (low, high)} for a terrain); each
     reward term's weight as '<term>_weight'; dynamics, a dict of model fields to vary per task
     (body_mass, body_inertia, geom_friction, dof_damping, actuator_gear) with their ranges of
-    scale factors (see terms.DynamicsScale); and observe_task (True shows the task parameters
+    scale factors (see parameters.DynamicsScale); and observe_task (True shows the task parameters
     that the observation otherwise holds as zeros, e.g. the arm families' goal).
     """
 
@@ -208,7 +208,7 @@ class TaskFamily:
 
     def with_dynamics(self, **ranges: Any) -> "TaskFamily":
         """A copy that also varies model fields per task, e.g. body_mass=(0.5, 2.0) or
-        geom_friction={"log_base": 1.5, "low": -3, "high": 3}; see terms.DynamicsScale."""
+        geom_friction={"log_base": 1.5, "low": -3, "high": 3}; see parameters.DynamicsScale."""
         model = self.load_model()
         params = [d for d in self.parameters
                   if not (isinstance(d, P.DynamicsScale) and d.field in ranges)]

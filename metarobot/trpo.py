@@ -13,23 +13,29 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+import warnings
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch.func import grad, jvp, vjp, vmap
 
+from .device import capture
 from .meta import Params, PolicySpec, adapt, inner_step, split_step_sizes
 from .samples import TaskBatch
 
 # torch.func.jvp's forward-mode levels are global to the process: calls that use them, from
-# chunks run side by side (metarobot.workers.ChunkExecutors), take turns
+# chunks run side by side (metarobot.executors.ChunkExecutors), take turns
 FORWARD_AD = threading.Lock()
 
-def _flat(tensors: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+
+def flatten(tensors: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+    """The entries named, in names' order, as one flat vector."""
     return torch.cat([tensors[n].reshape(-1) for n in names])
 
 
-def _unflat(vec: torch.Tensor, like: Mapping[str, torch.Tensor], names: Sequence[str]) -> Params:
+def unflatten(vec: torch.Tensor, like: Mapping[str, torch.Tensor],
+              names: Sequence[str]) -> Params:
+    """flatten's inverse: views of vec shaped as like's entries."""
     out, i = {}, 0
     for n in names:
         size = like[n].numel()
@@ -93,14 +99,14 @@ def finite_difference_product(kl_grad: Callable[[Params], Params], theta: Params
     With a large eps, directions where the KL grows faster than quadratically (the log-std's)
     get a larger curvature than the exact Hessian's."""
     names = sorted(theta)
-    flat = _flat(theta, names).detach()
+    flat = flatten(theta, names).detach()
     eps = base_eps / (float(flat.norm()) + 1e-8)
 
     def product(v: Params) -> Params:
-        dv = eps * _flat(v, names)
-        plus = _flat(kl_grad(_unflat(flat + dv, theta, names)), names)
-        minus = _flat(kl_grad(_unflat(flat - dv, theta, names)), names)
-        return _unflat(((plus - minus) / (2.0 * eps)).detach(), theta, names)
+        dv = eps * flatten(v, names)
+        plus = flatten(kl_grad(unflatten(flat + dv, theta, names)), names)
+        minus = flatten(kl_grad(unflatten(flat - dv, theta, names)), names)
+        return unflatten(((plus - minus) / (2.0 * eps)).detach(), theta, names)
     return product
 
 
@@ -223,7 +229,7 @@ def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
     if report is not None:
         report("gradient")
     g, loss0 = (grad_fn or torch.func.grad_and_value(loss_fn))(theta)
-    g = _flat(g, names).detach()
+    g = flatten(g, names).detach()
     loss0 = loss0.detach()
     if loss_kl_fn is None:
         def loss_kl_fn(p: Params) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -231,28 +237,26 @@ def trpo_step(params: Params, loss_fn: Callable[[Params], torch.Tensor],
     product = hessian_product or kl_hessian_product(kl_fn, theta)
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
-        hv = product(_unflat(v, theta, names))
-        return _flat(hv, names).detach() + damping * v
+        hv = product(unflatten(v, theta, names))
+        return flatten(hv, names).detach() + damping * v
 
     on_gpu = g.is_cuda
     if on_gpu and cuda_graph:
-        from .device import capture
         try:
             fvp = capture(fvp, -g)
         except RuntimeError as exc:  # an operation graphs cannot hold: run it as it is
-            import warnings
             warnings.warn(f"the Fisher-vector product could not be captured as a CUDA graph "
                           f"({exc}); it runs eagerly")
     direction = conjugate_gradient(fvp, -g, cg_iters, report=report, early_stop=not on_gpu)
     shs = 0.5 * (direction @ fvp(direction))
     step = direction * torch.sqrt(2.0 * max_kl / (2.0 * shs + 1e-12))
-    flat0 = _flat(theta, names)
+    flat0 = flatten(theta, names)
     info = TrpoInfo(float(loss0), float(loss0), 0.0, 0, False)
     with torch.no_grad():
         for k in range(max_backtracks):
             if report is not None:
                 report(f"line search {k + 1}")
-            candidate = _unflat(flat0 + (backtrack_ratio ** k) * step, theta, names)
+            candidate = unflatten(flat0 + (backtrack_ratio ** k) * step, theta, names)
             # one read of both (on a GPU, one wait for the device per candidate)
             loss, kl = torch.stack([x.detach().reshape(()).double()
                                     for x in loss_kl_fn(candidate)]).tolist()

@@ -53,7 +53,8 @@ class Round:
 
     pre_returns, post_returns: (M,) float64 mean undiscounted return per task before and after
     adaptation; times: seconds per phase (sampling, returns, inner, and outer: the outer
-    step's set-up; the slowest shard's for several); carry: the baseline coefficients carried to the next iteration ('previous')."""
+    step's set-up; the slowest shard's for several); carry: the baseline coefficients
+    carried to the next iteration ('previous')."""
 
     pre_returns: torch.Tensor
     post_returns: torch.Tensor
@@ -92,6 +93,12 @@ class TaskWorker:
         Meta-SGD's step sizes if learned, on the config's device), adapts, samples the
         adapted policies, and keeps what the outer step's calls need. carry: the baseline
         carry into the shard's first task ('previous')."""
+        with device_module.single_threaded():  # whoever calls: the same bits
+            return self._sample(theta, iteration, carry, report)
+
+    def _sample(self, theta: meta.Params, iteration: int, carry: Optional[np.ndarray],
+                report: Optional[Callable[[str], None]]) -> Round:
+        """TaskWorker.sample's work, on one thread per chunk."""
         say = report or (lambda text: None)
         if not self.chunks:
             raise RuntimeError("this worker holds no tasks of the meta-batch")
@@ -127,52 +134,54 @@ class TaskWorker:
         return Round(batches[0].returns, post.returns, times, result.carry)
 
     def _outer_parts(self, theta: meta.Params) -> None:
-        """The per-chunk functions of the outer step (the same for every call)."""
+        """The per-chunk functions of the outer step (the same for every call), each chunk's
+        built on an executor."""
         config, spec = self.config, self.spec
         r = self._round
         first_order = config.algo != "maml-trpo"
         batches, post, adapted = r["batches"], r["post"], r["adapted"]
-        post = meta.record_old(spec, adapted, post)
         theta_sorted = {n: theta[n] for n in sorted(theta)}
 
         def step_size(p: meta.Params) -> Any:
             learned = meta.split_step_sizes(p)[1]
             return config.inner_lr if learned is None else learned
 
-        parts = []
-        for lo, hi in self.chunks:
-            a, b = lo - self.lo, hi - self.lo  # the chunk's tasks within the shard
+        def build(chunk: Chunk) -> Dict[str, Any]:
+            a, b = chunk[0] - self.lo, chunk[1] - self.lo  # the chunk's tasks in the shard
             part_batches = [task_slice(x, a, b) for x in batches]
-            part_post = task_slice(post, a, b)
+            part_phi = {k: v[a:b] for k, v in adapted.items()}
+            # the sampling (adapted) policies' log-probabilities and means: the surrogate's
+            # and the KL's constants
+            part_post = meta.record_old(spec, part_phi, task_slice(post, a, b))
 
-            def loss(p: meta.Params, bs=part_batches, ps=part_post) -> torch.Tensor:
-                phi = meta.adapt(spec, meta.split_step_sizes(p)[0], bs, step_size(p),
-                                 first_order, config.inner_objective)
-                return meta.surrogate(spec, phi, ps)
+            def loss(p: meta.Params) -> torch.Tensor:
+                phi = meta.adapt(spec, meta.split_step_sizes(p)[0], part_batches,
+                                 step_size(p), first_order, config.inner_objective)
+                return meta.surrogate(spec, phi, part_post)
 
-            def loss_kl(p: meta.Params, bs=part_batches, ps=part_post
-                        ) -> Tuple[torch.Tensor, torch.Tensor]:
-                phi = meta.adapt(spec, meta.split_step_sizes(p)[0], bs, step_size(p),
-                                 first_order, config.inner_objective)  # once for both
-                return meta.surrogate(spec, phi, ps), meta.mean_kl(spec, phi, ps)
+            def loss_kl(p: meta.Params) -> Tuple[torch.Tensor, torch.Tensor]:
+                phi = meta.adapt(spec, meta.split_step_sizes(p)[0], part_batches,
+                                 step_size(p), first_order, config.inner_objective)
+                return meta.surrogate(spec, phi, part_post), meta.mean_kl(spec, phi, part_post)
 
             product = None
             if config.hessian != "finite-difference":
                 fraction = config.fisher_fraction
                 product = trpo.maml_fisher_product(
                     spec, theta_sorted, [subsample(x, fraction) for x in part_batches],
-                    config.inner_lr, subsample(part_post, fraction),
-                    phi={k: v[a:b] for k, v in adapted.items()}, first_order=first_order,
-                    objective=config.inner_objective)
-            parts.append({"gradient": torch.func.grad_and_value(loss),
-                          "kl_gradient": torch.func.grad(lambda p, f=loss_kl: f(p)[1]),
-                          "loss_kl": loss_kl, "fisher_product": product})
-        r["parts"] = parts
+                    config.inner_lr, subsample(part_post, fraction), phi=part_phi,
+                    first_order=first_order, objective=config.inner_objective)
+            return {"gradient": torch.func.grad_and_value(loss),
+                    "kl_gradient": torch.func.grad(lambda p: loss_kl(p)[1]),
+                    "loss_kl": loss_kl, "fisher_product": product}
+
+        r["parts"] = self.executors.map(build, self.chunks)
 
     def _each(self, name: str, *args: Any) -> List[Any]:
         if self._round is None or "parts" not in self._round:
             raise RuntimeError(f"{name} before a MAML sampling round")
-        return self.executors.map(lambda part: part[name](*args), self._round["parts"])
+        with device_module.single_threaded():
+            return self.executors.map(lambda part: part[name](*args), self._round["parts"])
 
     def close(self) -> None:
         """Ends the chunk executors' threads."""
@@ -211,8 +220,9 @@ class TaskWorker:
             for n, p in self.policy.named_parameters():
                 p.copy_(theta[n])
         return adaptation_curve(self.policy, self.family, tasks, steps, trajectories, lr, seed,
-                                self.config.gamma, self.config.gae_lambda, self.threads,
-                                baseline_fit, self.config.device, first_stream=first_stream,
+                                gamma=self.config.gamma, gae_lambda=self.config.gae_lambda,
+                                threads=self.threads, baseline_fit=baseline_fit,
+                                device=self.config.device, first_stream=first_stream,
                                 update=self.config.inner_rule)
 
 

@@ -290,3 +290,25 @@ def test_ray_connects_from_outside_a_source_tree_that_would_shadow_the_package(t
     monkeypatch.chdir(tmp_path)  # no metarobot here: stay
     with _outside_a_source_tree():
         assert Path.cwd() == tmp_path
+    # and it is where the driver connects from: ray.init sees the package's directory
+    from metarobot.cluster import RayWorkers
+    seen = []
+
+    def init(**kwargs):
+        seen.append(Path.cwd())
+        raise ConnectionError("recorded")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.chdir(clone)
+    with pytest.raises(ValueError, match="cannot connect"):
+        RayWorkers(TrainConfig(**SMALL, cluster="ray", ray_address="auto"))
+    assert seen == [imported.parent] and Path.cwd() == clone
+
+
+@pytest.mark.parametrize("algo", ["fomaml-trpo", "reptile"])
+def test_the_other_learners_on_two_workers_equal_the_local_run(head, tmp_path, algo):
+    extra = dict(algo=algo, iterations=2, **({"inner_steps": 2} if algo == "reptile" else {}))
+    local = train(TrainConfig(**SMALL, **extra), tmp_path / "local", progress=False)
+    spread = train(TrainConfig(**SMALL, **extra, cluster="ray", ray_address=head, workers=2),
+                   tmp_path / "ray", progress=False)
+    _same_params(local, spread)

@@ -42,7 +42,8 @@ def shown_value_mismatch(comment, value, base):
         return None
     if comment.startswith("["):
         prefix = comment.split(", ...")[0]
-        return None if repr(value).startswith(prefix) else f"repr {repr(value)[:80]}, shown {prefix}"
+        return None if repr(value).startswith(prefix) else \
+            f"repr {repr(value)[:80]}, shown {prefix}"
     count = re.match(r"(\d+) simulations", comment)
     if count:
         return None if value.num_envs == int(count.group(1)) else \

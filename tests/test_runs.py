@@ -9,7 +9,7 @@ from metarobot import checkpoint
 from metarobot.adaptation import expand, step_sizes
 from metarobot.config import TrainConfig
 from metarobot.evaluation import adapt_to_task, evaluate
-from metarobot.runs import load_policy, resumed_config
+from metarobot.runs import load_policy, resumed_config, run_from_checkpoint
 from metarobot.train import train
 
 needs_cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
@@ -51,11 +51,39 @@ def test_a_gpu_checkpoint_loads_evaluates_and_adapts_on_a_cpu_only_machine(gpu_c
 
 @needs_cpu_only
 def test_a_gpu_run_resumes_on_the_cpu_when_asked_and_not_otherwise(gpu_checkpoint, tmp_path):
-    saved = load_policy(gpu_checkpoint).config
-    assert resumed_config(saved, {"device": "cpu", "iterations": 3}).device == "cpu"
-    with pytest.raises(ValueError, match="sees no GPU"):
-        # the run's own device is used now: the machine is asked
-        train(saved, tmp_path / "run", progress=False)
+    """A run directory whose run trained on a GPU: --resume without --device is refused (its
+    own device, asked of this machine) before anything changes; --device cpu continues it."""
+    from metarobot import cli
+    out = tmp_path / "run"
+    run_from_checkpoint(gpu_checkpoint, out)
+    before = (out / "checkpoints" / "latest.safetensors").read_bytes()
+    assert cli.main(["train", "--out", str(out), "--resume", "--iterations", "2",
+                     "--quiet"]) == 2
+    assert (out / "checkpoints" / "latest.safetensors").read_bytes() == before
+    assert not (out / "progress.csv").exists()
+    assert cli.main(["train", "--out", str(out), "--resume", "--iterations", "2",
+                     "--device", "cpu", "--quiet"]) == 0
+    _, info = checkpoint.load(out / "checkpoints" / "latest.safetensors")
+    assert info["iteration"] == 1 and info["config"]["device"] == "cpu"
+
+
+def test_a_refused_resume_from_a_checkpoint_file_writes_nothing(gpu_checkpoint, tmp_path):
+    from metarobot import cli
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), "--resume", str(gpu_checkpoint),
+                     "--max-kl", "0.05", "--device", "cpu", "--quiet"]) == 2
+    assert not out.exists()
+
+
+def test_chunks_depend_on_the_configuration_alone_and_are_at_least_16():
+    from metarobot.samples import chunk_ranges
+    for ntask, samples_per_task in ((4, 800), (16, 2000), (17, 2000), (40, 2000), (40, 8000),
+                                    (100, 100)):
+        chunks = chunk_ranges(ntask, samples_per_task, 8192)
+        assert chunks[0][0] == 0 and chunks[-1][1] == ntask
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(chunks, chunks[1:]))
+        assert len(chunks) >= min(ntask, 16)
+        assert max(b - a for a, b in chunks) <= max(1, 8192 // samples_per_task)
 
 
 def test_one_step_size_rule_for_every_job():
@@ -101,3 +129,11 @@ def test_resume_refuses_another_value_of_a_fixed_setting_naming_both():
         resumed_config(saved, {"max_kl": 0.02})
     back = resumed_config(tiny(cluster="ray", workers=2), {"cluster": "local"})
     assert (back.cluster, back.workers) == ("local", 1)  # the Ray settings lapse
+    with pytest.raises(ValueError, match="unknown training setting 'max_k'"):
+        resumed_config(saved, {"max_k": 0.01})
+    # a Reptile run whose step size anneals, resumed longer from Python with its config:
+    # the schedule the TrainConfig fills in from iterations is not a request
+    reptile = tiny(algo="reptile", iterations=10, reptile_epsilon_final=0.01)
+    longer = TrainConfig.from_dict(dict(reptile.to_dict(), iterations=20,
+                                        reptile_anneal_iterations=None))
+    assert resumed_config(reptile, longer.to_dict()).reptile_anneal_iterations == 10
