@@ -60,23 +60,9 @@ metarobot::RewardTerm ToRewardTerm(const RewardTuple& r) {
   return {kind, weight, body, axis, param, scale, lo, hi, flag, other};
 }
 
-std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addresses,
-                                        const std::vector<ObsTuple>& obs,
-                                        const std::vector<RewardTuple>& reward,
-                                        const std::vector<TermTuple>& termination,
-                                        int frame_skip, int horizon, double qpos_noise,
-                                        double qvel_noise, bool uniform_noise,
-                                        bool normalized_actions, int init_key, int nparam,
-                                        const std::vector<double>& params, uint64_t seed,
-                                        int nthread, bool autoreset,
-                                        const SuccessTuple& success, uint64_t first_stream,
-                                        const py::dict& actuators) {
-  metarobot::FamilySpec spec;
-  for (const auto& [kind, id, start, size, lo, hi, geom, columns, noise, delay] : obs) {
-    spec.obs.push_back({kind, id, start, size, lo, hi, geom, columns, noise, delay});
-  }
-  // the actuator model: plain numbers and lists by name; the core checks sizes and values
-  metarobot::ActuatorSpec& a = spec.actuators;
+// The actuator model from plain numbers and lists by name; the core checks sizes and values.
+metarobot::ActuatorSpec ToActuators(const py::dict& actuators) {
+  metarobot::ActuatorSpec a;
   const char* known[] = {"mode", "qpos_adr", "dof_adr", "q_default", "action_scale", "kp", "kd",
                          "strength", "feedforward", "effort_limit", "saturation_torque",
                          "max_velocity", "delay_lo", "delay_hi", "noise_scale"};
@@ -107,6 +93,25 @@ std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addr
   doubles("saturation_torque", &a.saturation_torque);
   doubles("max_velocity", &a.max_velocity);
   doubles("noise_scale", &a.noise_scale);
+  return a;
+}
+
+std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addresses,
+                                        const std::vector<ObsTuple>& obs,
+                                        const std::vector<RewardTuple>& reward,
+                                        const std::vector<TermTuple>& termination,
+                                        int frame_skip, int horizon, double qpos_noise,
+                                        double qvel_noise, bool uniform_noise,
+                                        bool normalized_actions, int init_key, int nparam,
+                                        const std::vector<double>& params, uint64_t seed,
+                                        int nthread, bool autoreset,
+                                        const SuccessTuple& success, uint64_t first_stream,
+                                        const py::dict& actuators) {
+  metarobot::FamilySpec spec;
+  for (const auto& [kind, id, start, size, lo, hi, geom, columns, noise, delay] : obs) {
+    spec.obs.push_back({kind, id, start, size, lo, hi, geom, columns, noise, delay});
+  }
+  spec.actuators = ToActuators(actuators);
   for (const RewardTuple& r : reward) spec.reward.push_back(ToRewardTerm(r));
   for (const auto& [kind, index, lo, hi, geom] : termination) {
     spec.termination.push_back({kind, index, lo, hi, geom});
@@ -170,6 +175,22 @@ PYBIND11_MODULE(_core, m) {
       py::arg("model_address"), py::arg("nstep"), py::arg("frame_skip"), py::arg("horizon"),
       py::arg("seed") = 0,
       "Seconds of a single-thread C loop of nstep mj_step calls (the benchmark ceiling)");
+  m.def(
+      "time_servo_loop",
+      [](uintptr_t model_address, const py::dict& actuators, int64_t nstep, int decimation,
+         int horizon, uint64_t seed) {
+        if (nstep < 1 || decimation < 1 || horizon < 1) {
+          throw py::value_error("nstep, decimation and horizon should be >= 1");
+        }
+        const auto* model = reinterpret_cast<const mjModel*>(model_address);
+        const metarobot::ActuatorSpec spec = ToActuators(actuators);
+        py::gil_scoped_release release;
+        return metarobot::TimeServoLoop(model, spec, nstep, decimation, horizon, seed);
+      },
+      py::arg("model_address"), py::arg("actuators"), py::arg("nstep"), py::arg("decimation"),
+      py::arg("horizon"), py::arg("seed") = 0,
+      "Seconds of a single-thread C loop of nstep mj_step calls through servo motors (the "
+      "ceiling of sampling with actuators); actuators as BatchEngine's, simulation 0's used");
 
   py::class_<BatchEngine>(m, "BatchEngine")
       .def(py::init(&MakeEngine), py::arg("model_addresses"), py::arg("obs_terms"),

@@ -527,14 +527,10 @@ void BatchEngine::ApplyCommand(const mjModel* m, mjData* d, int sim, int j) {
   const double* target = command ? command : a.q_default.data();
   const size_t o = static_cast<size_t>(sim) * act_dim_;
   for (int i = 0; i < act_dim_; ++i) {
-    const double q = d->qpos[a.qpos_adr[i]], w = d->qvel[a.dof_adr[i]];
-    double tau = a.strength[o + i] * (a.kp[o + i] * (target[i] - q) - a.kd[o + i] * w) +
-                 a.feedforward[o + i];
-    // DC motor: the torque available falls linearly with speed, capped at the effort limit
-    const double envelope = a.saturation_torque[o + i] * (1.0 - std::fabs(w) / a.max_velocity[o + i]);
-    const double limit = std::min(a.effort_limit[o + i], std::max(envelope, 0.0));
-    tau = std::min(std::max(tau, -limit), limit);
-    d->qfrc_applied[a.dof_adr[i]] = tau;
+    d->qfrc_applied[a.dof_adr[i]] = ServoTorque(
+        target[i], d->qpos[a.qpos_adr[i]], d->qvel[a.dof_adr[i]], a.kp[o + i], a.kd[o + i],
+        a.strength[o + i], a.feedforward[o + i], a.effort_limit[o + i],
+        a.saturation_torque[o + i], a.max_velocity[o + i]);
   }
 }
 

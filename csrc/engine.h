@@ -5,6 +5,8 @@
 #ifndef METAROBOT_ENGINE_H_
 #define METAROBOT_ENGINE_H_
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -124,6 +126,19 @@ struct ActuatorSpec {
   std::vector<int> delay_lo, delay_hi;
   std::vector<double> noise_scale;      // (nsim) factor on every term's noise; empty: 1
 };
+
+// The servo law of one motor (ActuatorSpec), Nm: PD torque plus feed-forward, clipped to the
+// effort limit and the DC motor's torque-speed envelope at joint velocity w. Written once for
+// the engine and the benchmark's plain loop.
+inline double ServoTorque(double target, double q, double w, double kp, double kd,
+                          double strength, double feedforward, double effort_limit,
+                          double saturation_torque, double max_velocity) {
+  const double tau = strength * (kp * (target - q) - kd * w) + feedforward;
+  // the torque available falls linearly with speed, capped at the effort limit
+  const double envelope = saturation_torque * (1.0 - std::fabs(w) / max_velocity);
+  const double limit = std::min(effort_limit, std::max(envelope, 0.0));
+  return std::min(std::max(tau, -limit), limit);
+}
 
 struct FamilySpec {
   std::vector<ObsTerm> obs;
