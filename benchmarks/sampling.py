@@ -23,15 +23,17 @@ three more layouts) x 32 simulations in one call, against 256 simulations on eac
 terrains. Episodes there end when the robot falls, so rates count valid env-steps.
 
 --actuators times HalfCheetahVelServo at decimation 4 (PD servos at every physics step, a
-20 ms command delay, noisy joint sensors, strength per task) against the servo ceiling: a plain
-single-thread C loop of the same PD law, limits and delay around mj_step on the same model, x
-threads; and, as a control, HalfCheetahVel's motors at the same frame_skip against the plain
-mj_step ceiling. Each rollout is timed alternately with its ceiling, repeats times, best of each.
+20 ms command delay, noisy joint sensors, strength per task) against the servo ceiling: plain C
+loops of the same PD law, limits and delay around mj_step on the same model, one per thread,
+run at once; and, as a control, HalfCheetahVel's motors at the same frame_skip against plain
+mj_step loops. Each rollout call is paired with a ceiling run of as many physics steps per
+thread right before it, the pairs alternating repeats times.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import time
 from typing import Callable, Dict, List
@@ -220,21 +222,29 @@ def servo_family(decimation: int, horizon: int):
 
 
 def bench_actuators(sizes, threads_list, horizon, repeats, decimation=4) -> List[Dict]:
-    """Servo rollouts against the servo C loop, motor rollouts against the mj_step loop, each
-    timed alternately with its ceiling."""
+    """Servo rollouts against the servo C loop, motor rollouts against the mj_step loop. Each
+    rollout call is paired with a ceiling run of the same physics steps per thread, run right
+    before it; the pairs alternate repeats times. Returns the best rate of each and the median
+    of the pairs' ratios (steadier than best over best on a shared machine)."""
     servo = servo_family(decimation, horizon)
     motors = metarobot.make_family("HalfCheetahVel", frame_skip=decimation, horizon=horizon)
     model = servo.load_model()
     settings = servo.actuator_settings(model, servo.sample_tasks(1, seed=0))
-    nstep = 40_000
 
-    def servo_ceiling():
-        return nstep / _core.time_servo_loop(model._address, settings, nstep, decimation,
-                                             horizon) / decimation
+    def concurrently(loop, nstep, threads):
+        """Env steps/s of `threads` copies of a C loop run at once (each releases the GIL):
+        on a shared machine the cores the rollout gets, not threads x one idle core."""
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            seconds = list(pool.map(loop, [nstep] * threads, range(threads)))
+        return sum(nstep / s for s in seconds) / decimation
 
-    def motor_ceiling():
-        return nstep / _core.time_mj_step_loop(model._address, nstep, decimation,
-                                               horizon) / decimation
+    def servo_ceiling(nstep, threads):
+        return concurrently(lambda k, seed: _core.time_servo_loop(
+            model._address, settings, k, decimation, horizon, seed), nstep, threads)
+
+    def motor_ceiling(nstep, threads):
+        return concurrently(lambda k, seed: _core.time_mj_step_loop(
+            model._address, k, decimation, horizon, seed), nstep, threads)
     rows = []
     for threads in threads_list:
         for n in sizes:
@@ -247,18 +257,20 @@ def bench_actuators(sizes, threads_list, horizon, repeats, decimation=4) -> List
                 torch.manual_seed(0)
                 policy = metarobot.GaussianMLPPolicy(sim.observation_dim, sim.action_dim)
                 sim.rollout(policy, horizon=5)
-                ceiling()
-
-                def run():
-                    sim.rollout(policy, horizon=horizon)
-                    return n * horizon
-                best, top = 0.0, 0.0
+                nstep = max(n * horizon * decimation // threads, 40_000)
+                ceiling(2000, 1)
+                rates, tops = [], []
                 for _ in range(repeats):  # alternating, so both see the same load
-                    top = max(top, ceiling() * threads)
-                    best = max(best, best_rate(run, 1))
-                rows.append(dict(sampler=name, n=n, threads=threads, rate=best, ceiling=top))
-                print(f"  {name:<32} N={n:<5} threads={threads}: {best:>10,.0f} env-steps/s, "
-                      f"ceiling {top:>10,.0f}: {best / top:.2f}x", flush=True)
+                    tops.append(ceiling(nstep, threads))
+                    start = time.perf_counter()
+                    sim.rollout(policy, horizon=horizon)
+                    rates.append(n * horizon / (time.perf_counter() - start))
+                ratio = float(np.median(np.array(rates) / np.array(tops)))
+                rows.append(dict(sampler=name, n=n, threads=threads, rate=max(rates),
+                                 ceiling=max(tops), ratio=ratio))
+                print(f"  {name:<32} N={n:<5} threads={threads}: {max(rates):>10,.0f} "
+                      f"env-steps/s, ceiling {max(tops):>10,.0f}: median pair ratio "
+                      f"{ratio:.2f}", flush=True)
     return rows
 
 
@@ -283,11 +295,12 @@ def main() -> None:
         print(f"HalfCheetah servos at decimation 4 (timestep 0.01 s), policy 2 x 100 ReLU, "
               f"horizon {args.horizon}, {os.cpu_count()} CPUs, MuJoCo {mujoco.__version__}\n")
         rows = bench_actuators(args.sizes, args.threads, args.horizon, args.repeats)
-        print("\n| rollout | N | threads | env-steps/s | ceiling | vs ceiling |")
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("\n| rollout | N | threads | env-steps/s (best) | ceiling (best) | best / best "
+              "| median of paired ratios |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
             print(f"| {r['sampler']} | {r['n']} | {r['threads']} | {r['rate']:,.0f} | "
-                  f"{r['ceiling']:,.0f} | {r['rate'] / r['ceiling']:.2f} |")
+                  f"{r['ceiling']:,.0f} | {r['rate'] / r['ceiling']:.2f} | {r['ratio']:.2f} |")
         return
     if args.terrain:
         threads = max(args.threads)

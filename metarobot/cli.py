@@ -32,7 +32,7 @@ def _families(args: argparse.Namespace) -> int:
         model = fam.load_model()
         params = "; ".join(d.describe() for d in fam.parameters)
         step = model.opt.timestep * fam.frame_skip
-        actuators = ("torque at once" if fam.actuators is None
+        actuators = ("the model's motors, no delay" if fam.actuators is None
                      else fam.actuators.describe())
         print(f"| {name} | {fam.observation_dim(model)} | {model.nu} | {fam.horizon} | "
               f"{step:g} | {params} | {actuators} | {fam.description} |")

@@ -606,7 +606,7 @@ class Actuators:
         delay = (f"delay {low:g} ms" if low == high else
                  f"delay U[{low:g}, {high:g}] ms per episode")
         if self.kind == "torque":
-            return f"torque, {delay}"
+            return f"the model's motors, {delay}"
         parts = [f"PD servos kp {_show(self.kp)}, kd {_show(self.kd)}, action scale "
                  f"{_show(self.action_scale)}"]
         if self.strength != 1.0:

@@ -315,8 +315,8 @@ def test_actuated_rollouts_are_identical_at_any_thread_count_and_split(name, arm
     assert np.isfinite(one.returns).all()
 
 
-def test_servo_family_differs_from_its_torque_original():
-    """HalfCheetahVelServo runs the same model through servos: other dynamics, same sizes."""
+def test_servo_family_moves_joints_to_targets_with_unbounded_actions():
+    """HalfCheetahVelServo: the same model and observation sizes, actions are targets."""
     servo = metarobot.make_family("HalfCheetahVelServo")
     torque = metarobot.make_family("HalfCheetahVel")
     assert servo.observation_dim() == torque.observation_dim() == 20
@@ -358,6 +358,11 @@ def test_family_level_actuator_errors(arm_path):
     with pytest.raises(ValueError, match="the task parameter kp needs servo actuators"):
         dataclasses.replace(cheetah, parameters=cheetah.parameters + (
             P.ActuatorRange("kp", 1.0, 2.0),))
+    with pytest.raises(ValueError, match="Qvel: delay should be an integer >= 0 \\(physics "
+                                         "steps\\), got 1.5"):
+        dataclasses.replace(cheetah, observation=(T.Qpos(1), T.Qvel(delay=1.5)))
+    with pytest.raises(ValueError, match="Qpos: noise should be a std >= 0, got -0.1"):
+        dataclasses.replace(cheetah, observation=(T.Qpos(1, noise=-0.1), T.Qvel()))
     with pytest.raises(ValueError, match="kp \\(Nm/rad\\) should be >= 0, got -1"):
         P.ActuatorRange("kp", -1.0, 2.0).validate()
     with pytest.raises(ValueError, match="command_delay_ms is one value per task"):
