@@ -244,6 +244,28 @@ def test_servos_match_a_plain_mj_step_loop_bit_for_bit(arm_path, frame_skip, del
     assert sum(p.enveloped for p in plains) > 0
 
 
+def test_rollout_with_the_policy_in_the_loop_matches_the_plain_loop(arm_path):
+    """rollout() evaluates the policy in C++ and splits physics steps around the observation
+    (mj_step1 / mj_step2); the servos' torques still follow the plain loop to the bit."""
+    family = arm_family(arm_path, frame_skip=4, delay_ms=(0.0, 14.0))
+    tasks = family.sample_tasks(2, seed=4)
+    sim = metarobot.BatchSim(family, tasks, envs_per_task=2, seed=9, num_threads=2)
+    torch.manual_seed(1)
+    policy = metarobot.GaussianMLPPolicy(sim.observation_dim, sim.action_dim, (16,))
+    traj = sim.rollout(policy, horizon=50)
+    model = sim.models[0]
+    for i in range(sim.num_envs):
+        rng = Rng(9, i)
+        plain = PlainServoSim(family, tasks[sim.task_index[i]], model, rng, SERVO, (0, 7))
+        np.testing.assert_array_equal(traj.observations[0, i], plain.reset())
+        for t in range(traj.lengths[i]):
+            for _ in range(sim.action_dim):
+                rng.normal()  # the policy's noise, drawn in the core before the step
+            obs = plain.step(traj.actions[t, i].astype(np.float64))
+            nxt = traj.observations[t + 1, i] if t + 1 < 50 else traj.final_observations[i]
+            np.testing.assert_array_equal(nxt, obs, err_msg=f"step {t}, sim {i}")
+
+
 def test_torque_family_with_a_command_delay_matches_a_plain_loop():
     """HalfCheetahVel's own motors, commands 0..30 ms late (0..3 steps) drawn per episode: the
     controls of action 0 until the first command arrives."""
