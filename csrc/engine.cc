@@ -543,7 +543,9 @@ bool BatchEngine::Advance(const mjModel* m, mjData* d, int sim, const double* ac
   } else {
     double* command = s.commands.data() + (s.commands_issued % ncommand_) * act_dim_;
     if (a.mode == kActuatorsServo) {
-      for (int i = 0; i < act_dim_; ++i) command[i] = a.q_default[i] + a.action_scale[i] * action[i];
+      for (int i = 0; i < act_dim_; ++i) {
+        command[i] = a.q_default[i] + a.action_scale[i] * action[i];
+      }
     } else {
       ActionToCtrl(m, action, command);
     }

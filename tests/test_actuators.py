@@ -436,5 +436,6 @@ def test_core_checks_actuator_arrays_before_any_work(arm_path):
         make(delay_lo=[3, 0], delay_hi=[1, 0])
     with pytest.raises(ValueError, match="unknown setting 'gains'"):
         make(gains=[1.0])
-    with pytest.raises(ValueError, match="motor 0 drives qpos 9 / dof 0, outside the model.s nq 3 / nv 3"):
+    with pytest.raises(ValueError, match="motor 0 drives qpos 9 / dof 0, outside the "
+                                         "model.s nq 3 / nv 3"):
         make(qpos_adr=[9, 1, 2])
