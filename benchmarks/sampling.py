@@ -16,15 +16,24 @@ Prints a markdown table of env-steps/s with the ratio to the ceiling at the same
   python benchmarks/sampling.py --sizes 16 256 --threads 2 --horizon 100
   python benchmarks/sampling.py --mixed              # also: mixed tasks vs one task per batch
   python benchmarks/sampling.py --terrain            # only: mixed terrains vs one terrain
+  python benchmarks/sampling.py --actuators          # only: PD servos at decimation 4
 
 --terrain times AntTerrainDir and Walker2DTerrainVel: 8 tasks on 8 terrains (every kind, then
 three more layouts) x 32 simulations in one call, against 256 simulations on each one of those
 terrains. Episodes there end when the robot falls, so rates count valid env-steps.
+
+--actuators times HalfCheetahVelServo at decimation 4 (PD servos at every physics step, a
+20 ms command delay, noisy joint sensors, strength per task) against the servo ceiling: plain C
+loops of the same PD law, limits and delay around mj_step on the same model, one per thread,
+run at once; and, as a control, HalfCheetahVel's motors at the same frame_skip against plain
+mj_step loops. Each rollout call is paired with a ceiling run of as many physics steps per
+thread right before it, the pairs alternating repeats times.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import time
 from typing import Callable, Dict, List
@@ -204,6 +213,67 @@ def bench_mixed_terrain(family_name: str, threads: int, horizon: int, repeats: i
     return rows
 
 
+def servo_family(decimation: int, horizon: int):
+    """HalfCheetahVelServo at the given decimation with a fixed 20 ms command delay (the
+    ceiling loop runs one delay)."""
+    base = metarobot.make_family("HalfCheetahVelServo")
+    return base.with_overrides(frame_skip=decimation, horizon=horizon,
+                               actuators=dict(base.actuators.as_dict(), delay_ms=20.0))
+
+
+def bench_actuators(sizes, threads_list, horizon, repeats, decimation=4) -> List[Dict]:
+    """Servo rollouts against the servo C loop, motor rollouts against the mj_step loop. Each
+    rollout call is paired with a ceiling run of the same physics steps per thread, run right
+    before it; the pairs alternate repeats times. Returns the best rate of each and the median
+    of the pairs' ratios (steadier than best over best on a shared machine)."""
+    servo = servo_family(decimation, horizon)
+    motors = metarobot.make_family("HalfCheetahVel", frame_skip=decimation, horizon=horizon)
+    model = servo.load_model()
+    settings = servo.actuator_settings(model, servo.sample_tasks(1, seed=0))
+
+    def concurrently(loop, nstep, threads):
+        """Env steps/s of `threads` copies of a C loop run at once (each releases the GIL):
+        on a shared machine the cores the rollout gets, not threads x one idle core."""
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            seconds = list(pool.map(loop, [nstep] * threads, range(threads)))
+        return sum(nstep / s for s in seconds) / decimation
+
+    def servo_ceiling(nstep, threads):
+        return concurrently(lambda k, seed: _core.time_servo_loop(
+            model._address, settings, k, decimation, horizon, seed), nstep, threads)
+
+    def motor_ceiling(nstep, threads):
+        return concurrently(lambda k, seed: _core.time_mj_step_loop(
+            model._address, k, decimation, horizon, seed), nstep, threads)
+    rows = []
+    for threads in threads_list:
+        for n in sizes:
+            for name, family, ceiling in (("servos (PD every physics step)", servo,
+                                           servo_ceiling),
+                                          ("motors (no actuator model)", motors,
+                                           motor_ceiling)):
+                sim = metarobot.BatchSim(family, family.sample_tasks(n, seed=0),
+                                         num_threads=threads)
+                torch.manual_seed(0)
+                policy = metarobot.GaussianMLPPolicy(sim.observation_dim, sim.action_dim)
+                sim.rollout(policy, horizon=5)
+                nstep = max(n * horizon * decimation // threads, 40_000)
+                ceiling(2000, 1)
+                rates, tops = [], []
+                for _ in range(repeats):  # alternating, so both see the same load
+                    tops.append(ceiling(nstep, threads))
+                    start = time.perf_counter()
+                    sim.rollout(policy, horizon=horizon)
+                    rates.append(n * horizon / (time.perf_counter() - start))
+                ratio = float(np.median(np.array(rates) / np.array(tops)))
+                rows.append(dict(sampler=name, n=n, threads=threads, rate=max(rates),
+                                 ceiling=max(tops), ratio=ratio))
+                print(f"  {name:<32} N={n:<5} threads={threads}: {max(rates):>10,.0f} "
+                      f"env-steps/s, ceiling {max(tops):>10,.0f}: median pair ratio "
+                      f"{ratio:.2f}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -217,8 +287,21 @@ def main() -> None:
                         help="also time a batch of mixed tasks against one task per batch")
     parser.add_argument("--terrain", action="store_true",
                         help="only time batches of mixed terrains against one terrain each")
+    parser.add_argument("--actuators", action="store_true",
+                        help="only time servo rollouts at decimation 4 against the servo loop")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the policy is small; the simulation threads get the cores
+    if args.actuators:
+        print(f"HalfCheetah servos at decimation 4 (timestep 0.01 s), policy 2 x 100 ReLU, "
+              f"horizon {args.horizon}, {os.cpu_count()} CPUs, MuJoCo {mujoco.__version__}\n")
+        rows = bench_actuators(args.sizes, args.threads, args.horizon, args.repeats)
+        print("\n| rollout | N | threads | env-steps/s (best) | ceiling (best) | best / best "
+              "| median of paired ratios |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            print(f"| {r['sampler']} | {r['n']} | {r['threads']} | {r['rate']:,.0f} | "
+                  f"{r['ceiling']:,.0f} | {r['rate'] / r['ceiling']:.2f} | {r['ratio']:.2f} |")
+        return
     if args.terrain:
         threads = max(args.threads)
         print(f"Mixed terrains in one call ({threads} threads, rollout, horizon {args.horizon}, "

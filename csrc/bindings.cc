@@ -50,7 +50,7 @@ T* Checked(py::handle obj, const char* name, std::vector<py::ssize_t> shape, boo
   return static_cast<T*>(arr.mutable_data());
 }
 
-using ObsTuple = std::tuple<int, int, int, int, double, double, int, int>;
+using ObsTuple = std::tuple<int, int, int, int, double, double, int, int, double, int>;
 using RewardTuple = std::tuple<int, double, int, int, int, double, double, double, int, int>;
 using TermTuple = std::tuple<int, int, double, double, int>;
 using SuccessTuple = std::optional<std::tuple<RewardTuple, double>>;
@@ -58,6 +58,42 @@ using SuccessTuple = std::optional<std::tuple<RewardTuple, double>>;
 metarobot::RewardTerm ToRewardTerm(const RewardTuple& r) {
   const auto& [kind, weight, body, axis, param, scale, lo, hi, flag, other] = r;
   return {kind, weight, body, axis, param, scale, lo, hi, flag, other};
+}
+
+// The actuator model from plain numbers and lists by name; the core checks sizes and values.
+metarobot::ActuatorSpec ToActuators(const py::dict& actuators) {
+  metarobot::ActuatorSpec a;
+  const char* known[] = {"mode", "qpos_adr", "dof_adr", "q_default", "action_scale", "kp", "kd",
+                         "strength", "feedforward", "effort_limit", "saturation_torque",
+                         "max_velocity", "delay_lo", "delay_hi", "noise_scale"};
+  for (const auto& item : actuators) {
+    const std::string key = py::str(item.first);
+    bool ok = false;
+    for (const char* k : known) ok = ok || key == k;
+    if (!ok) throw py::value_error("actuators: unknown setting '" + key + "'");
+  }
+  auto ints = [&](const char* k, std::vector<int>* out) {
+    if (actuators.contains(k)) *out = actuators[k].cast<std::vector<int>>();
+  };
+  auto doubles = [&](const char* k, std::vector<double>* out) {
+    if (actuators.contains(k)) *out = actuators[k].cast<std::vector<double>>();
+  };
+  if (actuators.contains("mode")) a.mode = actuators["mode"].cast<int>();
+  ints("qpos_adr", &a.qpos_adr);
+  ints("dof_adr", &a.dof_adr);
+  ints("delay_lo", &a.delay_lo);
+  ints("delay_hi", &a.delay_hi);
+  doubles("q_default", &a.q_default);
+  doubles("action_scale", &a.action_scale);
+  doubles("kp", &a.kp);
+  doubles("kd", &a.kd);
+  doubles("strength", &a.strength);
+  doubles("feedforward", &a.feedforward);
+  doubles("effort_limit", &a.effort_limit);
+  doubles("saturation_torque", &a.saturation_torque);
+  doubles("max_velocity", &a.max_velocity);
+  doubles("noise_scale", &a.noise_scale);
+  return a;
 }
 
 std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addresses,
@@ -69,11 +105,13 @@ std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addr
                                         bool normalized_actions, int init_key, int nparam,
                                         const std::vector<double>& params, uint64_t seed,
                                         int nthread, bool autoreset,
-                                        const SuccessTuple& success, uint64_t first_stream) {
+                                        const SuccessTuple& success, uint64_t first_stream,
+                                        const py::dict& actuators) {
   metarobot::FamilySpec spec;
-  for (const auto& [kind, id, start, size, lo, hi, geom, columns] : obs) {
-    spec.obs.push_back({kind, id, start, size, lo, hi, geom, columns});
+  for (const auto& [kind, id, start, size, lo, hi, geom, columns, noise, delay] : obs) {
+    spec.obs.push_back({kind, id, start, size, lo, hi, geom, columns, noise, delay});
   }
+  spec.actuators = ToActuators(actuators);
   for (const RewardTuple& r : reward) spec.reward.push_back(ToRewardTerm(r));
   for (const auto& [kind, index, lo, hi, geom] : termination) {
     spec.termination.push_back({kind, index, lo, hi, geom});
@@ -137,6 +175,22 @@ PYBIND11_MODULE(_core, m) {
       py::arg("model_address"), py::arg("nstep"), py::arg("frame_skip"), py::arg("horizon"),
       py::arg("seed") = 0,
       "Seconds of a single-thread C loop of nstep mj_step calls (the benchmark ceiling)");
+  m.def(
+      "time_servo_loop",
+      [](uintptr_t model_address, const py::dict& actuators, int64_t nstep, int decimation,
+         int horizon, uint64_t seed) {
+        if (nstep < 1 || decimation < 1 || horizon < 1) {
+          throw py::value_error("nstep, decimation and horizon should be >= 1");
+        }
+        const auto* model = reinterpret_cast<const mjModel*>(model_address);
+        const metarobot::ActuatorSpec spec = ToActuators(actuators);
+        py::gil_scoped_release release;
+        return metarobot::TimeServoLoop(model, spec, nstep, decimation, horizon, seed);
+      },
+      py::arg("model_address"), py::arg("actuators"), py::arg("nstep"), py::arg("decimation"),
+      py::arg("horizon"), py::arg("seed") = 0,
+      "Seconds of a single-thread C loop of nstep mj_step calls through servo motors (the "
+      "ceiling of sampling with actuators); actuators as BatchEngine's, simulation 0's used");
 
   py::class_<BatchEngine>(m, "BatchEngine")
       .def(py::init(&MakeEngine), py::arg("model_addresses"), py::arg("obs_terms"),
@@ -145,7 +199,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("uniform_noise"), py::arg("normalized_actions"), py::arg("init_key"), py::arg("nparam"), py::arg("params"),
            py::arg("seed"),
            py::arg("nthread"), py::arg("autoreset"), py::arg("success") = py::none(),
-           py::arg("first_stream") = 0)
+           py::arg("first_stream") = 0, py::arg("actuators") = py::dict())
       .def_property_readonly("nsim", &BatchEngine::nsim)
       .def_property_readonly("obs_dim", &BatchEngine::obs_dim)
       .def_property_readonly("act_dim", &BatchEngine::act_dim)

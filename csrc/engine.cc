@@ -109,7 +109,18 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
     }
   };
   obs_dim_ = 0;
+  int max_obs_delay = 0;
   for (const ObsTerm& t : spec_.obs) {
+    if (!(t.noise >= 0) || !std::isfinite(t.noise)) {
+      throw std::invalid_argument("observation noise should be a finite std >= 0, got " +
+                                  std::to_string(t.noise));
+    }
+    if (t.delay < 0 || (t.delay > 0 && t.kind != kObsQpos && t.kind != kObsQvel)) {
+      throw std::invalid_argument("observation delay should be >= 0 physics steps, and only "
+                                  "joint positions and velocities are delayed; got delay " +
+                                  Str(t.delay) + " on a term of kind " + Str(t.kind));
+    }
+    max_obs_delay = std::max(max_obs_delay, t.delay);
     switch (t.kind) {
       case kObsQpos:
       case kObsQvel: {
@@ -244,6 +255,8 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
     throw std::invalid_argument("init keyframe " + Str(spec_.init_key) + " is not in the model's " +
                                 Str(m0->nkey) + " keyframes");
   }
+  CheckActuators(m0);
+  nhistory_ = max_obs_delay > 0 ? max_obs_delay + 1 : 0;
   // mj_step1/mj_step2 split the step only for integrators that run one forward pass.
   split_step_ = true;
   for (const mjModel* m : models_) {
@@ -267,8 +280,123 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
   qvel_offset_ = static_cast<int>(mjb_stateComponent(batch_, mjSTATE_QVEL, nullptr) - base);
 
   slots_.resize(nsim_);
+  for (SimSlot& s : slots_) {
+    // the rings live as long as the engine: nothing is allocated inside the step loop
+    if (spec_.actuators.mode != kActuatorsNone) {
+      s.commands.assign(static_cast<size_t>(ncommand_) * act_dim_, 0.0);
+    }
+    s.history.assign(static_cast<size_t>(nhistory_) * (nq_ + nv_), 0.0);
+  }
   last_obs_.assign(static_cast<size_t>(nsim_) * obs_dim_, 0.0f);
   Seed(seed);
+}
+
+void BatchEngine::CheckActuators(const mjModel* m0) {
+  const ActuatorSpec& a = spec_.actuators;
+  const size_t n = static_cast<size_t>(nsim_), nu = static_cast<size_t>(act_dim_);
+  auto sized = [&](size_t got, size_t want, const char* name) {
+    if (got != want) {
+      throw std::invalid_argument(std::string("actuators: ") + name + " should have " +
+                                  std::to_string(want) + " entries, got " + std::to_string(got));
+    }
+  };
+  if (!a.noise_scale.empty()) {
+    sized(a.noise_scale.size(), n, "noise_scale (one per simulation)");
+    for (size_t i = 0; i < n; ++i) {
+      if (!(a.noise_scale[i] >= 0) || !std::isfinite(a.noise_scale[i])) {
+        throw std::invalid_argument("actuators: noise_scale of simulation " + std::to_string(i) +
+                                    " should be a finite number >= 0, got " +
+                                    std::to_string(a.noise_scale[i]));
+      }
+    }
+  }
+  if (a.mode == kActuatorsNone) {
+    if (!a.delay_lo.empty() || !a.qpos_adr.empty()) {
+      throw std::invalid_argument("actuators: a command delay or servos need actuator mode "
+                                  "torque (1) or servo (2), got mode 0");
+    }
+    return;
+  }
+  if (act_dim_ > 64) throw std::invalid_argument("actuators: at most 64 motors are supported");
+  if (a.mode != kActuatorsTorque && a.mode != kActuatorsServo) {
+    throw std::invalid_argument("actuators: mode should be 0 (none), 1 (torque) or 2 (servo), "
+                                "got " + Str(a.mode));
+  }
+  int max_delay = 0;
+  if (!a.delay_lo.empty() || !a.delay_hi.empty()) {
+    sized(a.delay_lo.size(), n, "delay_lo (one per simulation)");
+    sized(a.delay_hi.size(), n, "delay_hi (one per simulation)");
+    for (size_t i = 0; i < n; ++i) {
+      if (a.delay_lo[i] < 0 || a.delay_hi[i] < a.delay_lo[i]) {
+        throw std::invalid_argument("actuators: the command delay of simulation " +
+                                    std::to_string(i) + " should be a range 0 <= lo <= hi "
+                                    "physics steps, got [" + Str(a.delay_lo[i]) + ", " +
+                                    Str(a.delay_hi[i]) + "]");
+      }
+      max_delay = std::max(max_delay, a.delay_hi[i]);
+    }
+  }
+  // a command issued at env step n acts from physics step n * frame_skip + delay on, so the
+  // one in force lags at most ceil(delay / frame_skip) env steps behind the newest
+  ncommand_ = (max_delay + spec_.frame_skip - 1) / spec_.frame_skip + 1;
+  if (a.mode == kActuatorsTorque) {
+    if (!a.qpos_adr.empty() || !a.kp.empty()) {
+      throw std::invalid_argument("actuators: torque mode takes no servo settings");
+    }
+    return;
+  }
+  if (spec_.normalized_actions) {
+    throw std::invalid_argument("actuators: servo actions are joint targets; they cannot also "
+                                "be normalized onto control ranges (normalized_actions)");
+  }
+  sized(a.qpos_adr.size(), nu, "qpos_adr (one per motor = action)");
+  sized(a.dof_adr.size(), nu, "dof_adr (one per motor = action)");
+  sized(a.q_default.size(), nu, "q_default (one per motor = action)");
+  sized(a.action_scale.size(), nu, "action_scale (one per motor = action)");
+  for (size_t i = 0; i < nu; ++i) {
+    if (a.qpos_adr[i] < 0 || a.qpos_adr[i] >= m0->nq || a.dof_adr[i] < 0 ||
+        a.dof_adr[i] >= m0->nv) {
+      throw std::invalid_argument("actuators: motor " + std::to_string(i) + " drives qpos " +
+                                  Str(a.qpos_adr[i]) + " / dof " + Str(a.dof_adr[i]) +
+                                  ", outside the model's nq " + Str(m0->nq) + " / nv " +
+                                  Str(m0->nv));
+    }
+    if (!std::isfinite(a.q_default[i]) || !std::isfinite(a.action_scale[i])) {
+      throw std::invalid_argument("actuators: q_default and action_scale of motor " +
+                                  std::to_string(i) + " should be finite");
+    }
+  }
+  struct Field {
+    const std::vector<double>& v;
+    const char* name;
+    bool positive;  // > 0 (limits) rather than >= 0 (gains)
+    bool may_be_inf;
+    bool any_sign;
+  };
+  const Field fields[] = {{a.kp, "kp", false, false, false},
+                          {a.kd, "kd", false, false, false},
+                          {a.strength, "strength", false, false, false},
+                          {a.feedforward, "feedforward", false, false, true},
+                          {a.effort_limit, "effort_limit", true, true, false},
+                          {a.saturation_torque, "saturation_torque", true, true, false},
+                          {a.max_velocity, "max_velocity", true, true, false}};
+  for (const Field& f : fields) {
+    sized(f.v.size(), n * nu,
+          (std::string(f.name) + " (nsim x motors = " + std::to_string(n) + " x " +
+           std::to_string(nu) + ")").c_str());
+    for (size_t k = 0; k < f.v.size(); ++k) {
+      const double x = f.v[k];
+      const bool ok = (f.may_be_inf ? !std::isnan(x) : std::isfinite(x)) &&
+                      (f.any_sign || (f.positive ? x > 0 : x >= 0));
+      if (!ok) {
+        throw std::invalid_argument(
+            std::string("actuators: ") + f.name + " of simulation " + std::to_string(k / nu) +
+            ", motor " + std::to_string(k % nu) + " should be " +
+            (f.any_sign ? "finite" : f.positive ? "> 0" : "a finite number >= 0") + ", got " +
+            std::to_string(x));
+      }
+    }
+  }
 }
 
 BatchEngine::~BatchEngine() {
@@ -309,9 +437,29 @@ void BatchEngine::ResetSim(const mjModel* m, mjData* d, int sim) {
     for (int i = 0; i < m->nq; ++i) d->qpos[i] += spec_.qpos_noise * s.rng.Normal();
     for (int i = 0; i < m->nv; ++i) d->qvel[i] += spec_.qvel_noise * s.rng.Normal();
   }
+  const ActuatorSpec& a = spec_.actuators;
+  s.delay = 0;
+  if (!a.delay_lo.empty()) {
+    const int lo = a.delay_lo[sim], hi = a.delay_hi[sim];
+    // drawn only for a range, so that a fixed delay leaves the stream as it was
+    s.delay = hi > lo ? lo + std::min(static_cast<int>(s.rng.Uniform() * (hi - lo + 1)), hi - lo)
+                      : lo;
+  }
+  s.commands_issued = 0;
+  s.physics_steps = 0;
+  RestartHistory(d, sim);
   s.t = 0;
   s.ret = 0;
   s.ended = false;
+}
+
+void BatchEngine::RestartHistory(const mjData* d, int sim) {
+  SimSlot& s = slots_[sim];
+  for (int k = 0; k < nhistory_; ++k) {
+    double* row = s.history.data() + static_cast<size_t>(k) * (nq_ + nv_);
+    std::memcpy(row, d->qpos, sizeof(double) * nq_);
+    std::memcpy(row + nq_, d->qvel, sizeof(double) * nv_);
+  }
 }
 
 void BatchEngine::ComputeStages(const mjModel* m, mjData* d, bool carry) const {
@@ -335,25 +483,88 @@ void BatchEngine::ComputeStages(const mjModel* m, mjData* d, bool carry) const {
   if (need_subtree_vel_) mj_subtreeVel(m, d);
 }
 
-bool BatchEngine::Advance(const mjModel* m, mjData* d, const double* action,
-                          bool carry) const {
+void BatchEngine::ActionToCtrl(const mjModel* m, const double* action, double* ctrl) const {
   if (spec_.normalized_actions) {
     for (int i = 0; i < act_dim_; ++i) {
       // centre + a * half-range: exact (ctrl == a) for a symmetric range [-1, 1], where
       // lo + (a + 1) / 2 * (hi - lo) rounds float64 actions in their last bit
       const double lo = m->actuator_ctrlrange[2 * i], hi = m->actuator_ctrlrange[2 * i + 1];
       const double centre = 0.5 * (lo + hi), half = 0.5 * (hi - lo);
-      d->ctrl[i] = std::min(std::max(centre + action[i] * half, lo), hi);
+      ctrl[i] = std::min(std::max(centre + action[i] * half, lo), hi);
     }
   } else {
-    for (int i = 0; i < act_dim_; ++i) d->ctrl[i] = action[i];
+    for (int i = 0; i < act_dim_; ++i) ctrl[i] = action[i];
+  }
+}
+
+const double* BatchEngine::CostControls(const mjData* d, int sim, const double* action) const {
+  if (!spec_.normalized_actions) return action;
+  if (spec_.actuators.mode == kActuatorsNone) return d->ctrl;
+  // the command just issued, not the delayed one the motors ran: the cost follows the action
+  const SimSlot& s = slots_[sim];
+  return s.commands.data() + ((s.commands_issued - 1) % ncommand_) * act_dim_;
+}
+
+void BatchEngine::ApplyCommand(const mjModel* m, mjData* d, int sim, int j) {
+  const ActuatorSpec& a = spec_.actuators;
+  SimSlot& s = slots_[sim];
+  const int64_t n = s.commands_issued - 1;  // the env step under way
+  const int64_t k = n * spec_.frame_skip + j;  // physics step of the episode
+  const double* command = nullptr;            // null: no command has arrived yet
+  if (k >= s.delay) {
+    const int64_t arrived = (k - s.delay) / spec_.frame_skip;  // newest command at the motors
+    command = s.commands.data() + (arrived % ncommand_) * act_dim_;
+  }
+  if (a.mode == kActuatorsTorque) {
+    if (command) {
+      std::memcpy(d->ctrl, command, sizeof(double) * act_dim_);
+    } else {
+      const double zero[64] = {};  // act_dim <= 64, checked by the constructor
+      ActionToCtrl(m, zero, d->ctrl);
+    }
+    return;
+  }
+  const double* target = command ? command : a.q_default.data();
+  const size_t o = static_cast<size_t>(sim) * act_dim_;
+  for (int i = 0; i < act_dim_; ++i) {
+    d->qfrc_applied[a.dof_adr[i]] = ServoTorque(
+        target[i], d->qpos[a.qpos_adr[i]], d->qvel[a.dof_adr[i]], a.kp[o + i], a.kd[o + i],
+        a.strength[o + i], a.feedforward[o + i], a.effort_limit[o + i],
+        a.saturation_torque[o + i], a.max_velocity[o + i]);
+  }
+}
+
+bool BatchEngine::Advance(const mjModel* m, mjData* d, int sim, const double* action,
+                          bool carry) {
+  const ActuatorSpec& a = spec_.actuators;
+  SimSlot& s = slots_[sim];
+  if (a.mode == kActuatorsNone) {
+    ActionToCtrl(m, action, d->ctrl);
+  } else {
+    double* command = s.commands.data() + (s.commands_issued % ncommand_) * act_dim_;
+    if (a.mode == kActuatorsServo) {
+      for (int i = 0; i < act_dim_; ++i) {
+        command[i] = a.q_default[i] + a.action_scale[i] * action[i];
+      }
+    } else {
+      ActionToCtrl(m, action, command);
+    }
+    ++s.commands_issued;
   }
   const int warnings = DivergenceWarnings(d);
   for (int k = 0; k < spec_.frame_skip; ++k) {
+    // the PD loop runs at the physics rate: its torque is recomputed before every step
+    if (a.mode != kActuatorsNone) ApplyCommand(m, d, sim, k);
     if (k == 0 && carry && split_step_ && need_posvel_ && !need_acc_) {
       mj_step2(m, d);
     } else {
       mj_step(m, d);
+    }
+    ++s.physics_steps;
+    if (nhistory_) {
+      double* row = s.history.data() + (s.physics_steps % nhistory_) * (nq_ + nv_);
+      std::memcpy(row, d->qpos, sizeof(double) * nq_);
+      std::memcpy(row + nq_, d->qvel, sizeof(double) * nv_);
     }
     if (DivergenceWarnings(d) != warnings) return false;
   }
@@ -361,36 +572,52 @@ bool BatchEngine::Advance(const mjModel* m, mjData* d, const double* action,
   return DivergenceWarnings(d) == warnings && FiniteState(m, d);
 }
 
-void BatchEngine::Observe(const mjModel* m, const mjData* d, int sim, float* out) const {
+void BatchEngine::Observe(const mjModel* m, const mjData* d, int sim, float* out) {
+  SimSlot& s = slots_[sim];
+  const std::vector<double>& scale = spec_.actuators.noise_scale;
   for (const ObsTerm& t : spec_.obs) {
+    const double sd = t.noise * (scale.empty() ? 1.0 : scale[sim]);
+    // a sensor's reading: the value plus its noise (drawn only for a noisy term, so that
+    // noise-free families keep their random streams as they were)
+    auto noisy = [&](double v) { return sd > 0 ? v + sd * s.rng.Normal() : v; };
+    const double* qpos = d->qpos;
+    const double* qvel = d->qvel;
+    if (t.delay > 0) {
+      // the state t.delay physics steps ago (the ring holds the reset state until then)
+      const int64_t k = ((s.physics_steps - t.delay) % nhistory_ + nhistory_) % nhistory_;
+      qpos = s.history.data() + k * (nq_ + nv_);
+      qvel = qpos + nq_;
+    }
     switch (t.kind) {
       case kObsQpos:
-        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(d->qpos[t.start + i]);
+        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(noisy(qpos[t.start + i]));
         break;
       case kObsQvel:
         for (int i = 0; i < t.size; ++i) {
-          double v = d->qvel[t.start + i];
+          double v = noisy(qvel[t.start + i]);
           if (t.lo < t.hi) v = std::min(std::max(v, t.lo), t.hi);
           out[i] = static_cast<float>(v);
         }
         break;
       case kObsCfrcExt:
         for (int i = 0; i < 6 * m->nbody; ++i) {
-          out[i] = static_cast<float>(std::min(std::max(d->cfrc_ext[i], t.lo), t.hi));
+          out[i] = static_cast<float>(std::min(std::max(noisy(d->cfrc_ext[i]), t.lo), t.hi));
         }
         break;
       case kObsBodyXmat:
-        for (int i = 0; i < 9; ++i) out[i] = static_cast<float>(d->xmat[9 * t.id + i]);
+        for (int i = 0; i < 9; ++i) out[i] = static_cast<float>(noisy(d->xmat[9 * t.id + i]));
         break;
       case kObsSubtreeCom:
-        for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(d->subtree_com[3 * t.id + i]);
+        for (int i = 0; i < 3; ++i) {
+          out[i] = static_cast<float>(noisy(d->subtree_com[3 * t.id + i]));
+        }
         break;
       case kObsBodyXpos:
-        for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(d->xpos[3 * t.id + i]);
+        for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(noisy(d->xpos[3 * t.id + i]));
         break;
       case kObsTaskParam: {
         const double* p = params(sim);
-        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(p[t.start + i]);
+        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(noisy(p[t.start + i]));
         break;
       }
       case kObsZeros:
@@ -404,7 +631,7 @@ void BatchEngine::Observe(const mjModel* m, const mjData* d, int sim, float* out
           for (int c = 0; c < t.columns; ++c) {
             const double x = body[0] + t.hi + (c - 0.5 * (t.columns - 1)) * t.lo;
             const double ground = TerrainHeight(m, d, t.geom, x, y);
-            out[r * t.columns + c] = static_cast<float>(body[2] - ground);
+            out[r * t.columns + c] = static_cast<float>(noisy(body[2] - ground));
           }
         }
         break;
@@ -440,9 +667,10 @@ double BatchEngine::TermValue(const RewardTerm& t, const mjModel* m, const mjDat
     case kRewardBodyDistance:
       value = Distance(d->xpos + 3 * t.body, d->xpos + 3 * t.other, 3);
       break;
-    case kRewardControlCost:
+    case kRewardControlCost: {
+      const double* controls = CostControls(d, sim, action);
       for (int i = 0; i < m->nu; ++i) {
-        double a = spec_.normalized_actions ? d->ctrl[i] : action[i];
+        double a = controls[i];
         if (t.flag) {
           a = std::min(std::max(a, m->actuator_ctrlrange[2 * i]),
                        m->actuator_ctrlrange[2 * i + 1]);
@@ -451,6 +679,7 @@ double BatchEngine::TermValue(const RewardTerm& t, const mjModel* m, const mjDat
         value += a * a;
       }
       break;
+    }
     case kRewardContactCost:
       for (int i = 0; i < 6 * m->nbody; ++i) {
         const double f = std::min(std::max(d->cfrc_ext[i], t.lo), t.hi);
@@ -527,6 +756,7 @@ struct ObserveArgs {
 void ObserveFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   auto* a = static_cast<ObserveArgs*>(arg);
   BatchEngine* e = a->engine;
+  e->RestartHistory(d, sim);  // a state set from outside starts the sensors' history anew
   e->ComputeStages(m, d, false);
   float* obs = a->obs + static_cast<size_t>(sim) * e->obs_dim();
   e->Observe(m, d, sim, obs);
@@ -569,7 +799,7 @@ void StepFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   std::vector<float>& scratch = Scratch(2 * m->nq);
   double* qpos_before = reinterpret_cast<double*>(scratch.data());
   std::memcpy(qpos_before, d->qpos, sizeof(double) * m->nq);
-  const bool ok = e->Advance(m, d, action, false);
+  const bool ok = e->Advance(m, d, sim, action, false);
   double reward = 0;
   bool terminated = true, success = false;
   if (ok) {
@@ -644,7 +874,7 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
       action[i] = ai;
     }
     std::memcpy(qpos_before, d->qpos, sizeof(double) * m->nq);
-    ok = e->Advance(m, d, action, true);
+    ok = e->Advance(m, d, sim, action, true);
     double reward = 0;
     bool terminated = true, success = false;
     if (ok) {

@@ -5,6 +5,8 @@
 #ifndef METAROBOT_ENGINE_H_
 #define METAROBOT_ENGINE_H_
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -41,6 +43,12 @@ struct ObsTerm {
   double hi = 0;  // clip range; forward offset (kObsHeightScan)
   int geom = -1;     // heightfield geom id (kObsHeightScan)
   int columns = 0;   // grid points along x (kObsHeightScan)
+  // sensor noise: each element gets + N(0, noise * noise_scale of the simulation) from the
+  // simulation's stream, before the term's clip (0: none, nothing drawn)
+  double noise = 0;
+  // sensor delay, physics steps: the term reads the state of that many physics steps ago (the
+  // reset state before there were that many); kObsQpos and kObsQvel only
+  int delay = 0;
 };
 
 // Reward terms; reward = sum(weight * value).
@@ -85,6 +93,53 @@ struct TerminationTerm {
   int geom = -1;  // heightfield geom id (kTermHeightAboveTerrain)
 };
 
+// How the policy's action reaches the joints (metarobot.terms.Actuators).
+enum ActuatorMode : int {
+  kActuatorsNone = 0,    // action -> the model's controls at once (the frame_skip steps' ctrl)
+  kActuatorsTorque = 1,  // action -> the model's controls, through the command delay
+  kActuatorsServo = 2,   // action -> joint target -> PD torque every physics step
+};
+
+// Actuator model of a batch. Servo motor i drives one hinge or slide joint: its target is
+// q*_i = q_default_i + action_scale_i * a_i, and before every physics step
+//   tau_i = strength (kp (q* - q) - kd qdot) + feedforward,
+//   clipped to +-min(effort_limit, max(0, saturation_torque (1 - |qdot| / max_velocity)))
+// goes into qfrc_applied (the model's own actuators get ctrl 0). A command reaches the motors
+// `delay` physics steps after it is issued; before the first one arrives the motors hold the
+// command of action 0. Per-simulation arrays are (nsim, act_dim) row-major.
+struct ActuatorSpec {
+  int mode = kActuatorsNone;
+  std::vector<int> qpos_adr;            // (act_dim) qpos index of each servo's joint
+  std::vector<int> dof_adr;             // (act_dim) dof index of each servo's joint
+  std::vector<double> q_default;        // (act_dim) target of action 0, rad or m
+  std::vector<double> action_scale;     // (act_dim) target per action unit, rad or m
+  std::vector<double> kp;               // (nsim, act_dim) Nm/rad (N/m)
+  std::vector<double> kd;               // (nsim, act_dim) Nm s/rad (N s/m)
+  std::vector<double> strength;         // (nsim, act_dim) factor on the PD torque
+  std::vector<double> feedforward;      // (nsim, act_dim) Nm (N)
+  std::vector<double> effort_limit;     // (nsim, act_dim) Nm (N), may be inf
+  std::vector<double> saturation_torque;  // (nsim, act_dim) DC motor's stall torque, may be inf
+  std::vector<double> max_velocity;     // (nsim, act_dim) rad/s (m/s) of no torque, may be inf
+  // command delay, physics steps (torque and servo modes): simulation i's episodes draw it
+  // uniformly from [delay_lo[i], delay_hi[i]] at reset, from the simulation's stream, when
+  // the two differ (nsim each; empty: 0)
+  std::vector<int> delay_lo, delay_hi;
+  std::vector<double> noise_scale;      // (nsim) factor on every term's noise; empty: 1
+};
+
+// The servo law of one motor (ActuatorSpec), Nm: PD torque plus feed-forward, clipped to the
+// effort limit and the DC motor's torque-speed envelope at joint velocity w. Written once for
+// the engine and the benchmark's plain loop.
+inline double ServoTorque(double target, double q, double w, double kp, double kd,
+                          double strength, double feedforward, double effort_limit,
+                          double saturation_torque, double max_velocity) {
+  const double tau = strength * (kp * (target - q) - kd * w) + feedforward;
+  // the torque available falls linearly with speed, capped at the effort limit
+  const double envelope = saturation_torque * (1.0 - std::fabs(w) / max_velocity);
+  const double limit = std::min(effort_limit, std::max(envelope, 0.0));
+  return std::min(std::max(tau, -limit), limit);
+}
+
 struct FamilySpec {
   std::vector<ObsTerm> obs;
   std::vector<RewardTerm> reward;
@@ -104,6 +159,7 @@ struct FamilySpec {
   bool has_success = false;
   RewardTerm success_term;
   double success_threshold = 0;
+  ActuatorSpec actuators;
 };
 
 // Caller-allocated outputs of step(); pointers may be null where noted.
@@ -179,6 +235,11 @@ class BatchEngine {
     int t = 0;                // steps into the current episode
     double ret = 0;           // return of the current episode
     bool ended = true;        // the episode ended and no reset followed (or never reset)
+    int delay = 0;            // command delay of the episode, physics steps
+    int64_t commands_issued = 0;  // env steps whose command entered the ring this episode
+    int64_t physics_steps = 0;    // physics steps this episode
+    std::vector<double> commands; // (ncommand, act_dim) ring of issued commands
+    std::vector<double> history;  // (nhistory, nq + nv) ring of states after physics steps
   };
   void ResetSim(const mjModel* m, mjData* d, int sim);
   // Unweighted value of one reward term at d's state.
@@ -187,16 +248,25 @@ class BatchEngine {
   // Computes what the observation and reward terms read at d's state. carry: the next call on
   // d is this simulation's next step (within a rollout), which may then skip work done here.
   void ComputeStages(const mjModel* m, mjData* d, bool carry) const;
-  void Observe(const mjModel* m, const mjData* d, int sim, float* out) const;
+  // Writes the observation; draws the sensor noise from the simulation's stream.
+  void Observe(const mjModel* m, const mjData* d, int sim, float* out);
+  // Restarts the delayed-sensor history from d's state (reset, set_state).
+  void RestartHistory(const mjData* d, int sim);
   // qpos_before: qpos at the start of the env step (for kRewardQposRate).
   double Reward(const mjModel* m, const mjData* d, int sim, const double* action,
                 const double* qpos_before) const;
   bool Terminated(const mjModel* m, const mjData* d) const;
   // The family's success condition after a step (false when it has none).
   bool Success(const mjModel* m, const mjData* d, int sim) const;
-  // Applies action, runs frame_skip substeps, computes the stages; returns false if the
-  // simulation diverged. carry: d holds this simulation's stages from ComputeStages(carry).
-  bool Advance(const mjModel* m, mjData* d, const double* action, bool carry) const;
+  // Applies action (through the actuator model), runs frame_skip substeps, computes the
+  // stages; returns false if the simulation diverged. carry: d holds this simulation's stages
+  // from ComputeStages(carry).
+  bool Advance(const mjModel* m, mjData* d, int sim, const double* action, bool carry);
+  // The model controls action stands for (action -> ctrl mapping), ctrl: (act_dim).
+  void ActionToCtrl(const mjModel* m, const double* action, double* ctrl) const;
+  // The controls the control cost sees for the step just taken with action: the mapped
+  // action (normalized actions), else the action itself.
+  const double* CostControls(const mjData* d, int sim, const double* action) const;
 
   SimSlot& slot(int sim) { return slots_[sim]; }
   float* last_obs(int sim) { return last_obs_.data() + static_cast<size_t>(sim) * obs_dim_; }
@@ -218,6 +288,12 @@ class BatchEngine {
   bool autoreset_ = true;
   uint64_t first_stream_ = 0;  // stream of simulation 0
   bool split_step_ = false, need_acc_ = false, need_posvel_ = false, need_subtree_vel_ = false;
+  int ncommand_ = 1;  // ring length: commands a delayed one can lag behind, + 1
+  int nhistory_ = 0;  // ring length of the delayed sensors (0: none delayed)
+
+  // Writes the motors' inputs for physics step j of the current env step.
+  void ApplyCommand(const mjModel* m, mjData* d, int sim, int j);
+  void CheckActuators(const mjModel* m0);
 
  public:
   const double* params(int sim) const {

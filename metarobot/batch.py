@@ -152,10 +152,12 @@ class BatchSim:
         spec = family.compile(self.models[0])
         params = np.array([[v for _, v in task.params] for task in tasks], dtype=np.float64)
         params = np.repeat(params.reshape(len(tasks), -1), envs_per_task, axis=0)
+        actuators = family.actuator_settings(self.models[0],
+                                             [tasks[t] for t in self.task_index])
         self._engine = _core.BatchEngine(
             [self.models[t]._address for t in self.task_index], **spec,
             params=params.ravel().tolist(), seed=seed, nthread=num_threads,
-            autoreset=bool(autoreset), first_stream=first_stream)
+            autoreset=bool(autoreset), first_stream=first_stream, actuators=actuators)
         self.observation_dim = self._engine.obs_dim
         self.action_dim = self._engine.act_dim
         model = self.models[0]
@@ -163,6 +165,9 @@ class BatchSim:
         if family.normalize_actions:
             limited = np.ones_like(limited)
             model = None
+        if family.actuators is not None and family.actuators.kind == "servo":
+            # servo actions are joint target offsets, bounded only by the motors' limits
+            limited = np.zeros_like(limited)
         ranges = (np.tile([-1.0, 1.0], (len(limited), 1)) if model is None
                   else self.models[0].actuator_ctrlrange)
         # policy actions: [-1, 1] when normalised onto the control ranges

@@ -26,15 +26,17 @@ from typing import Any, Callable, Dict, List, Optional
 def _families(args: argparse.Namespace) -> int:
     import metarobot
     print("| family | obs | act | horizon (steps) | env step (s) | task parameters | "
-          "description |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "actuators | description |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in metarobot.list_families():
         fam = metarobot.make_family(name)
         model = fam.load_model()
         params = "; ".join(d.describe() for d in fam.parameters)
         step = model.opt.timestep * fam.frame_skip
+        actuators = ("the model's motors, no delay" if fam.actuators is None
+                     else fam.actuators.describe())
         print(f"| {name} | {fam.observation_dim(model)} | {model.nu} | {fam.horizon} | "
-              f"{step:g} | {params} | {fam.description} |")
+              f"{step:g} | {params} | {actuators} | {fam.description} |")
     print()
     print("Overrides: make_family(FAMILY, field=value), or train --set field=value (JSON). "
           "Every family takes:")

@@ -13,6 +13,7 @@ are metarobot.task_family's; this module holds the built-in families and the reg
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Dict, List
 
@@ -193,7 +194,24 @@ _terrain_families = [
     for robot, make in (("Ant", _terrain_ant), ("Walker2D", _terrain_walker))
     for suffix, reward, params, description in _TERRAIN_GOALS]
 
-for _family in (*_terrain_families, _arm_reach(), _arm_push()):
+def _cheetah_servo():
+    """HalfCheetahVel as a robot with joint position servos: targets 0.5 rad per action unit
+    around qpos0, kp equal to each motor's gear (Nm/rad), kd a fortieth of it, the model's
+    torque limits (gear x 1), a command delay of 0 to 30 ms (0 to 3 physics steps) drawn per
+    episode, motor strength drawn per task, and noisy joint sensors."""
+    gears = (120.0, 90.0, 60.0, 120.0, 60.0, 30.0)
+    base = _FAMILIES["HalfCheetahVel"]
+    return dataclasses.replace(
+        base, name="HalfCheetahVelServo", normalize_actions=False,
+        observation=(T.Qpos(1, noise=0.005), T.Qvel(noise=0.05), T.SubtreeCom("torso")),
+        parameters=base.parameters + (P.ActuatorRange("strength", 0.8, 1.2),),
+        actuators=T.Actuators("servo", kp=gears, kd=tuple(g / 40 for g in gears),
+                              action_scale=0.5, delay_ms=(0.0, 30.0)),
+        description="HalfCheetahVel through PD position servos with a command delay of 0 to "
+                    "30 ms per episode, motor strength per task and noisy joint sensors")
+
+
+for _family in (*_terrain_families, _arm_reach(), _arm_push(), _cheetah_servo()):
     _FAMILIES[_family.name] = _family
 
 

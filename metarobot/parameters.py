@@ -317,3 +317,105 @@ def dynamics_scale(field: str, value, size: int) -> DynamicsScale:
         scale = DynamicsScale(field, size, low, high)
     scale.validate()
     return scale
+
+
+# ---------------------------------------------------------------------------------- actuators
+
+# quantity -> (unit, lower bound, bound inclusive): what metarobot.terms.Actuators and the
+# observation terms' noise read per task when a family draws them
+ACTUATOR_QUANTITIES = {
+    "kp": ("Nm/rad", 0.0, True),
+    "kd": ("Nm s/rad", 0.0, True),
+    "strength": ("factor on the PD torque", 0.0, True),
+    "feedforward": ("Nm", -math.inf, True),
+    "effort_limit": ("Nm", 0.0, False),
+    "saturation_torque": ("Nm", 0.0, False),
+    "max_velocity": ("rad/s", 0.0, False),
+    "command_delay_ms": ("ms", 0.0, True),
+    "noise_scale": ("factor on every observation term's noise", 0.0, True),
+}
+# quantities that may be drawn per motor
+PER_MOTOR = ("kp", "kd", "strength", "feedforward", "effort_limit", "saturation_torque",
+             "max_velocity")
+
+
+@dataclasses.dataclass(frozen=True)
+class ActuatorRange(ParameterDefaults):
+    """A quantity of the actuator model drawn per task from U[low, high]: kp, kd, strength,
+    feedforward, effort_limit, saturation_torque, max_velocity (one value for every motor, or
+    with motors=n one per motor, named quantity[i]), command_delay_ms (the command delay of
+    the task's episodes) or noise_scale (a factor on every observation term's noise). A task's
+    value replaces the family's Actuators setting.
+
+    >>> ActuatorRange("command_delay_ms", 0.0, 30.0)
+    """
+
+    quantity: str
+    low: float
+    high: float
+    motors: Optional[int] = None
+
+    @property
+    def name(self) -> str:
+        return self.quantity
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        if self.motors is None:
+            return (self.quantity,)
+        return tuple(f"{self.quantity}[{i}]" for i in range(self.motors))
+
+    def validate(self) -> None:
+        if self.quantity not in ACTUATOR_QUANTITIES:
+            raise ValueError(f"actuator quantity should be one of {sorted(ACTUATOR_QUANTITIES)}, "
+                             f"got {self.quantity!r}")
+        if self.motors is not None:
+            if self.quantity not in PER_MOTOR:
+                raise ValueError(f"{self.quantity} is one value per task, not per motor; drop "
+                                 f"motors={self.motors!r}")
+            if isinstance(self.motors, bool) or not isinstance(self.motors, int) or \
+                    self.motors < 1:
+                raise ValueError(f"{self.quantity}: motors should be an integer >= 1 or None, "
+                                 f"got {self.motors!r}")
+        low = finite(self.low, f"{self.quantity} low")
+        high = finite(self.high, f"{self.quantity} high")
+        if not low <= high:
+            raise ValueError(f"{self.quantity}: range [{low}, {high}] is empty (low > high)")
+        self._check(low)
+
+    def _check(self, value: float) -> None:
+        unit, bound, inclusive = ACTUATOR_QUANTITIES[self.quantity]
+        if not (value >= bound if inclusive else value > bound):
+            raise ValueError(f"{self.quantity} ({unit}) should be {'>=' if inclusive else '>'} "
+                             f"{bound:g}, got {value:g}")
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.uniform(self.low, self.high, size=(n, len(self.names)))
+
+    def outside(self, values: Mapping[str, float]) -> Optional[str]:
+        bad = [n for n in self.names if not self.low <= values[n] <= self.high]
+        if not bad:
+            return None
+        return (f"{bad[0]}={values[bad[0]]:g} lies outside its training range "
+                f"[{self.low:g}, {self.high:g}]")
+
+    def check_values(self, values: Mapping[str, float]) -> None:
+        for n in self.names:
+            self._check(values[n])
+
+    def describe(self) -> str:
+        each = "" if self.motors is None else f" per motor ({self.motors})"
+        return f"{self.quantity} ~ U[{self.low:g}, {self.high:g}]{each}"
+
+    def override(self) -> Tuple[str, Any]:
+        unit = ACTUATOR_QUANTITIES[self.quantity][0]
+        return f"(low, high) of the actuators' {self.quantity} ({unit}) per task", \
+            (self.low, self.high)
+
+    def with_range(self, value) -> "ActuatorRange":
+        try:
+            low, high = value
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.quantity} should be a (low, high) pair, got "
+                             f"{value!r}") from None
+        return dataclasses.replace(self, low=low, high=high)

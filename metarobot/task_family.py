@@ -128,6 +128,9 @@ class TaskFamily:
     writes: Tuple[T.WriteField, ...] = ()
     success: Optional[T.Success] = None  # per-step success condition (info['success'])
     description: str = ""
+    # how actions reach the joints (PD servos, command delay); None: the model's actuators
+    # take the action at once
+    actuators: Optional[T.Actuators] = None
 
     def __post_init__(self):
         for field in ("frame_skip", "horizon"):
@@ -150,6 +153,7 @@ class TaskFamily:
                              f"{self.reset_noise!r}")
         for dist in self.parameters:
             dist.validate()
+        self._check_actuators()
         names = self.parameter_names
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: task parameter names repeat: {names}")
@@ -161,6 +165,25 @@ class TaskFamily:
                 write.check_value(value)
         if not self.model_path.is_file():
             raise ValueError(f"{self.name}: model_file {str(self.model_path)!r} does not exist")
+
+    def _check_actuators(self) -> None:
+        act = self.actuators
+        if act is not None and not isinstance(act, T.Actuators):
+            raise ValueError(f"{self.name}: actuators should be a metarobot.terms.Actuators or "
+                             f"None, got {type(act).__name__}")
+        if act is not None and act.kind == "servo" and self.normalize_actions:
+            raise ValueError(f"{self.name}: servo actions are joint targets, they cannot also be "
+                             f"normalized onto control ranges; set normalize_actions=False")
+        for dist in self.parameters:
+            if not isinstance(dist, P.ActuatorRange) or dist.quantity == "noise_scale":
+                continue
+            if act is None or (dist.quantity in P.PER_MOTOR and act.kind != "servo"):
+                need = "actuators" if dist.quantity == "command_delay_ms" else "servo actuators"
+                raise ValueError(f"{self.name}: the task parameter {dist.quantity} needs "
+                                 f"{need} (actuators=...), the family has "
+                                 f"{'none' if act is None else act.kind + ' actuators'}")
+        for term in self.observation:
+            T.sensor(term)
 
     @property
     def model_path(self) -> Path:
@@ -280,8 +303,12 @@ class TaskFamily:
                 raise ValueError(f"{self.name}: the model {self.model_file!r} has no keyframe "
                                  f"{self.init_keyframe!r}; override init_keyframe=None to "
                                  f"start from the model's qpos0, or name one of its keyframes")
+        for dist in self.parameters:
+            if isinstance(dist, P.ActuatorRange) and dist.motors not in (None, model.nu):
+                raise ValueError(f"{self.name}: {dist.quantity} is drawn for {dist.motors} "
+                                 f"motors, the model has {model.nu} actuators")
         return dict(
-            obs_terms=[t.compile(model, index) for t in self.observation],
+            obs_terms=[t.compile(model, index) + T.sensor(t) for t in self.observation],
             reward_terms=[t.compile(model, index) for t in self.reward],
             termination_terms=[t.compile(model, index) for t in self.termination],
             frame_skip=int(self.frame_skip),
@@ -294,6 +321,11 @@ class TaskFamily:
             nparam=len(index),
             success=None if self.success is None else self.success.compile(model, index),
         )
+
+    def actuator_settings(self, model: mujoco.MjModel, tasks: List[Task]) -> Dict[str, Any]:
+        """The actuator model of one simulation per task for the C++ core (terms.Actuators,
+        with the tasks' ActuatorRange draws)."""
+        return T.actuator_settings(self.actuators, model, [t.as_dict() for t in tasks])
 
     @property
     def terrain(self) -> Optional[Any]:
@@ -328,6 +360,9 @@ class TaskFamily:
         params = list(self.parameters)
         reward = list(self.reward)
         for key, value in overrides.items():
+            if key == "actuators":
+                changes[key] = _actuators(self.name, value)
+                continue
             if key in top:
                 changes[key] = value
                 continue
@@ -354,6 +389,8 @@ class TaskFamily:
         """Every override this family accepts -> (what it sets, its current value)."""
         out: Dict[str, Tuple[str, Any]] = {
             name: (doc, getattr(self, name)) for name, doc in _TOP_OVERRIDES.items()}
+        out["actuators"] = (out["actuators"][0],
+                            None if self.actuators is None else self.actuators.as_dict())
         out["dynamics"] = ("model fields varied per task: {field: (low, high)} or {field: "
                            "{'log_base': b, 'low': l, 'high': h}}, fields "
                            + ", ".join(P.DYNAMICS_FIELDS),
@@ -381,7 +418,24 @@ _TOP_OVERRIDES = {
     "reset_noise": "'normal' or 'uniform' reset noise",
     "init_keyframe": "the model keyframe episodes start from; None: the model's qpos0",
     "normalize_actions": "True maps actions in [-1, 1] onto the actuators' control ranges",
+    "actuators": "how actions reach the joints: None (the model's actuators, at once) or "
+                 "{'kind': 'torque' or 'servo', 'delay_ms', 'kp', 'kd', 'action_scale', ...} "
+                 "(metarobot.terms.Actuators)",
 }
+
+
+def _actuators(family: str, value: Any) -> Optional[T.Actuators]:
+    """An actuators override (None, an Actuators, or a dict of its fields) as Actuators."""
+    if value is None or isinstance(value, T.Actuators):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"{family}: actuators should be None or a dict of "
+                         f"metarobot.terms.Actuators fields, got {value!r}")
+    known = [f.name for f in dataclasses.fields(T.Actuators)]
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"{family}: actuators take {known}; unknown {unknown}")
+    return T.Actuators(**value)
 
 
 # ----------------------------------------------------------------------------------- the families
