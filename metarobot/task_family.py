@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import mujoco
 import numpy as np
 
+from . import actuators as A
 from . import parameters as P
 from . import terms as T
 from .terrain import Terrain
@@ -130,7 +131,7 @@ class TaskFamily:
     description: str = ""
     # how actions reach the joints (PD servos, command delay); None: the model's actuators
     # take the action at once
-    actuators: Optional[T.Actuators] = None
+    actuators: Optional[A.Actuators] = None
 
     def __post_init__(self):
         for field in ("frame_skip", "horizon"):
@@ -168,8 +169,8 @@ class TaskFamily:
 
     def _check_actuators(self) -> None:
         act = self.actuators
-        if act is not None and not isinstance(act, T.Actuators):
-            raise ValueError(f"{self.name}: actuators should be a metarobot.terms.Actuators or "
+        if act is not None and not isinstance(act, A.Actuators):
+            raise ValueError(f"{self.name}: actuators should be a metarobot.actuators.Actuators or "
                              f"None, got {type(act).__name__}")
         if act is not None and act.kind == "servo" and self.normalize_actions:
             raise ValueError(f"{self.name}: servo actions are joint targets, they cannot also be "
@@ -325,7 +326,7 @@ class TaskFamily:
     def actuator_settings(self, model: mujoco.MjModel, tasks: List[Task]) -> Dict[str, Any]:
         """The actuator model of one simulation per task for the C++ core (terms.Actuators,
         with the tasks' ActuatorRange draws)."""
-        return T.actuator_settings(self.actuators, model, [t.as_dict() for t in tasks])
+        return A.actuator_settings(self.actuators, model, [t.as_dict() for t in tasks])
 
     @property
     def terrain(self) -> Optional[Any]:
@@ -420,22 +421,22 @@ _TOP_OVERRIDES = {
     "normalize_actions": "True maps actions in [-1, 1] onto the actuators' control ranges",
     "actuators": "how actions reach the joints: None (the model's actuators, at once) or "
                  "{'kind': 'torque' or 'servo', 'delay_ms', 'kp', 'kd', 'action_scale', ...} "
-                 "(metarobot.terms.Actuators)",
+                 "(metarobot.actuators.Actuators)",
 }
 
 
-def _actuators(family: str, value: Any) -> Optional[T.Actuators]:
+def _actuators(family: str, value: Any) -> Optional[A.Actuators]:
     """An actuators override (None, an Actuators, or a dict of its fields) as Actuators."""
-    if value is None or isinstance(value, T.Actuators):
+    if value is None or isinstance(value, A.Actuators):
         return value
     if not isinstance(value, dict):
         raise ValueError(f"{family}: actuators should be None or a dict of "
-                         f"metarobot.terms.Actuators fields, got {value!r}")
-    known = [f.name for f in dataclasses.fields(T.Actuators)]
+                         f"metarobot.actuators.Actuators fields, got {value!r}")
+    known = [f.name for f in dataclasses.fields(A.Actuators)]
     unknown = sorted(set(value) - set(known))
     if unknown:
         raise ValueError(f"{family}: actuators take {known}; unknown {unknown}")
-    return T.Actuators(**value)
+    return A.Actuators(**value)
 
 
 # ----------------------------------------------------------------------------------- the families

@@ -12,7 +12,7 @@ import torch
 
 import metarobot
 import reference as ref
-from metarobot import _core
+from metarobot import _core, actuators
 from metarobot import parameters as P
 from metarobot import terms as T
 
@@ -216,7 +216,7 @@ def test_servos_match_a_plain_mj_step_loop_bit_for_bit(arm_path, frame_skip, del
     for i in range(sim.num_envs):
         task = tasks[sim.task_index[i]]
         if task_delay is not None:
-            steps = T.delay_steps(task["command_delay_ms"], model.opt.timestep)
+            steps = actuators.delay_steps(task["command_delay_ms"], model.opt.timestep)
             delay_range = (steps, steps)
         else:
             low, high = delay_ms if isinstance(delay_ms, tuple) else (delay_ms, delay_ms)
