@@ -35,25 +35,27 @@ def test_parse_options_refuses_unknown_malformed_or_flagged_fields(reproduce, it
     assert repr(item) in capsys.readouterr().err
 
 
-def test_check_resumable_refuses_other_settings(reproduce, tmp_path):
+def test_a_resumed_reproduction_refuses_other_settings():
+    """reproduce.py builds the whole configuration from its flags and resumes a run in --runs
+    through train's one resume rule (runs.resumed_config)."""
+    from metarobot.runs import resumed_config
     saved = TrainConfig(family="HalfCheetahDir", iterations=10)
-    (tmp_path / "config.json").write_text(json.dumps(saved.to_dict()))
     # other iterations and time budget: the run may go on
-    reproduce.check_resumable(tmp_path, TrainConfig(family="HalfCheetahDir", iterations=50,
-                                                    time_budget=60.0))
+    resumed_config(saved, TrainConfig(family="HalfCheetahDir", iterations=50,
+                                      time_budget=60.0).to_dict())
     # the family's default KL bound spelled out is the same setting
-    reproduce.check_resumable(tmp_path, TrainConfig(family="HalfCheetahDir", iterations=10,
-                                                    max_kl=saved.kl_bound))
-    with pytest.raises(SystemExit, match="inner_lr"):
-        reproduce.check_resumable(tmp_path, TrainConfig(family="HalfCheetahDir", inner_lr=0.2))
-    with pytest.raises(SystemExit, match="hessian"):
-        reproduce.check_resumable(tmp_path, TrainConfig(family="HalfCheetahDir",
-                                                        hessian="finite-difference"))
+    resumed_config(saved, TrainConfig(family="HalfCheetahDir", iterations=10,
+                                      max_kl=saved.kl_bound).to_dict())
+    with pytest.raises(ValueError, match="--inner-lr 0.2"):
+        resumed_config(saved, TrainConfig(family="HalfCheetahDir", inner_lr=0.2).to_dict())
+    with pytest.raises(ValueError, match="--hessian 'finite-difference'"):
+        resumed_config(saved, TrainConfig(family="HalfCheetahDir",
+                                          hessian="finite-difference").to_dict())
     # a run saved before a setting existed resumes with that setting's default
     older = saved.to_dict()
     del older["hessian"]
-    (tmp_path / "config.json").write_text(json.dumps(older))
-    reproduce.check_resumable(tmp_path, TrainConfig(family="HalfCheetahDir", iterations=10))
+    resumed_config(TrainConfig.from_dict(older),
+                   TrainConfig(family="HalfCheetahDir", iterations=10).to_dict())
 
 
 def test_record_checkpoint_path_relative_inside_the_repository(reproduce, tmp_path):
