@@ -304,15 +304,7 @@ def _sim_robot(args: argparse.Namespace) -> int:
     gap = RealityGap(obs_noise=args.obs_noise, latency_ms=args.latency_ms,
                      jitter_ms=args.jitter_ms, drop=args.drop, saturation=args.saturation,
                      dynamics=_json_object(args.dynamics, "--dynamics"))
-    overrides = {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
+    overrides = _set_values(args.set)
     key = read_key_file(args.key_file) if args.key_file else None
     if args.key_file and key_file_warning(args.key_file):
         print(key_file_warning(args.key_file), file=sys.stderr)
