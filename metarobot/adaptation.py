@@ -30,8 +30,6 @@ from .samples import (TaskBatch, baseline_next, baseline_start, check_baseline_f
                       chunk_ranges, concat_tasks, per_task_params, process, task_slice,
                       trajectory_tasks)
 
-CHUNK_SAMPLES = 8192  # samples per chunk of evaluation's tasks (TrainConfig.chunk_samples's)
-
 # Step sizes of the adaptation: one per step (the last repeats for later steps), or
 # Meta-SGD's learned per-entry step sizes (a dict shaped as the policy's parameters).
 StepSizes = Union[Tuple[float, ...], Params]
@@ -197,8 +195,10 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
     theta = {k: v.detach().to(where) for k, v in policy.params().items()}
     sim = BatchSim(family, tasks, trajectories, seed=seed, num_threads=threads,
                    first_stream=first_stream)
-    # each task's numbers do not depend on the chunks it is computed in: cut them for speed
-    chunks = chunk_ranges(len(tasks), family.horizon * trajectories, CHUNK_SAMPLES) \
+    # each task's numbers do not depend on the chunks it is computed in: cut them for speed,
+    # at training's default chunk size
+    chunks = chunk_ranges(len(tasks), family.horizon * trajectories,
+                          TrainConfig.chunk_samples) \
         if where.type == "cpu" else None
     executors = ChunkExecutors(threads or cpu_count())
     try:

@@ -140,16 +140,13 @@ class _ShardActor:
                                   Tuple[bool, torch.Tensor]],
                iteration: int, carry: Optional[np.ndarray]) -> Round:
         self.names, self.shapes, packed = theta
-        with device_module.single_threaded():  # on whichever thread Ray runs the call
-            return self.worker.sample(unpack(packed, self.shapes, self.names), iteration,
-                                      carry)
+        return self.worker.sample(unpack(packed, self.shapes, self.names), iteration, carry)
 
     def call(self, method: str, packed: Tuple[bool, torch.Tensor]
              ) -> Tuple[torch.Tensor, torch.Tensor]:
         """method's per-chunk values at unpack(packed): (chunks, parameters) and (chunks, 2)
         (a gradient's loss, or a loss and KL; zeros where none)."""
-        with device_module.single_threaded():
-            values = getattr(self.worker, method)(unpack(packed, self.shapes, self.names))
+        values = getattr(self.worker, method)(unpack(packed, self.shapes, self.names))
         vectors, scalars = [], []
         for v in values:
             if method == "gradient":

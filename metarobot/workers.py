@@ -93,7 +93,9 @@ class TaskWorker:
         Meta-SGD's step sizes if learned, on the config's device), adapts, samples the
         adapted policies, and keeps what the outer step's calls need. carry: the baseline
         carry into the shard's first task ('previous')."""
-        with device_module.single_threaded():  # whoever calls: the same bits
+        # whoever calls (the driver, a Ray actor on whichever thread Ray runs the call): the
+        # same bits
+        with device_module.single_threaded():
             return self._sample(theta, iteration, carry, report)
 
     def _sample(self, theta: meta.Params, iteration: int, carry: Optional[np.ndarray],
