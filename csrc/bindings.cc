@@ -50,14 +50,17 @@ T* Checked(py::handle obj, const char* name, std::vector<py::ssize_t> shape, boo
   return static_cast<T*>(arr.mutable_data());
 }
 
-using ObsTuple = std::tuple<int, int, int, int, double, double, int, int, double, int>;
-using RewardTuple = std::tuple<int, double, int, int, int, double, double, double, int, int>;
-using TermTuple = std::tuple<int, int, double, double, int>;
+using ObsTuple = std::tuple<int, int, int, int, double, double, int, int, double, int, double,
+                            std::vector<double>>;
+using RewardTuple = std::tuple<int, double, int, int, int, double, double, double, int, int,
+                               std::vector<int>>;
+using TermTuple = std::tuple<int, int, double, double, int, std::vector<int>>;
+using CommandsTuple = std::optional<std::tuple<std::vector<double>, std::vector<double>, int>>;
 using SuccessTuple = std::optional<std::tuple<RewardTuple, double>>;
 
 metarobot::RewardTerm ToRewardTerm(const RewardTuple& r) {
-  const auto& [kind, weight, body, axis, param, scale, lo, hi, flag, other] = r;
-  return {kind, weight, body, axis, param, scale, lo, hi, flag, other};
+  const auto& [kind, weight, body, axis, param, scale, lo, hi, flag, other, bodies] = r;
+  return {kind, weight, body, axis, param, scale, lo, hi, flag, other, bodies};
 }
 
 // The actuator model from plain numbers and lists by name; the core checks sizes and values.
@@ -106,15 +109,23 @@ std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addr
                                         const std::vector<double>& params, uint64_t seed,
                                         int nthread, bool autoreset,
                                         const SuccessTuple& success, uint64_t first_stream,
-                                        const py::dict& actuators) {
+                                        const py::dict& actuators,
+                                        const CommandsTuple& commands) {
   metarobot::FamilySpec spec;
-  for (const auto& [kind, id, start, size, lo, hi, geom, columns, noise, delay] : obs) {
-    spec.obs.push_back({kind, id, start, size, lo, hi, geom, columns, noise, delay});
+  for (const auto& [kind, id, start, size, lo, hi, geom, columns, noise, delay, scale, offset] :
+       obs) {
+    spec.obs.push_back({kind, id, start, size, lo, hi, geom, columns, noise, delay, scale,
+                        offset});
+  }
+  if (commands) {
+    spec.command_lo = std::get<0>(*commands);
+    spec.command_hi = std::get<1>(*commands);
+    spec.command_resample = std::get<2>(*commands);
   }
   spec.actuators = ToActuators(actuators);
   for (const RewardTuple& r : reward) spec.reward.push_back(ToRewardTerm(r));
-  for (const auto& [kind, index, lo, hi, geom] : termination) {
-    spec.termination.push_back({kind, index, lo, hi, geom});
+  for (const auto& [kind, index, lo, hi, geom, bodies] : termination) {
+    spec.termination.push_back({kind, index, lo, hi, geom, bodies});
   }
   if (success) {
     spec.has_success = true;
@@ -199,7 +210,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("uniform_noise"), py::arg("normalized_actions"), py::arg("init_key"), py::arg("nparam"), py::arg("params"),
            py::arg("seed"),
            py::arg("nthread"), py::arg("autoreset"), py::arg("success") = py::none(),
-           py::arg("first_stream") = 0, py::arg("actuators") = py::dict())
+           py::arg("first_stream") = 0, py::arg("actuators") = py::dict(),
+           py::arg("commands") = py::none())
       .def_property_readonly("nsim", &BatchEngine::nsim)
       .def_property_readonly("obs_dim", &BatchEngine::obs_dim)
       .def_property_readonly("act_dim", &BatchEngine::act_dim)

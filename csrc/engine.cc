@@ -42,6 +42,17 @@ double Distance(const double* a, const double* b, int n) {
   return std::sqrt(sq);
 }
 
+// Angular (0:3) then linear (3:6) velocity of body b at its frame's origin, in its own frame.
+void LocalVelocity(const mjModel* m, const mjData* d, int b, double* out) {
+  mj_objectVelocity(m, d, mjOBJ_BODY, b, out, 1);
+}
+
+// Norm of the net contact (external constraint) force on body b, N (needs cfrc_ext).
+double ContactForce(const mjData* d, int b) {
+  const double* f = d->cfrc_ext + 6 * b + 3;
+  return std::sqrt(f[0] * f[0] + f[1] * f[1] + f[2] * f[2]);
+}
+
 }  // namespace
 
 double TerrainHeight(const mjModel* m, const mjData* d, int geom, double x, double y) {
@@ -61,7 +72,11 @@ int ObsTermSize(const ObsTerm& term, const mjModel* m) {
       return 9;
     case kObsSubtreeCom:
     case kObsBodyXpos:
+    case kObsProjectedGravity:
+    case kObsBodyAngVel:
       return 3;
+    case kObsLastAction:
+      return m->nu;
     default:
       return term.size;
   }
@@ -101,6 +116,23 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
   nq_ = m0->nq;
   nv_ = m0->nv;
   act_dim_ = m0->nu;
+  command_dim_ = static_cast<int>(spec_.command_lo.size());
+  if (spec_.command_hi.size() != spec_.command_lo.size()) {
+    throw std::invalid_argument("commands: " + Str(command_dim_) + " lows and " +
+                                Str(static_cast<int>(spec_.command_hi.size())) + " highs");
+  }
+  for (int i = 0; i < command_dim_; ++i) {
+    if (!std::isfinite(spec_.command_lo[i]) || !std::isfinite(spec_.command_hi[i]) ||
+        spec_.command_lo[i] > spec_.command_hi[i]) {
+      throw std::invalid_argument("commands: range " + Str(i) + " should be finite with low <= "
+                                  "high, got [" + std::to_string(spec_.command_lo[i]) + ", " +
+                                  std::to_string(spec_.command_hi[i]) + "]");
+    }
+  }
+  if (spec_.command_resample < 0) {
+    throw std::invalid_argument("commands: resample should be >= 0 env steps, got " +
+                                Str(spec_.command_resample));
+  }
   auto body_ok = [&](int b) { return b >= 0 && b < m0->nbody; };
   auto check_hfield = [&](int g, const char* what) {
     if (g < 0 || g >= m0->ngeom || m0->geom_type[g] != mjGEOM_HFIELD) {
@@ -114,6 +146,13 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
     if (!(t.noise >= 0) || !std::isfinite(t.noise)) {
       throw std::invalid_argument("observation noise should be a finite std >= 0, got " +
                                   std::to_string(t.noise));
+    }
+    if (!std::isfinite(t.scale)) {
+      throw std::invalid_argument("observation scale should be finite, got " +
+                                  std::to_string(t.scale));
+    }
+    for (double o : t.offset) {
+      if (!std::isfinite(o)) throw std::invalid_argument("observation offsets should be finite");
     }
     if (t.delay < 0 || (t.delay > 0 && t.kind != kObsQpos && t.kind != kObsQvel)) {
       throw std::invalid_argument("observation delay should be >= 0 physics steps, and only "
@@ -163,14 +202,32 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
       case kObsBodyXmat:
       case kObsSubtreeCom:
       case kObsBodyXpos:
+      case kObsProjectedGravity:
+      case kObsBodyAngVel:
         if (!body_ok(t.id)) {
           throw std::invalid_argument("observation body id " + Str(t.id) + " is not in [0, " +
                                       Str(m0->nbody) + ")");
         }
         need_posvel_ = true;
         break;
+      case kObsCommand:
+        if (t.start < 0 || t.size < 0 ||
+            t.start + t.size > static_cast<int>(spec_.command_lo.size())) {
+          throw std::invalid_argument("observation of commands [" + Str(t.start) + ", " +
+                                      Str(t.start + t.size) + ") is outside the family's " +
+                                      Str(static_cast<int>(spec_.command_lo.size())) +
+                                      " commands");
+        }
+        break;
+      case kObsLastAction:
+        break;
       default:
         throw std::invalid_argument("unknown observation term kind " + Str(t.kind));
+    }
+    if (!t.offset.empty() && static_cast<int>(t.offset.size()) != ObsTermSize(t, m0)) {
+      throw std::invalid_argument("observation offsets: " + Str(static_cast<int>(t.offset.size())) +
+                                  " given for a term of " + Str(ObsTermSize(t, m0)) +
+                                  " elements");
     }
     obs_dim_ += ObsTermSize(t, m0);
   }
@@ -197,6 +254,49 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
           throw std::invalid_argument("reward qpos index " + Str(t.axis) + " is not in [0, " +
                                       Str(nq_) + ")");
         }
+        break;
+      case kRewardTrackLinVel:
+      case kRewardTrackYawRate:
+      case kRewardBodyVelSquared:
+        if (!body_ok(t.body)) {
+          throw std::invalid_argument("reward body id " + Str(t.body) + " is not in [0, " +
+                                      Str(m0->nbody) + ")");
+        }
+        if (t.kind != kRewardBodyVelSquared && command_dim_ < 3) {
+          throw std::invalid_argument("velocity tracking rewards read the commands (vx, vy, yaw "
+                                      "rate): the family has " + Str(command_dim_) + " commands");
+        }
+        if (t.kind != kRewardBodyVelSquared && !(t.scale > 0)) {
+          throw std::invalid_argument("velocity tracking: sigma (scale) should be > 0");
+        }
+        need_posvel_ = true;
+        break;
+      case kRewardTorqueCost:
+      case kRewardActionRate:
+        break;
+      case kRewardJointAccCost:
+        if (t.axis < 0 || t.axis > nv_) {
+          throw std::invalid_argument("joint acceleration cost: first dof " + Str(t.axis) +
+                                      " is not in [0, " + Str(nv_) + "]");
+        }
+        break;
+      case kRewardFeetAirTime:
+        if (feet_term_ >= 0) throw std::invalid_argument("a family has at most one air-time term");
+        if (command_dim_ < 2) {
+          throw std::invalid_argument("feet air time reads the velocity commands: the family "
+                                      "has " + Str(command_dim_) + " commands");
+        }
+        feet_term_ = static_cast<int>(&t - reward_like.data());
+        [[fallthrough]];
+      case kRewardBodyContacts:
+        if (t.bodies.empty()) throw std::invalid_argument("contact terms need bodies, got none");
+        for (int b : t.bodies) {
+          if (!body_ok(b)) {
+            throw std::invalid_argument("reward body id " + Str(b) + " is not in [0, " +
+                                        Str(m0->nbody) + ")");
+          }
+        }
+        need_acc_ = true;
         break;
       case kRewardBodyDistance:
         if (!body_ok(t.body) || !body_ok(t.other)) {
@@ -247,6 +347,21 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
                                     Str(m0->nbody) + ")");
       }
       need_posvel_ = true;
+    } else if (t.kind == kTermBodyContact) {
+      if (t.bodies.empty()) throw std::invalid_argument("contact termination needs bodies");
+      for (int b : t.bodies) {
+        if (!body_ok(b)) {
+          throw std::invalid_argument("termination body id " + Str(b) + " is not in [0, " +
+                                      Str(m0->nbody) + ")");
+        }
+      }
+      need_acc_ = true;
+    } else if (t.kind == kTermTilt) {
+      if (!body_ok(t.index)) {
+        throw std::invalid_argument("termination body id " + Str(t.index) + " is not in [0, " +
+                                    Str(m0->nbody) + ")");
+      }
+      need_posvel_ = true;
     } else if (t.kind != kTermNonFinite) {
       throw std::invalid_argument("unknown termination term kind " + Str(t.kind));
     }
@@ -286,6 +401,11 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
       s.commands.assign(static_cast<size_t>(ncommand_) * act_dim_, 0.0);
     }
     s.history.assign(static_cast<size_t>(nhistory_) * (nq_ + nv_), 0.0);
+    s.command.assign(command_dim_, 0.0);
+    s.last_action.assign(act_dim_, 0.0);
+    const size_t feet = feet_term_ >= 0 ? spec_.reward[feet_term_].bodies.size() : 0;
+    s.air_time.assign(feet, 0.0);
+    s.foot_contact.assign(feet, 0);
   }
   last_obs_.assign(static_cast<size_t>(nsim_) * obs_dim_, 0.0f);
   Seed(seed);
@@ -447,6 +567,16 @@ void BatchEngine::ResetSim(const mjModel* m, mjData* d, int sim) {
   }
   s.commands_issued = 0;
   s.physics_steps = 0;
+  // drawn after the reset noise and the delay, so that families without commands keep
+  // their streams as they were
+  for (int i = 0; i < command_dim_; ++i) {
+    s.command[i] = spec_.command_lo[i] +
+                   (spec_.command_hi[i] - spec_.command_lo[i]) * s.rng.Uniform();
+  }
+  std::fill(s.last_action.begin(), s.last_action.end(), 0.0);
+  std::fill(s.air_time.begin(), s.air_time.end(), 0.0);
+  std::fill(s.foot_contact.begin(), s.foot_contact.end(), 0);
+  s.feet_reward = 0;
   RestartHistory(d, sim);
   s.t = 0;
   s.ret = 0;
@@ -574,12 +704,18 @@ bool BatchEngine::Advance(const mjModel* m, mjData* d, int sim, const double* ac
 
 void BatchEngine::Observe(const mjModel* m, const mjData* d, int sim, float* out) {
   SimSlot& s = slots_[sim];
-  const std::vector<double>& scale = spec_.actuators.noise_scale;
+  const std::vector<double>& noise_scale = spec_.actuators.noise_scale;
   for (const ObsTerm& t : spec_.obs) {
-    const double sd = t.noise * (scale.empty() ? 1.0 : scale[sim]);
-    // a sensor's reading: the value plus its noise (drawn only for a noisy term, so that
-    // noise-free families keep their random streams as they were)
-    auto noisy = [&](double v) { return sd > 0 ? v + sd * s.rng.Normal() : v; };
+    const double sd = t.noise * (noise_scale.empty() ? 1.0 : noise_scale[sim]);
+    const double* offset = t.offset.empty() ? nullptr : t.offset.data();
+    // a sensor's reading of element i: scale (value - offset_i + noise), the noise in the
+    // sensor's units (drawn only for a noisy term, so that noise-free families keep their
+    // random streams as they were)
+    auto read = [&](double v, int i) {
+      if (offset) v -= offset[i];
+      if (sd > 0) v += sd * s.rng.Normal();
+      return t.scale * v;
+    };
     const double* qpos = d->qpos;
     const double* qvel = d->qvel;
     if (t.delay > 0) {
@@ -590,38 +726,58 @@ void BatchEngine::Observe(const mjModel* m, const mjData* d, int sim, float* out
     }
     switch (t.kind) {
       case kObsQpos:
-        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(noisy(qpos[t.start + i]));
+        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(read(qpos[t.start + i], i));
         break;
       case kObsQvel:
         for (int i = 0; i < t.size; ++i) {
-          double v = noisy(qvel[t.start + i]);
+          double v = read(qvel[t.start + i], i);
           if (t.lo < t.hi) v = std::min(std::max(v, t.lo), t.hi);
           out[i] = static_cast<float>(v);
         }
         break;
       case kObsCfrcExt:
         for (int i = 0; i < 6 * m->nbody; ++i) {
-          out[i] = static_cast<float>(std::min(std::max(noisy(d->cfrc_ext[i]), t.lo), t.hi));
+          out[i] = static_cast<float>(std::min(std::max(read(d->cfrc_ext[i], i), t.lo), t.hi));
         }
         break;
       case kObsBodyXmat:
-        for (int i = 0; i < 9; ++i) out[i] = static_cast<float>(noisy(d->xmat[9 * t.id + i]));
+        for (int i = 0; i < 9; ++i) out[i] = static_cast<float>(read(d->xmat[9 * t.id + i], i));
         break;
       case kObsSubtreeCom:
         for (int i = 0; i < 3; ++i) {
-          out[i] = static_cast<float>(noisy(d->subtree_com[3 * t.id + i]));
+          out[i] = static_cast<float>(read(d->subtree_com[3 * t.id + i], i));
         }
         break;
       case kObsBodyXpos:
-        for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(noisy(d->xpos[3 * t.id + i]));
+        for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(read(d->xpos[3 * t.id + i], i));
         break;
       case kObsTaskParam: {
         const double* p = params(sim);
-        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(noisy(p[t.start + i]));
+        for (int i = 0; i < t.size; ++i) out[i] = static_cast<float>(read(p[t.start + i], i));
         break;
       }
       case kObsZeros:
         for (int i = 0; i < t.size; ++i) out[i] = 0.0f;
+        break;
+      case kObsProjectedGravity: {
+        // R^T (0, 0, -1): minus the third row of the row-major body-to-world rotation
+        const double* r = d->xmat + 9 * t.id;
+        for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(read(-r[6 + i], i));
+        break;
+      }
+      case kObsBodyAngVel: {
+        double v[6];
+        LocalVelocity(m, d, t.id, v);
+        for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(read(v[i], i));
+        break;
+      }
+      case kObsCommand:
+        for (int i = 0; i < t.size; ++i) {
+          out[i] = static_cast<float>(read(s.command[t.start + i], i));
+        }
+        break;
+      case kObsLastAction:
+        for (int i = 0; i < act_dim_; ++i) out[i] = static_cast<float>(read(s.last_action[i], i));
         break;
       case kObsHeightScan: {
         const double* body = d->xpos + 3 * t.id;
@@ -631,7 +787,7 @@ void BatchEngine::Observe(const mjModel* m, const mjData* d, int sim, float* out
           for (int c = 0; c < t.columns; ++c) {
             const double x = body[0] + t.hi + (c - 0.5 * (t.columns - 1)) * t.lo;
             const double ground = TerrainHeight(m, d, t.geom, x, y);
-            out[r * t.columns + c] = static_cast<float>(noisy(body[2] - ground));
+            out[r * t.columns + c] = static_cast<float>(read(body[2] - ground, r * t.columns + c));
           }
         }
         break;
@@ -689,6 +845,55 @@ double BatchEngine::TermValue(const RewardTerm& t, const mjModel* m, const mjDat
     case kRewardQposRate:
       value = (d->qpos[t.axis] - qpos_before[t.axis]) / (spec_.frame_skip * m->opt.timestep);
       break;
+    case kRewardTrackLinVel:
+    case kRewardTrackYawRate:
+    case kRewardBodyVelSquared: {
+      double v[6];
+      LocalVelocity(m, d, t.body, v);
+      const double* c = slots_[sim].command.data();
+      if (t.kind == kRewardTrackLinVel) {
+        const double ex = c[0] - v[3], ey = c[1] - v[4];
+        value = std::exp(-(ex * ex + ey * ey) / t.scale);
+      } else if (t.kind == kRewardTrackYawRate) {
+        const double e = c[2] - v[2];
+        value = std::exp(-(e * e) / t.scale);
+      } else {
+        for (int i = 0; i < 6; ++i) {
+          if (t.flag & (1 << i)) value += v[i] * v[i];
+        }
+      }
+      break;
+    }
+    case kRewardTorqueCost: {
+      const ActuatorSpec& a = spec_.actuators;
+      for (int i = 0; i < act_dim_; ++i) {
+        // servos push through qfrc_applied; the model's motors through their actuator force
+        const double tau = a.mode == kActuatorsServo ? d->qfrc_applied[a.dof_adr[i]]
+                                                     : d->actuator_force[i];
+        value += tau * tau;
+      }
+      break;
+    }
+    case kRewardJointAccCost: {
+      const double* qvel_before = qpos_before + m->nq;
+      const double dt = spec_.frame_skip * m->opt.timestep;
+      for (int i = t.axis; i < m->nv; ++i) {
+        const double acc = (d->qvel[i] - qvel_before[i]) / dt;
+        value += acc * acc;
+      }
+      break;
+    }
+    case kRewardActionRate: {
+      const double* last = slots_[sim].last_action.data();
+      for (int i = 0; i < act_dim_; ++i) value += (action[i] - last[i]) * (action[i] - last[i]);
+      break;
+    }
+    case kRewardBodyContacts:
+      for (int b : t.bodies) value += ContactForce(d, b) > t.lo ? 1.0 : 0.0;
+      break;
+    case kRewardFeetAirTime:
+      value = slots_[sim].feet_reward;
+      break;
   }
   return value;
 }
@@ -707,6 +912,41 @@ bool BatchEngine::Success(const mjModel* m, const mjData* d, int sim) const {
   return TermValue(spec_.success_term, m, d, sim, nullptr, nullptr) < spec_.success_threshold;
 }
 
+void BatchEngine::BeginStepRecord(const mjModel* m, const mjData* d, int sim) {
+  if (feet_term_ < 0) return;
+  // legged_gym's feet air time: a foot lands when it touches the ground now or touched it
+  // at the last step (contacts flicker on impact) after time in the air; that time counts
+  // against the target, only while the robot is told to move
+  const RewardTerm& t = spec_.reward[feet_term_];
+  SimSlot& s = slots_[sim];
+  const double dt = spec_.frame_skip * m->opt.timestep;
+  const double* c = s.command.data();
+  const bool moving = std::sqrt(c[0] * c[0] + c[1] * c[1]) > t.scale;
+  double reward = 0;
+  for (size_t k = 0; k < t.bodies.size(); ++k) {
+    const bool contact = ContactForce(d, t.bodies[k]) > t.lo;
+    const bool touching = contact || s.foot_contact[k];
+    s.foot_contact[k] = contact;
+    const bool landed = s.air_time[k] > 0 && touching;
+    s.air_time[k] += dt;
+    if (landed) reward += s.air_time[k] - t.hi;
+    if (touching) s.air_time[k] = 0;
+  }
+  s.feet_reward = moving ? reward : 0.0;
+}
+
+void BatchEngine::EndStepRecord(int sim, const double* action) {
+  SimSlot& s = slots_[sim];
+  std::copy(action, action + act_dim_, s.last_action.begin());
+  // s.t counts the steps taken, this one included
+  if (command_dim_ && spec_.command_resample > 0 && s.t % spec_.command_resample == 0) {
+    for (int i = 0; i < command_dim_; ++i) {
+      s.command[i] = spec_.command_lo[i] +
+                     (spec_.command_hi[i] - spec_.command_lo[i]) * s.rng.Uniform();
+    }
+  }
+}
+
 bool BatchEngine::Terminated(const mjModel* m, const mjData* d) const {
   for (const TerminationTerm& t : spec_.termination) {
     if (t.kind == kTermQposOutside) {
@@ -723,6 +963,12 @@ bool BatchEngine::Terminated(const mjModel* m, const mjData* d) const {
       const double* body = d->xpos + 3 * t.index;
       const double h = body[2] - TerrainHeight(m, d, t.geom, body[0], body[1]);
       if (!(h >= t.lo && h <= t.hi)) return true;
+    } else if (t.kind == kTermBodyContact) {
+      for (int b : t.bodies) {
+        if (ContactForce(d, b) > t.lo) return true;
+      }
+    } else if (t.kind == kTermTilt) {
+      if (!(d->xmat[9 * t.index + 8] >= t.lo)) return true;
     }
   }
   return false;
@@ -796,22 +1042,25 @@ void StepFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   float* obs = out.obs + static_cast<size_t>(sim) * od;
   BatchEngine::SimSlot& s = e->slot(sim);
 
-  std::vector<float>& scratch = Scratch(2 * m->nq);
-  double* qpos_before = reinterpret_cast<double*>(scratch.data());
+  std::vector<float>& scratch = Scratch(2 * (m->nq + m->nv));
+  double* qpos_before = reinterpret_cast<double*>(scratch.data());  // then qvel before
   std::memcpy(qpos_before, d->qpos, sizeof(double) * m->nq);
+  std::memcpy(qpos_before + m->nq, d->qvel, sizeof(double) * m->nv);
   const bool ok = e->Advance(m, d, sim, action, false);
   double reward = 0;
   bool terminated = true, success = false;
+  s.t += 1;
   if (ok) {
-    e->Observe(m, d, sim, obs);
+    e->BeginStepRecord(m, d, sim);
     reward = e->Reward(m, d, sim, action, qpos_before);
     terminated = e->Terminated(m, d);
     success = e->Success(m, d, sim);
+    e->EndStepRecord(sim, action);
+    e->Observe(m, d, sim, obs);
   } else {
     // MuJoCo reset the diverged state: the last sound observation ends the episode
     std::memcpy(obs, e->last_obs(sim), sizeof(float) * od);
   }
-  s.t += 1;
   s.ret += reward;
   const bool truncated = !terminated && s.t >= e->horizon();
   out.reward[sim] = static_cast<float>(reward);
@@ -843,7 +1092,7 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   BatchEngine::SimSlot& s = e->slot(sim);
 
   const int w = a->widest;
-  std::vector<float>& scratch = Scratch(2 * w + 2 * od + ad + 2 * m->nq + 2);
+  std::vector<float>& scratch = Scratch(2 * w + 2 * od + ad + 2 * (m->nq + m->nv) + 2);
   double* qpos_before = reinterpret_cast<double*>(
       scratch.data() + ((2 * w + 2 * od + ad + 1) & ~1));  // 8-byte aligned
   float* hidden = scratch.data();
@@ -874,18 +1123,21 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
       action[i] = ai;
     }
     std::memcpy(qpos_before, d->qpos, sizeof(double) * m->nq);
+    std::memcpy(qpos_before + m->nq, d->qvel, sizeof(double) * m->nv);
     ok = e->Advance(m, d, sim, action, true);
     double reward = 0;
     bool terminated = true, success = false;
+    s.t = t + 1;
     if (ok) {
-      e->Observe(m, d, sim, next_obs);
+      e->BeginStepRecord(m, d, sim);
       reward = e->Reward(m, d, sim, action, qpos_before);
       terminated = e->Terminated(m, d);
       success = e->Success(m, d, sim);
+      e->EndStepRecord(sim, action);
+      e->Observe(m, d, sim, next_obs);
     } else {
       std::memcpy(next_obs, obs, sizeof(float) * od);
     }
-    s.t = t + 1;
     s.ret += reward;
     out.rewards[row] = static_cast<float>(reward);
     out.terminated[row] = terminated;

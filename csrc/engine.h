@@ -32,6 +32,11 @@ enum ObsKind : int {
                        // around it: columns along x, size / columns rows along y, lo metres
                        // apart, centred hi metres ahead (+x) of the body (world axes), m
   kObsZeros = 8,       // size zeros (a slot kept for a hidden quantity)
+  kObsProjectedGravity = 9,  // the gravity direction in body id's frame, R^T (0, 0, -1) (3)
+  kObsBodyAngVel = 10,       // body id's angular velocity in its own frame, rad/s (3), as a
+                             // gyroscope fixed to it reads it
+  kObsCommand = 11,          // the simulation's command (FamilySpec commands) [start:+size]
+  kObsLastAction = 12,       // the action of the previous env step (zeros after reset) (act_dim)
 };
 
 struct ObsTerm {
@@ -49,6 +54,9 @@ struct ObsTerm {
   // sensor delay, physics steps: the term reads the state of that many physics steps ago (the
   // reset state before there were that many); kObsQpos and kObsQvel only
   int delay = 0;
+  // each element reads scale * (value - offset[i]) (+ noise, then the clip); offset empty: 0
+  double scale = 1;
+  std::vector<double> offset;
 };
 
 // Reward terms; reward = sum(weight * value).
@@ -62,6 +70,19 @@ enum RewardKind : int {
   kRewardContactCost = 5,      // sum(clip(cfrc_ext, lo, hi)^2)
   kRewardQposRate = 6,         // (qpos[axis] after - before) / env step duration (m/s)
   kRewardBodyDistance = 7,     // ||xpos[body] - xpos[other]||, m
+  // Legged locomotion terms (the forms of legged_gym / Isaac Lab); v, w are body's linear and
+  // angular velocity in its own frame, c the simulation's command (vx, vy, yaw rate, ...)
+  kRewardTrackLinVel = 8,      // exp(-((c[0] - v_x)^2 + (c[1] - v_y)^2) / scale)
+  kRewardTrackYawRate = 9,     // exp(-(c[2] - w_z)^2 / scale)
+  kRewardBodyVelSquared = 10,  // sum of the squares of (w_x, w_y, w_z, v_x, v_y, v_z) whose
+                               // bit is set in flag (bit 0: w_x ... bit 5: v_z)
+  kRewardTorqueCost = 11,      // sum(tau^2) of the motors' torques at the last physics step, Nm^2
+  kRewardJointAccCost = 12,    // sum over dofs axis.. of ((qvel - qvel at the step's start) /
+                               // env step duration)^2, (rad/s^2)^2
+  kRewardActionRate = 13,      // sum((a - previous a)^2)
+  kRewardBodyContacts = 14,    // number of bodies in contact (contact force norm > lo, N)
+  kRewardFeetAirTime = 15,     // sum over bodies (feet) landing this step of (time in the air -
+                               // hi), s; 0 when ||c[0:2]|| <= scale (legged_gym's air time)
 };
 
 struct RewardTerm {
@@ -75,6 +96,7 @@ struct RewardTerm {
   double hi = 0;
   int flag = 0;
   int other = -1;  // second body id (kRewardBodyDistance)
+  std::vector<int> bodies;  // body ids (kRewardBodyContacts, kRewardFeetAirTime)
 };
 
 // Termination terms: the episode ends when any holds.
@@ -83,6 +105,9 @@ enum TerminationKind : int {
   kTermNonFinite = 1,    // any qpos or qvel not finite
   kTermStateBound = 2,   // any |s[i]| >= hi, s = (qpos, qvel), i >= index
   kTermHeightAboveTerrain = 3,  // body index's height above heightfield geom outside [lo, hi]
+  kTermBodyContact = 4,   // any of bodies in contact (contact force norm > lo, N)
+  kTermTilt = 5,          // body index's z axis makes an angle with the world's z whose cosine
+                          // is below lo (tilted beyond acos(lo))
 };
 
 struct TerminationTerm {
@@ -91,6 +116,7 @@ struct TerminationTerm {
   double lo = 0;
   double hi = 0;
   int geom = -1;  // heightfield geom id (kTermHeightAboveTerrain)
+  std::vector<int> bodies;  // body ids (kTermBodyContact)
 };
 
 // How the policy's action reaches the joints (metarobot.terms.Actuators).
@@ -160,6 +186,11 @@ struct FamilySpec {
   RewardTerm success_term;
   double success_threshold = 0;
   ActuatorSpec actuators;
+  // Commands the policy is given (velocity commands of a legged robot): each simulation draws
+  // c_i ~ U[command_lo_i, command_hi_i] from its stream at reset and again after every
+  // command_resample env steps (0: only at reset). Observed by kObsCommand, read by rewards.
+  std::vector<double> command_lo, command_hi;
+  int command_resample = 0;
 };
 
 // Caller-allocated outputs of step(); pointers may be null where noted.
@@ -240,6 +271,12 @@ class BatchEngine {
     int64_t physics_steps = 0;    // physics steps this episode
     std::vector<double> commands; // (ncommand, act_dim) ring of issued commands
     std::vector<double> history;  // (nhistory, nq + nv) ring of states after physics steps
+    std::vector<double> command;      // (ncommand) the command in force (FamilySpec commands)
+    std::vector<double> last_action;  // (act_dim) the previous env step's action
+    std::vector<double> air_time;     // (feet) seconds since each foot of kRewardFeetAirTime
+                                      // left the ground
+    std::vector<uint8_t> foot_contact;  // (feet) in contact at the previous env step
+    double feet_reward = 0;           // kRewardFeetAirTime's value of the step just taken
   };
   void ResetSim(const mjModel* m, mjData* d, int sim);
   // Unweighted value of one reward term at d's state.
@@ -252,10 +289,15 @@ class BatchEngine {
   void Observe(const mjModel* m, const mjData* d, int sim, float* out);
   // Restarts the delayed-sensor history from d's state (reset, set_state).
   void RestartHistory(const mjData* d, int sim);
-  // qpos_before: qpos at the start of the env step (for kRewardQposRate).
+  // qpos_before: qpos then qvel at the start of the env step (nq + nv; kRewardQposRate,
+  // kRewardJointAccCost).
   double Reward(const mjModel* m, const mjData* d, int sim, const double* action,
                 const double* qpos_before) const;
   bool Terminated(const mjModel* m, const mjData* d) const;
+  // Book-keeping of an env step just taken, before its reward: the feet's air time.
+  void BeginStepRecord(const mjModel* m, const mjData* d, int sim);
+  // ... and after its reward: the last action, the command's resampling.
+  void EndStepRecord(int sim, const double* action);
   // The family's success condition after a step (false when it has none).
   bool Success(const mjModel* m, const mjData* d, int sim) const;
   // Applies action (through the actuator model), runs frame_skip substeps, computes the
@@ -289,6 +331,8 @@ class BatchEngine {
   uint64_t first_stream_ = 0;  // stream of simulation 0
   bool split_step_ = false, need_acc_ = false, need_posvel_ = false, need_subtree_vel_ = false;
   int ncommand_ = 1;  // ring length: commands a delayed one can lag behind, + 1
+  int command_dim_ = 0;  // size of FamilySpec's commands
+  int feet_term_ = -1;   // index of the kRewardFeetAirTime term in spec_.reward, -1: none
   int nhistory_ = 0;  // ring length of the delayed sensors (0: none delayed)
 
   // Writes the motors' inputs for physics step j of the current env step.

@@ -132,6 +132,8 @@ class TaskFamily:
     # how actions reach the joints (PD servos, command delay); None: the model's actuators
     # take the action at once
     actuators: Optional[A.Actuators] = None
+    # commands given to the robot (velocity commands), observed by Command terms
+    commands: Optional[T.Commands] = None
 
     def __post_init__(self):
         for field in ("frame_skip", "horizon"):
@@ -310,8 +312,10 @@ class TaskFamily:
                                  f"motors, the model has {model.nu} actuators")
         return dict(
             obs_terms=[t.compile(model, index) + T.sensor(t) for t in self.observation],
-            reward_terms=[t.compile(model, index) for t in self.reward],
-            termination_terms=[t.compile(model, index) for t in self.termination],
+            reward_terms=[T.bodies_padded(t.compile(model, index), 11) for t in self.reward],
+            termination_terms=[T.bodies_padded(t.compile(model, index), 6)
+                               for t in self.termination],
+            commands=None if self.commands is None else self.commands.compile(),
             frame_skip=int(self.frame_skip),
             horizon=int(self.horizon),
             qpos_noise=float(self.reset_qpos_noise),

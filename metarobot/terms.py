@@ -11,6 +11,7 @@ vector. A new family is a new combination of these terms; it rarely needs new C+
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import mujoco
@@ -21,10 +22,14 @@ from .parameters import (DYNAMICS_FIELDS, ActuatorRange, Choice, Disc,  # noqa: 
 
 # Kind numbers shared with csrc/engine.h.
 (_OBS_QPOS, _OBS_QVEL, _OBS_CFRC_EXT, _OBS_XMAT, _OBS_SUBTREE_COM, _OBS_XPOS, _OBS_PARAM,
- _OBS_HEIGHT_SCAN, _OBS_ZEROS) = range(9)
+ _OBS_HEIGHT_SCAN, _OBS_ZEROS, _OBS_PROJECTED_GRAVITY, _OBS_BODY_ANGVEL, _OBS_COMMAND,
+ _OBS_LAST_ACTION) = range(13)
 (_R_CONSTANT, _R_FORWARD_VELOCITY, _R_VELOCITY_ERROR, _R_GOAL_DISTANCE, _R_CONTROL_COST,
- _R_CONTACT_COST, _R_QPOS_RATE, _R_BODY_DISTANCE) = range(8)
-_T_QPOS_OUTSIDE, _T_NON_FINITE, _T_STATE_BOUND, _T_HEIGHT_ABOVE_TERRAIN = range(4)
+ _R_CONTACT_COST, _R_QPOS_RATE, _R_BODY_DISTANCE, _R_TRACK_LIN_VEL, _R_TRACK_YAW_RATE,
+ _R_BODY_VEL_SQUARED, _R_TORQUE_COST, _R_JOINT_ACC_COST, _R_ACTION_RATE, _R_BODY_CONTACTS,
+ _R_FEET_AIR_TIME) = range(16)
+(_T_QPOS_OUTSIDE, _T_NON_FINITE, _T_STATE_BOUND, _T_HEIGHT_ABOVE_TERRAIN, _T_BODY_CONTACT,
+ _T_TILT) = range(6)
 
 
 def _body_id(model: mujoco.MjModel, body: str, what: str) -> int:
@@ -61,45 +66,69 @@ def _slice(start: int, stop: Optional[int], n: int, what: str) -> Tuple[int, int
 
 # ----------------------------------------------------------------------------------- observations
 
-def sensor(term: Any) -> Tuple[float, int]:
-    """(noise std, delay in physics steps) of an observation term, checked: the C++ core reads
-    them after the term's own tuple. Terms without the fields are exact and current."""
-    noise = finite(getattr(term, "noise", 0.0), f"{type(term).__name__} noise")
+def sensor(term: Any) -> Tuple[float, int, float, Tuple[float, ...]]:
+    """(noise std, delay in physics steps, scale, offsets) of an observation term, checked:
+    the C++ core reads them after the term's own tuple. Element i of the term reads scale *
+    (value - offset[i] + noise), then its clip. Terms without the fields are exact, current,
+    unscaled and not offset."""
+    what = type(term).__name__
+    noise = finite(getattr(term, "noise", 0.0), f"{what} noise")
     if not noise >= 0:
-        raise ValueError(f"{type(term).__name__}: noise should be a std >= 0, got {noise}")
+        raise ValueError(f"{what}: noise should be a std >= 0, got {noise}")
     delay = getattr(term, "delay", 0)
     if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
-        raise ValueError(f"{type(term).__name__}: delay should be an integer >= 0 (physics "
+        raise ValueError(f"{what}: delay should be an integer >= 0 (physics "
                          f"steps), got {delay!r}")
-    return noise, delay
+    scale = finite(getattr(term, "scale", 1.0), f"{what} scale")
+    offset = tuple(finite(v, f"{what} offset") for v in getattr(term, "offset", ()) or ())
+    return noise, delay, scale, offset
+
+
+def bodies_padded(compiled: Tuple[Any, ...], size: int) -> Tuple[Any, ...]:
+    """A reward (size 11) or termination (size 6) tuple with its list of body ids, empty for
+    the terms that name none."""
+    return compiled if len(compiled) == size else compiled + ((),)
+
+
+def _body_ids(model: mujoco.MjModel, bodies: Sequence[str], what: str) -> Tuple[int, ...]:
+    if isinstance(bodies, str) or not bodies:
+        raise ValueError(f"{what}: bodies should be a non-empty sequence of body names, got "
+                         f"{bodies!r}")
+    return tuple(_body_id(model, b, what) for b in bodies)
 
 
 @dataclasses.dataclass(frozen=True)
 class Qpos:
     """Joint positions qpos[start:stop] (m, rad; quaternions for free joints), as encoders read
-    them: + N(0, noise) per element (times the task's noise_scale), and delay physics steps
-    old (the reset state until the episode is that old)."""
+    them: scale * (q - offset + N(0, noise)) per element (the noise times the task's
+    noise_scale), and delay physics steps old (the reset state until the episode is that
+    old)."""
 
     start: int = 0
     stop: Optional[int] = None
     noise: float = 0.0
     delay: int = 0
+    scale: float = 1.0
+    offset: Tuple[float, ...] = ()  # subtracted first: joint angles relative to a default pose
 
     def compile(self, model, index):
         start, size = _slice(self.start, self.stop, model.nq, "Qpos")
+        if self.offset and len(self.offset) != size:
+            raise ValueError(f"Qpos: {len(self.offset)} offsets for {size} positions")
         return (_OBS_QPOS, 0, start, size, 0.0, 0.0, -1, 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class Qvel:
-    """Joint velocities qvel[start:stop] (m/s, rad/s), clipped to [-clip, clip] when clip is
-    set; noise and delay as Qpos's (the noise is added before the clip)."""
+    """Joint velocities qvel[start:stop] (m/s, rad/s), scale * (v + noise) clipped to [-clip,
+    clip] when clip is set; noise and delay as Qpos's."""
 
     start: int = 0
     stop: Optional[int] = None
     clip: Optional[float] = None
     noise: float = 0.0
     delay: int = 0
+    scale: float = 1.0
 
     def compile(self, model, index):
         start, size = _slice(self.start, self.stop, model.nv, "Qvel")
@@ -204,6 +233,99 @@ class HeightScan:
         body = _body_id(model, self.body, "HeightScan")
         return (_OBS_HEIGHT_SCAN, body, 0, self.columns * self.rows, float(self.spacing),
                 finite(self.forward, "HeightScan forward"), geom, self.columns)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectedGravity:
+    """The direction of gravity in a body's frame, R^T (0, 0, -1) (3, unit; (0, 0, -1) upright),
+    as a robot computes it from its IMU's orientation; scale * (g + N(0, noise))."""
+
+    body: str
+    noise: float = 0.0
+    scale: float = 1.0
+
+    def compile(self, model, index):
+        body = _body_id(model, self.body, "ProjectedGravity")
+        return (_OBS_PROJECTED_GRAVITY, body, 0, 3, 0.0, 0.0, -1, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyAngularVelocity:
+    """A body's angular velocity in its own frame (3, rad/s), what a gyroscope fixed to it
+    reads; scale * (w + N(0, noise))."""
+
+    body: str
+    noise: float = 0.0
+    scale: float = 1.0
+
+    def compile(self, model, index):
+        body = _body_id(model, self.body, "BodyAngularVelocity")
+        return (_OBS_BODY_ANGVEL, body, 0, 3, 0.0, 0.0, -1, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """The commands the robot is given (the family's Commands), elements [start:stop], times
+    scale: what the operator asks for, which the policy must follow."""
+
+    start: int = 0
+    stop: Optional[int] = None
+    scale: float = 1.0
+
+    def compile(self, model, index):
+        # the slice is checked against the family's commands by the core
+        stop = self.start + 1 if self.stop is None else self.stop
+        if not 0 <= self.start < stop:
+            raise ValueError(f"Command: slice [{self.start}:{self.stop}] is empty")
+        return (_OBS_COMMAND, 0, self.start, stop - self.start, 0.0, 0.0, -1, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LastAction:
+    """The policy's action of the previous step (one per actuator; zeros after a reset)."""
+
+    def compile(self, model, index):
+        return (_OBS_LAST_ACTION, 0, 0, model.nu, 0.0, 0.0, -1, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Commands:
+    """Commands given to the robot (velocity commands: vx, vy in m/s and a yaw rate in rad/s, in
+    the base's frame), drawn per simulation from U[low_i, high_i] at reset and again every
+    resample_steps env steps (None: once per episode), from the simulation's random stream.
+    The policy sees them through Command terms; the tracking rewards read the first three
+    as (vx, vy, yaw rate)."""
+
+    names: Tuple[str, ...]
+    low: Tuple[float, ...]
+    high: Tuple[float, ...]
+    resample_steps: Optional[int] = None
+
+    def __post_init__(self):
+        for field in ("names", "low", "high"):
+            object.__setattr__(self, field, tuple(getattr(self, field)))
+        if not self.names or not len(self.names) == len(self.low) == len(self.high):
+            raise ValueError(f"Commands: names, low and high should have one entry per command, "
+                             f"got {len(self.names)}, {len(self.low)}, {len(self.high)}")
+        for name, low, high in zip(self.names, self.low, self.high):
+            if not finite(low, f"command {name} low") <= finite(high, f"command {name} high"):
+                raise ValueError(f"Commands: {name}'s range [{low}, {high}] is empty")
+        steps = self.resample_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                                  or steps < 1):
+            raise ValueError(f"Commands: resample_steps should be an integer >= 1 or None, got "
+                             f"{steps!r}")
+
+    def compile(self) -> Tuple[Tuple[float, ...], Tuple[float, ...], int]:
+        return (tuple(float(v) for v in self.low), tuple(float(v) for v in self.high),
+                int(self.resample_steps or 0))
+
+    def describe(self) -> str:
+        each = ("once per episode" if self.resample_steps is None
+                else f"every {self.resample_steps} steps")
+        ranges = ", ".join(f"{n} ~ U[{lo:g}, {hi:g}]"
+                           for n, lo, hi in zip(self.names, self.low, self.high))
+        return f"commands {ranges}, drawn {each}"
 
 
 # ----------------------------------------------------------------------------------------- reward
@@ -342,6 +464,145 @@ class QposRate:
         return (_R_QPOS_RATE, float(self.weight), 0, self.index, -1, 1.0, 0.0, 0.0, 0, -1)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrackLinearVelocity:
+    """weight * exp(-((c_vx - v_x)^2 + (c_vy - v_y)^2) / sigma): how closely the body's planar
+    velocity in its own frame (m/s) follows the commanded (vx, vy), legged_gym's tracking
+    reward (sigma in (m/s)^2)."""
+
+    name: str
+    body: str
+    sigma: float = 0.25
+    weight: float = 1.0
+
+    def compile(self, model, index):
+        if not finite(self.sigma, f"{self.name} sigma") > 0:
+            raise ValueError(f"{self.name}: sigma should be > 0, got {self.sigma}")
+        return (_R_TRACK_LIN_VEL, float(self.weight), _body_id(model, self.body, self.name), 0,
+                -1, float(self.sigma), 0.0, 0.0, 0, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackYawRate:
+    """weight * exp(-(c_yaw - w_z)^2 / sigma): the body's yaw rate (rad/s, own frame) against
+    the commanded one (sigma in (rad/s)^2)."""
+
+    name: str
+    body: str
+    sigma: float = 0.25
+    weight: float = 0.5
+
+    def compile(self, model, index):
+        if not finite(self.sigma, f"{self.name} sigma") > 0:
+            raise ValueError(f"{self.name}: sigma should be > 0, got {self.sigma}")
+        return (_R_TRACK_YAW_RATE, float(self.weight), _body_id(model, self.body, self.name), 0,
+                -1, float(self.sigma), 0.0, 0.0, 0, -1)
+
+
+_VELOCITY_COMPONENTS = ("wx", "wy", "wz", "vx", "vy", "vz")
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyVelocityCost:
+    """weight * the sum of squares of the named components of a body's velocity in its own
+    frame: 'wx', 'wy', 'wz' (rad/s), 'vx', 'vy', 'vz' (m/s); ('vz',) penalises bouncing,
+    ('wx', 'wy') rolling and pitching."""
+
+    name: str
+    body: str
+    components: Tuple[str, ...]
+    weight: float = -1.0
+
+    def compile(self, model, index):
+        bad = [c for c in self.components if c not in _VELOCITY_COMPONENTS]
+        if bad or not self.components or isinstance(self.components, str):
+            raise ValueError(f"{self.name}: components should be a non-empty tuple of "
+                             f"{_VELOCITY_COMPONENTS}, got {self.components!r}")
+        mask = sum(1 << _VELOCITY_COMPONENTS.index(c) for c in set(self.components))
+        return (_R_BODY_VEL_SQUARED, float(self.weight), _body_id(model, self.body, self.name),
+                0, -1, 1.0, 0.0, 0.0, mask, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TorqueCost:
+    """weight * sum(tau^2) over the motors, tau the torque they applied at the last physics
+    step (Nm; the servos' clipped PD torque, or the model's actuator forces)."""
+
+    name: str
+    weight: float = -1e-4
+
+    def compile(self, model, index):
+        return (_R_TORQUE_COST, float(self.weight), 0, 0, -1, 1.0, 0.0, 0.0, 0, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class JointAccelerationCost:
+    """weight * sum over dofs start.. of ((qvel - qvel at the step's start) / step duration)^2,
+    (rad/s^2)^2: jerky joints (start 6 skips a floating base)."""
+
+    name: str
+    start: int = 0
+    weight: float = -2.5e-7
+
+    def compile(self, model, index):
+        if not 0 <= self.start <= model.nv:
+            raise ValueError(f"{self.name}: start {self.start} is not in [0, {model.nv}]")
+        return (_R_JOINT_ACC_COST, float(self.weight), 0, self.start, -1, 1.0, 0.0, 0.0, 0, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionRateCost:
+    """weight * sum((a - previous a)^2): actions that jump from step to step."""
+
+    name: str
+    weight: float = -0.01
+
+    def compile(self, model, index):
+        return (_R_ACTION_RATE, float(self.weight), 0, 0, -1, 1.0, 0.0, 0.0, 0, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyContactCost:
+    """weight * the number of the bodies touching something (net contact force above
+    threshold newtons): a base or thighs that hit the ground."""
+
+    name: str
+    bodies: Tuple[str, ...]
+    threshold: float = 1.0
+    weight: float = -1.0
+
+    def compile(self, model, index):
+        if not finite(self.threshold, f"{self.name} threshold") >= 0:
+            raise ValueError(f"{self.name}: threshold should be >= 0 N, got {self.threshold}")
+        return (_R_BODY_CONTACTS, float(self.weight), 0, 0, -1, 1.0, float(self.threshold),
+                0.0, 0, -1, _body_ids(model, self.bodies, self.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class FeetAirTime:
+    """weight * the sum, over the feet that land at this step, of (seconds they were in the
+    air - target): rewards steps longer than target, legged_gym's air-time term. A foot is
+    down when its net contact force exceeds threshold newtons, and lands when down now or at
+    the previous step after time in the air. 0 while the commanded planar speed is at most
+    min_command (m/s): standing still is not stepping. At most one per family."""
+
+    name: str
+    feet: Tuple[str, ...]
+    target: float = 0.5
+    min_command: float = 0.1
+    threshold: float = 1.0
+    weight: float = 1.0
+
+    def compile(self, model, index):
+        for field in ("target", "min_command", "threshold"):
+            if not finite(getattr(self, field), f"{self.name} {field}") >= 0:
+                raise ValueError(f"{self.name}: {field} should be >= 0, got "
+                                 f"{getattr(self, field)}")
+        return (_R_FEET_AIR_TIME, float(self.weight), 0, 0, -1, float(self.min_command),
+                float(self.threshold), float(self.target), 0, -1,
+                _body_ids(model, self.feet, self.name))
+
+
 # ------------------------------------------------------------------------------------ termination
 
 @dataclasses.dataclass(frozen=True)
@@ -402,6 +663,37 @@ class HeightAboveTerrain:
         return (_T_HEIGHT_ABOVE_TERRAIN, body, float(self.low), float(self.high), geom)
 
 
+@dataclasses.dataclass(frozen=True)
+class BodyContact:
+    """The episode ends when any of the bodies touches something (net contact force above
+    threshold newtons): a legged robot's base on the ground."""
+
+    bodies: Tuple[str, ...]
+    threshold: float = 1.0
+
+    def compile(self, model, index):
+        if not finite(self.threshold, "BodyContact threshold") >= 0:
+            raise ValueError(f"BodyContact: threshold should be >= 0 N, got {self.threshold}")
+        return (_T_BODY_CONTACT, 0, float(self.threshold), 0.0, -1,
+                _body_ids(model, self.bodies, "BodyContact"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tilt:
+    """The episode ends when a body's z axis tilts more than max_degrees from the vertical
+    (a fall onto the side)."""
+
+    body: str
+    max_degrees: float
+
+    def compile(self, model, index):
+        angle = finite(self.max_degrees, "Tilt max_degrees")
+        if not 0 < angle <= 180:
+            raise ValueError(f"Tilt: max_degrees should be in (0, 180], got {angle}")
+        return (_T_TILT, _body_id(model, self.body, "Tilt"), math.cos(math.radians(angle)),
+                0.0, -1)
+
+
 # ---------------------------------------------------------------------------------------- success
 
 @dataclasses.dataclass(frozen=True)
@@ -418,7 +710,7 @@ class Success:
                              f"{type(self.distance).__name__}")
         if not finite(self.threshold, "Success threshold") > 0:
             raise ValueError(f"Success: threshold should be > 0, got {self.threshold}")
-        return (self.distance.compile(model, index), float(self.threshold))
+        return (bodies_padded(self.distance.compile(model, index), 11), float(self.threshold))
 
 
 # ------------------------------------------------------------------------- model fields per task
@@ -427,6 +719,7 @@ class Success:
 _WRITE_LOWER_BOUND = {"body_mass": (0.0, False), "geom_friction": (0.0, True)}
 
 _WRITABLE = {"body_pos": mujoco.mjtObj.mjOBJ_BODY, "body_mass": mujoco.mjtObj.mjOBJ_BODY,
+             "body_ipos": mujoco.mjtObj.mjOBJ_BODY,
              "geom_pos": mujoco.mjtObj.mjOBJ_GEOM, "geom_friction": mujoco.mjtObj.mjOBJ_GEOM,
              "site_pos": mujoco.mjtObj.mjOBJ_SITE, "qpos0": mujoco.mjtObj.mjOBJ_JOINT}
 
@@ -434,17 +727,21 @@ _WRITABLE = {"body_pos": mujoco.mjtObj.mjOBJ_BODY, "body_mass": mujoco.mjtObj.mj
 @dataclasses.dataclass(frozen=True)
 class WriteField:
     """Writes a task parameter into one element of the task's model: field[element][index] =
-    value, element named in the model (a body, geom, site, or for qpos0 a joint, index then
-    counting from the joint's first qpos). Places goal markers and objects, sets an object's
-    mass or friction: per-task model variants of identical sizes, run in one batch.
+    value (with add=True: the model's own value + value), element named in the model (a body,
+    geom, site, or for qpos0 a joint, index then counting from the joint's first qpos).
+    Places goal markers and objects, sets an object's mass or friction, adds a payload to a
+    robot's base or shifts its centre of mass (body_ipos): per-task model variants of
+    identical sizes, run in one batch.
 
     >>> WriteField("object_mass", "body_mass", "object")
+    >>> WriteField("payload", "body_mass", "base", add=True)
     """
 
     param: str
     field: str
     element: str
     index: int = 0
+    add: bool = False
 
     def validate(self, parameter_names: Sequence[str]) -> None:
         if self.field not in _WRITABLE:
@@ -455,8 +752,9 @@ class WriteField:
                              f"has {list(parameter_names)}")
 
     def check_value(self, value: float) -> None:
-        """Raises ValueError if value cannot go into the field (a mass <= 0, a friction < 0)."""
-        if self.field not in _WRITE_LOWER_BOUND:
+        """Raises ValueError if value cannot go into the field (a mass <= 0, a friction < 0;
+        an added value is checked with the model's own when written)."""
+        if self.field not in _WRITE_LOWER_BOUND or self.add:
             return
         bound, inclusive = _WRITE_LOWER_BOUND[self.field]
         if not (value >= bound if inclusive else value > bound):
@@ -475,14 +773,20 @@ class WriteField:
             if not 0 <= self.index < stop - start:
                 raise ValueError(f"WriteField {self.param}: joint {self.element!r} has "
                                  f"{stop - start} qpos, index {self.index} is outside")
-            model.qpos0[start + self.index] = values[self.param]
+            model.qpos0[start + self.index] = (model.qpos0[start + self.index] * self.add
+                                                + values[self.param])
             return
         arr = getattr(model, self.field)
         width = 1 if arr.ndim == 1 else arr.shape[1]
         if not 0 <= self.index < width:
             raise ValueError(f"WriteField {self.param}: {self.field} has {width} entries "
                              f"per element, index {self.index} is outside")
-        if arr.ndim == 1:
-            arr[element] = values[self.param]
-        else:
-            arr[element, self.index] = values[self.param]
+        at = (element,) if arr.ndim == 1 else (element, self.index)
+        value = float(arr[at]) + values[self.param] if self.add else values[self.param]
+        if self.add and self.field in _WRITE_LOWER_BOUND:
+            bound, inclusive = _WRITE_LOWER_BOUND[self.field]
+            if not (value >= bound if inclusive else value > bound):
+                raise ValueError(f"{self.param}={values[self.param]:g} added to {self.field} "
+                                 f"of {self.element!r} gives {value:g}, which should be "
+                                 f"{'>=' if inclusive else '>'} {bound:g}")
+        arr[at] = value
