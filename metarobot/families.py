@@ -211,7 +211,62 @@ def _cheetah_servo():
                     "30 ms per episode, motor strength per task and noisy joint sensors")
 
 
-for _family in (*_terrain_families, _arm_reach(), _arm_push(), _cheetah_servo()):
+_LEGS = ("FR", "FL", "RR", "RL")
+# the legged stacks' standing pose, in motor order: hip -0.1 right / +0.1 left, thigh 0.8
+# front / 1.0 rear, calf -1.5 (envs/go2.xml's keyframe "home")
+GO2_HOME = (-0.1, 0.8, -1.5, 0.1, 0.8, -1.5, -0.1, 1.0, -1.5, 0.1, 1.0, -1.5)
+GO2_DT = 0.02  # s per policy step: 4 physics steps of 5 ms
+
+
+def _go2_walk():
+    """A Unitree Go2-class quadruped (envs/go2.xml) following velocity commands on PD servos,
+    with unitree_rl_gym's gains, rates, observations and reward terms (their weights times
+    the 0.02 s step, as legged_gym scales them); hidden per task: payload, centre-of-mass
+    shift, ground friction, per-motor strength, kp and kd errors, command delay."""
+    feet = tuple(f"{leg}_foot" for leg in _LEGS)
+    limbs = tuple(f"{leg}_{part}" for leg in _LEGS for part in ("thigh", "calf"))
+    return TaskFamily(
+        name="Go2Walk", model_file="go2.xml", frame_skip=4, horizon=500,
+        init_keyframe="home", reset_qpos_noise=0.02, reset_qvel_noise=0.05,
+        # what the robot's own sensors give: IMU gyroscope and orientation, joint encoders,
+        # the operator's command and the last action; scales and noise as unitree_rl_gym's
+        observation=(T.BodyAngularVelocity("base", noise=0.2, scale=0.25),
+                     T.ProjectedGravity("base", noise=0.05),
+                     T.Command(0, 2, scale=2.0), T.Command(2, 3, scale=0.25),
+                     T.Qpos(7, noise=0.01, offset=GO2_HOME),
+                     T.Qvel(6, noise=1.5, scale=0.05),
+                     T.LastAction()),
+        reward=(T.TrackLinearVelocity("tracking_lin_vel", "base", 0.25, 1.0 * GO2_DT),
+                T.TrackYawRate("tracking_ang_vel", "base", 0.25, 0.5 * GO2_DT),
+                T.BodyVelocityCost("lin_vel_z", "base", ("vz",), -2.0 * GO2_DT),
+                T.BodyVelocityCost("ang_vel_xy", "base", ("wx", "wy"), -0.05 * GO2_DT),
+                T.TorqueCost("torques", -2e-4 * GO2_DT),
+                T.JointAccelerationCost("dof_acc", 6, -2.5e-7 * GO2_DT),
+                T.ActionRateCost("action_rate", -0.01 * GO2_DT),
+                T.BodyContactCost("collision", limbs, 1.0, -1.0 * GO2_DT),
+                T.FeetAirTime("feet_air_time", feet, 0.5, 0.1, 1.0, 1.0 * GO2_DT)),
+        termination=(T.BodyContact(("base",)), T.Tilt("base", 60.0), T.NonFiniteState()),
+        commands=T.Commands(("vx", "vy", "yaw_rate"), (-0.5, -0.3, -0.5), (1.0, 0.3, 0.5),
+                            resample_steps=250),
+        parameters=(P.Uniform("payload", 0.0, 3.0), P.Uniform("com_shift_x", -0.05, 0.05),
+                    P.Uniform("friction", 0.4, 1.25),
+                    P.ActuatorRange("strength", 0.6, 1.1, motors=12),
+                    P.ActuatorRange("kp", 16.0, 24.0), P.ActuatorRange("kd", 0.4, 0.6),
+                    P.ActuatorRange("command_delay_ms", 0.0, 20.0)),
+        writes=(T.WriteField("payload", "body_mass", "base", add=True),
+                T.WriteField("com_shift_x", "body_ipos", "base", 0, add=True))
+        + tuple(T.WriteField("friction", "geom_friction", foot) for foot in feet),
+        actuators=T.Actuators("servo", kp=20.0, kd=0.5, action_scale=0.25,
+                              default_pose=GO2_HOME,
+                              saturation_torque=(23.7, 23.7, 45.43) * 4,
+                              max_velocity=(30.1, 30.1, 20.07) * 4),
+        description="a Go2-class quadruped follows velocity commands (vx, vy, yaw rate, "
+                    "changed every 5 s) through PD servos at 200 Hz; per task a payload of "
+                    "0-3 kg, its centre-of-mass shift, ground friction, motor strength per "
+                    "motor, kp/kd errors and a command delay of 0-20 ms")
+
+
+for _family in (*_terrain_families, _arm_reach(), _arm_push(), _cheetah_servo(), _go2_walk()):
     _FAMILIES[_family.name] = _family
 
 
