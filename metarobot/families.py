@@ -197,18 +197,19 @@ _terrain_families = [
 def _cheetah_servo():
     """HalfCheetahVel as a robot with joint position servos: targets 0.5 rad per action unit
     around qpos0, kp equal to each motor's gear (Nm/rad), kd a fortieth of it, the model's
-    torque limits (gear x 1), a command delay of 0 to 30 ms (0 to 3 physics steps) drawn per
-    episode, motor strength drawn per task, and noisy joint sensors."""
+    torque limits (gear x 1), a command delay of 0 to 30 ms (0 to 3 physics steps) and motor
+    strength drawn per task, and noisy joint sensors."""
     gears = (120.0, 90.0, 60.0, 120.0, 60.0, 30.0)
     base = _FAMILIES["HalfCheetahVel"]
     return dataclasses.replace(
         base, name="HalfCheetahVelServo", normalize_actions=False,
         observation=(T.Qpos(1, noise=0.005), T.Qvel(noise=0.05), T.SubtreeCom("torso")),
-        parameters=base.parameters + (P.ActuatorRange("strength", 0.8, 1.2),),
+        parameters=base.parameters + (P.ActuatorRange("strength", 0.8, 1.2),
+                                      P.ActuatorRange("command_delay_ms", 0.0, 30.0)),
         actuators=T.Actuators("servo", kp=gears, kd=tuple(g / 40 for g in gears),
-                              action_scale=0.5, delay_ms=(0.0, 30.0)),
+                              action_scale=0.5),
         description="HalfCheetahVel through PD position servos with a command delay of 0 to "
-                    "30 ms per episode, motor strength per task and noisy joint sensors")
+                    "30 ms and motor strength per task, and noisy joint sensors")
 
 
 _LEGS = ("FR", "FL", "RR", "RL")
