@@ -42,9 +42,10 @@ double Distance(const double* a, const double* b, int n) {
   return std::sqrt(sq);
 }
 
-// Angular (0:3) then linear (3:6) velocity of body b at its frame's origin, in its own frame.
+// Angular (0:3) then linear (3:6) velocity of body b at its frame's origin, in its own frame
+// (mjOBJ_XBODY: the body's frame, not its inertial frame, which mjOBJ_BODY would give).
 void LocalVelocity(const mjModel* m, const mjData* d, int b, double* out) {
-  mj_objectVelocity(m, d, mjOBJ_BODY, b, out, 1);
+  mj_objectVelocity(m, d, mjOBJ_XBODY, b, out, 1);
 }
 
 // Norm of the net contact (external constraint) force on body b, N (needs cfrc_ext).
