@@ -24,7 +24,7 @@ from .batch import BatchSim
 from .config import TrainConfig
 from .executors import ChunkExecutors, cpu_count
 from .families import Task, TaskFamily
-from .meta import InnerUpdate, Params, PolicySpec, record_sampling
+from .meta import InnerUpdate, Params, PolicySpec, for_each_task, record_sampling
 from .policy import GaussianMLPPolicy
 from .samples import (TaskBatch, baseline_next, baseline_start, check_baseline_fit,
                       chunk_ranges, concat_tasks, per_task_params, process, task_slice,
@@ -41,7 +41,9 @@ def step_sizes(config: TrainConfig, learned: Optional[Params] = None,
     robot follow: lr when given (one for every step, or one per step); else the learned
     step sizes of a Meta-SGD checkpoint; else for Reptile its training inner step size at
     every step (it adapts as it trained); else MAML's training step size for the first step
-    and half of it after, as the MAML paper's evaluation did (0.1 then 0.05)."""
+    and half of it after, as the MAML paper's evaluation did (0.1 then 0.05). A trpo
+    checkpoint (domain randomisation, no adaptation in training) takes MAML's rule, so that
+    its adaptation is the one a MAML checkpoint of the same inner_lr gets."""
     if lr is not None:
         return given_step_sizes(lr)
     if learned is not None:
@@ -75,13 +77,14 @@ class Adaptation:
     returns: (steps + 1, M) float64, mean undiscounted return per task after 0..steps steps;
     batches: the steps + 1 batches on the learner's device (batch j sampled with the
     parameters after j steps; empty unless kept); adapted: (M, ...) per entry, the
-    parameters after the last step on the device (None for 0 steps); per_task: the same
-    (or theta) as one CPU dict per task; times: seconds per phase (sampling, returns,
-    inner); carry: the baseline carry after the last batch ('previous')."""
+    parameters that sampled each task's last batch, on the device: after the last step, or
+    theta itself for every task after 0 steps (expanded views); per_task: the same as one
+    CPU dict per task; times: seconds per phase (sampling, returns, inner); carry: the
+    baseline carry after the last batch ('previous')."""
 
     returns: np.ndarray
     batches: List[TaskBatch]
-    adapted: Optional[Params]
+    adapted: Params
     per_task: List[Dict[str, torch.Tensor]]
     times: Dict[str, float]
     carry: Optional[np.ndarray]
@@ -136,7 +139,7 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
     times = {"sampling": 0.0, "returns": 0.0, "inner": 0.0}
     returns: List[np.ndarray] = []
     batches: List[TaskBatch] = []
-    adapted: Optional[Params] = None
+    adapted: Optional[Params] = None  # None: no step taken yet, theta samples
     carry, prior = baseline_start(baseline_fit, ntask, sim.observation_dim, carry)
     for step in range(steps + 1):
         say(f"sampling (adaptation step {step + 1}/{steps})" if step < steps
@@ -168,6 +171,8 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
                                    ntask)
         times["inner"] += time.perf_counter() - t2
     per_task = sampling if isinstance(sampling, list) else [sampling] * ntask
+    if adapted is None:  # no steps: theta sampled every task's (only) batch
+        adapted = for_each_task(theta, ntask)
     return Adaptation(np.stack(returns), batches, adapted, per_task, times, carry)
 
 

@@ -1,6 +1,9 @@
 """The metarobot command line.
 
   metarobot train --family HalfCheetahDir --algo maml-trpo --out runs/cheetah-dir
+  metarobot train --family HalfCheetahDir --algo trpo --out runs/cheetah-dir-dr
+                                 the baseline: one policy for the whole family (domain
+                                 randomisation), no meta-learning; evaluate adapts it as MAML
   metarobot evaluate runs/cheetah-dir --tasks 40 --steps 3 --json eval.json --plot eval.png
   metarobot curves runs/cheetah-dir --evaluations eval.json --out curve.png   training curve
   metarobot adapt runs/cheetah-dir --task '{"direction": -1}' --out adapted.safetensors
@@ -362,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarobot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="meta-train a policy on a task family")
+    p = sub.add_parser("train", help="meta-train a policy on a task family (--algo trpo: "
+                                     "train one policy on all its tasks, the baseline)")
     _add_config_flags(p)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
@@ -388,8 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=STEP_SIZE.parse, nargs="+", default=None,
                    help="step size of each step, the last repeating (default the "
                         "checkpoint's: a Meta-SGD checkpoint's learned step sizes, Reptile's "
-                        "inner step size, MAML's inner step size then half of it, the paper's "
-                        "0.1 then 0.05)")
+                        "inner step size, MAML's (and trpo's) inner step size then half of "
+                        "it, the paper's 0.1 then 0.05)")
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--plot", default=None, help="write a PNG plot here")
     p.add_argument("--threads", type=NONNEGATIVE_INT.parse, default=0, help="0: one per CPU")
@@ -427,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=STEP_SIZE.parse, default=None,
                    help="step size of every step (default the checkpoint's, as evaluate "
                         "and hil: Meta-SGD's learned step sizes, Reptile's inner step size, "
-                        "MAML's inner step size then half of it)")
+                        "MAML's (and trpo's) inner step size then half of it)")
     p.add_argument("--seed", type=SEED.parse, default=0)
     p.add_argument("--out", default=None, help="save the adapted policy here (.safetensors)")
     p.add_argument("--threads", type=NONNEGATIVE_INT.parse, default=0, help="0: one per CPU")
@@ -505,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=STEP_SIZE.parse, default=None,
                    help="inner step size of every step (default: the checkpoint's rule, as "
                         "adapt and evaluate: learned step sizes; else Reptile's inner_lr; "
-                        "else MAML's inner_lr, then half of it)")
+                        "else MAML's (and trpo's) inner_lr, then half of it)")
     p.add_argument("--sample", type=_boolean, default=None, metavar="{true,false}",
                    help="sample actions (default: when adapting; else the mean)")
     p.add_argument("--stale-ms", type=Range(float, low=0.0, open_low=True).parse,

@@ -27,7 +27,7 @@ from .families import TaskFamily, make_family
 from .policy import ACTIVATIONS, GaussianMLPPolicy
 from .samples import BASELINE_FITS
 
-ALGORITHMS = ("maml-trpo", "fomaml-trpo", "reptile")
+ALGORITHMS = ("maml-trpo", "fomaml-trpo", "reptile", "trpo")
 CLUSTERS = ("local", "ray")
 HESSIANS = ("exact", "finite-difference")
 
@@ -62,6 +62,20 @@ FIELD_CHOICES: Dict[str, Tuple[str, ...]] = {
     "baseline_fit": BASELINE_FITS, "hessian": HESSIANS, "activation": ACTIVATIONS,
     "cluster": CLUSTERS,
 }
+# The settings of the adaptation inside meta-training and of Reptile's outer step, and what
+# each is: trpo trains without adapting, so it takes them at their defaults only (its saved
+# settings then say what trained it).
+TRPO_FIXED: Dict[str, str] = {
+    "inner_steps": "adaptation steps inside a training iteration",
+    "learn_inner_lr": "Meta-SGD, step sizes learned through training's adaptation",
+    "inner_objective": "what training's adaptation step differentiates",
+    "inner_update": "Reptile's inner update",
+    "inner_epochs": "epochs of Reptile's clipped inner update",
+    "inner_clip": "the ratio bound of Reptile's clipped inner update",
+    "reptile_epsilon": "Reptile's outer step size",
+    "reptile_epsilon_final": "Reptile's final outer step size",
+    "reptile_anneal_iterations": "Reptile's annealing iterations",
+}
 _RAY_ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):"
                           r"(?P<port>\d+)$")
 
@@ -75,7 +89,9 @@ class TrainConfig:
     family_overrides: Dict[str, Any] = dataclasses.field(default_factory=dict)
     """Fields of the family to change (see metarobot.make_family)."""
     algo: str = "maml-trpo"
-    """maml-trpo (second order), fomaml-trpo (first order) or reptile."""
+    """maml-trpo (MAML, second order), fomaml-trpo (first order), reptile, or trpo: no
+    meta-learning, one policy trained by TRPO on tasks drawn from the whole family (domain
+    randomisation), the baseline that evaluate, adapt and hil adapt as they adapt MAML."""
     iterations: int = 100
     """Meta-iterations."""
     meta_batch_size: int = 40
@@ -83,9 +99,9 @@ class TrainConfig:
     trajectories_per_task: Optional[int] = None
     """Episodes per task per sampling round; None: the paper's for the family (else 20)."""
     inner_steps: int = 1
-    """Policy-gradient steps of the adaptation."""
+    """Policy-gradient steps of the adaptation in training (trpo takes none)."""
     inner_lr: float = 0.1
-    """Step size of the adaptation steps."""
+    """Step size of the adaptation steps (for trpo, of the adaptation after training)."""
     inner_objective: str = "pg"
     """What the adaptation step differentiates: pg, the policy-gradient loss (the MAML
     paper's); lvc, ProMP's low-variance curvature loss, the same step with the score's outer
@@ -200,6 +216,8 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} should be True or False, got "
                                  f"{getattr(self, name)!r}")
+        if self.algo == "trpo":
+            self._check_trpo()
         if self.inner_objective != "pg" and self.algo != "maml-trpo":
             raise ValueError(f"inner_objective {self.inner_objective!r} changes only second "
                              f"derivatives of the adaptation: it needs maml-trpo, not "
@@ -216,6 +234,19 @@ class TrainConfig:
             self.reptile_anneal_iterations = self.iterations  # saved: resuming keeps it
         make_family(self.family, **self.family_overrides)  # raises for unknown names
         self._check_cluster()
+
+    def _check_trpo(self) -> None:
+        """trpo's settings hold together: the TRPO_FIXED ones at their defaults."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, what in TRPO_FIXED.items():
+            value = getattr(self, name)
+            if value != defaults[name]:
+                raise ValueError(
+                    f"algo 'trpo' trains one policy without adapting it in training, so "
+                    f"{name} ({what}) should be its default {defaults[name]!r}, got {value!r}; "
+                    f"evaluate, adapt and hil adapt a trpo checkpoint afterwards (--steps or "
+                    f"--adapt-steps, --lr), or train a meta-learner (algo maml-trpo, "
+                    f"fomaml-trpo or reptile)")
 
     def _check_cluster(self) -> None:
         """The cluster settings hold together (their values only: whether the cluster is
@@ -253,6 +284,13 @@ class TrainConfig:
             return self.reptile_epsilon
         done = min(1.0, iteration / max(self.reptile_anneal_iterations or 1, 1))
         return self.reptile_epsilon + (self.reptile_epsilon_final - self.reptile_epsilon) * done
+
+    @property
+    def train_inner_steps(self) -> int:
+        """Adaptation steps per task in a training iteration: inner_steps for the
+        meta-learners; none for trpo, whose outer step is TRPO's on the batch sampled with
+        theta itself (its checkpoints are adapted afterwards, see adaptation.step_sizes)."""
+        return 0 if self.algo == "trpo" else self.inner_steps
 
     @property
     def inner_rule(self) -> meta.InnerUpdate:

@@ -168,12 +168,23 @@ class InnerUpdate:
         return p
 
 
+def for_each_task(params: Params, ntask: int) -> Params:
+    """Shared params as (ntask, ...) per entry, one copy per task (expanded views: a gradient
+    through them sums over the tasks)."""
+    return {k: v.unsqueeze(0).expand(ntask, *v.shape) for k, v in params.items()}
+
+
 def adapt(spec: PolicySpec, params: Params, batches: Sequence[TaskBatch],
-          lr: Union[float, Params], first_order: bool, objective: str = "pg") -> Params:
-    """K >= 1 inner steps, step j on batches[j] (sampled with the params of step j): (M, ...).
-    lr: as inner_step's, the same for every step."""
+          lr: Union[float, Params], first_order: bool, objective: str = "pg",
+          ntask: Optional[int] = None) -> Params:
+    """K >= 0 inner steps, step j on batches[j] (sampled with the params of step j): (M, ...).
+    lr: as inner_step's, the same for every step. With no batches (trpo, which trains without
+    adapting): params themselves for each of ntask tasks (for_each_task)."""
     if not batches:
-        raise ValueError("adapt needs at least one batch")
+        if ntask is None:
+            raise ValueError("adapt with no batches (no steps) needs ntask, the number of "
+                             "tasks to give the parameters to")
+        return for_each_task(params, ntask)
     adapted, batched = params, False
     for batch in batches:
         adapted = inner_step(spec, adapted, batch, lr, first_order, batched, objective)

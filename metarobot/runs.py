@@ -26,7 +26,9 @@ from .config import PAPER_MAX_KL, PAPER_TRAJECTORIES, TrainConfig, make_policy
 from .families import TaskFamily, make_family
 from .policy import GaussianMLPPolicy
 
-# progress.csv's columns, one row per iteration
+# progress.csv's columns, one row per iteration: mean return before and after adaptation
+# (trpo does not adapt in training: its post_return is its pre_return, the same batch), seconds
+# per phase, the outer step's KL and line-search backtracks
 PROGRESS_FIELDS = ["iteration", "pre_return", "post_return", "time_sampling", "time_returns",
                "time_inner", "time_outer", "time_total", "kl", "backtracks", "wall_clock",
                "time_transfer"]

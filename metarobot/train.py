@@ -10,7 +10,10 @@ learner's arithmetic does not depend on the threads or workers that compute it, 
 resumed from a checkpoint, on this machine or another with the same versions and CPU
 architecture, continues exactly as the uninterrupted run would have. The per-task work is
 the workers' (metarobot.workers, on Ray: metarobot.cluster); this module holds the
-parameters, takes the outer step and writes the run (metarobot.runs).
+parameters, takes the outer step and writes the run (metarobot.runs). The non-meta baseline
+(algo trpo, domain randomisation) runs through the same loop: its workers take no
+adaptation steps (TrainConfig.train_inner_steps), so its outer step is TRPO's on the batch
+sampled with theta.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from .workers import InProcessWorkers, WorkerSet
 @dataclasses.dataclass
 class IterationResult:
     """What a meta-iteration measured: the mean return over tasks before and after
-    adaptation, seconds per phase, the outer step's numbers (kl, backtracks, ...) and the
-    baseline carry into the next iteration."""
+    adaptation (equal for trpo: it does not adapt in training), seconds per phase, the outer
+    step's numbers (kl, backtracks, ...) and the baseline carry into the next iteration."""
 
     pre_return: float
     post_return: float
@@ -97,7 +100,8 @@ def _iteration(config: TrainConfig, theta: meta.Params, iteration: int,
 
     # The outer step's losses, gradients and Fisher products are means over tasks: the
     # workers compute them per chunk of tasks (sharding.chunk_bounds), summed with weights
-    # (tasks in the chunk) / (all tasks) in the meta-batch's chunk order.
+    # (tasks in the chunk) / (all tasks) in the meta-batch's chunk order. For trpo they are
+    # those of the batch sampled with theta itself (no adaptation in between).
     product: Callable[[meta.Params], meta.Params] = workers.fisher_product
     if config.hessian == "finite-difference":
         product = trpo.finite_difference_product(workers.kl_gradient,

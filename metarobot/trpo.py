@@ -123,13 +123,14 @@ def maml_fisher_product(spec: PolicySpec, theta: Params, batches: Sequence[TaskB
     does much faster than forward mode. first_order: the adaptation's Jacobian is taken as I.
     theta holding step sizes (Meta-SGD, see split_step_sizes): they are the adaptation's step
     sizes (lr is unused) and J, now with their columns, is a forward- and a reverse-mode
-    product.
+    product. No batches (trpo, which trains without adapting; first_order): phi is theta
+    for every task, J = I, and H is the plain Fisher of the mean KL on post.
     """
     ntask = post.mask.shape[0]
     learned = split_step_sizes(theta)[1] is not None
     if first_order and not learned:
         if phi is None:
-            phi = adapt(spec, theta, batches, lr, True)
+            phi = adapt(spec, theta, batches, lr, True, ntask=ntask)
 
         def jac(v: Params) -> Params:
             return {k: x.unsqueeze(0).expand(ntask, *x.shape) for k, x in v.items()}
@@ -153,7 +154,7 @@ def maml_fisher_product(spec: PolicySpec, theta: Params, batches: Sequence[TaskB
         def adapt_fn(p: Params) -> Params:
             policy, sizes = split_step_sizes(p)
             return adapt(spec, policy, batches, lr if sizes is None else sizes, first_order,
-                         objective)
+                         objective, ntask=ntask)
         phi_b, adapt_vjp = vjp(adapt_fn, theta)
 
         def jac(v: Params) -> Params:

@@ -52,9 +52,10 @@ class Round:
     """What a sampling round of the meta-batch (or a shard of it) measured.
 
     pre_returns, post_returns: (M,) float64 mean undiscounted return per task before and after
-    adaptation; times: seconds per phase (sampling, returns, inner, and outer: the outer
-    step's set-up; the slowest shard's for several); carry: the baseline coefficients
-    carried to the next iteration ('previous')."""
+    adaptation (the same values for trpo, which does not adapt in training); times: seconds
+    per phase (sampling, returns, inner, and outer: the outer step's set-up; the slowest
+    shard's for several); carry: the baseline coefficients carried to the next iteration
+    ('previous')."""
 
     pre_returns: torch.Tensor
     post_returns: torch.Tensor
@@ -91,8 +92,9 @@ class TaskWorker:
                report: Optional[Callable[[str], None]] = None) -> Round:
         """Samples the shard's tasks of `iteration` with theta (the policy's parameters and
         Meta-SGD's step sizes if learned, on the config's device), adapts, samples the
-        adapted policies, and keeps what the outer step's calls need. carry: the baseline
-        carry into the shard's first task ('previous')."""
+        adapted policies, and keeps what the outer step's calls need (trpo: samples once,
+        with theta, and keeps that batch). carry: the baseline carry into the shard's first
+        task ('previous')."""
         # whoever calls (the driver, a Ray actor on whichever thread Ray runs the call): the
         # same bits
         with device_module.single_threaded():
@@ -117,10 +119,12 @@ class TaskWorker:
                        seed=stream_seed(config.seed, TRAIN_STREAM, iteration, 1),
                        num_threads=self.threads, first_stream=self.lo * k)
         # the adapted policies' own samples (the last batch) are the outer step's data (for
-        # Reptile, the log's)
+        # Reptile, the log's); trpo takes no steps, so its one batch, sampled with theta, is
+        # both the pre-update batch and the outer step's data
+        steps = config.train_inner_steps
         result = sample_and_adapt(
-            sim, self.policy, policy_theta, len(tasks), config.inner_steps,
-            [lr] * config.inner_steps, update=config.inner_rule, gamma=config.gamma,
+            sim, self.policy, policy_theta, len(tasks), steps,
+            [lr] * steps, update=config.inner_rule, gamma=config.gamma,
             gae_lambda=config.gae_lambda, baseline_fit=config.baseline_fit,
             device=self.device, carry=carry, objective=config.inner_objective,
             keep_batches=True, chunks=[(lo - self.lo, hi - self.lo) for lo, hi in self.chunks],
@@ -133,13 +137,16 @@ class TaskWorker:
         if config.algo != "reptile":
             self._outer_parts(theta)
         times["outer"] = time.perf_counter() - t0  # the outer step's set-up on this shard
-        return Round(batches[0].returns, post.returns, times, result.carry)
+        return Round(result.batches[0].returns, post.returns, times, result.carry)
 
     def _outer_parts(self, theta: meta.Params) -> None:
         """The per-chunk functions of the outer step (the same for every call), each chunk's
         built on an executor."""
         config, spec = self.config, self.spec
         r = self._round
+        # trpo is the first-order case with no adaptation: every task's "adapted" policy is
+        # theta, the surrogate and KL are the batch's own, and the Fisher product the plain
+        # one (J = I)
         first_order = config.algo != "maml-trpo"
         batches, post, adapted = r["batches"], r["post"], r["adapted"]
         theta_sorted = {n: theta[n] for n in sorted(theta)}
@@ -156,14 +163,16 @@ class TaskWorker:
             # and the KL's constants
             part_post = meta.record_old(spec, part_phi, task_slice(post, a, b))
 
+            def adapted_at(p: meta.Params) -> meta.Params:  # the chunk's phi(p)
+                return meta.adapt(spec, meta.split_step_sizes(p)[0], part_batches,
+                                  step_size(p), first_order, config.inner_objective,
+                                  ntask=b - a)
+
             def loss(p: meta.Params) -> torch.Tensor:
-                phi = meta.adapt(spec, meta.split_step_sizes(p)[0], part_batches,
-                                 step_size(p), first_order, config.inner_objective)
-                return meta.surrogate(spec, phi, part_post)
+                return meta.surrogate(spec, adapted_at(p), part_post)
 
             def loss_kl(p: meta.Params) -> Tuple[torch.Tensor, torch.Tensor]:
-                phi = meta.adapt(spec, meta.split_step_sizes(p)[0], part_batches,
-                                 step_size(p), first_order, config.inner_objective)
+                phi = adapted_at(p)
                 return meta.surrogate(spec, phi, part_post), meta.mean_kl(spec, phi, part_post)
 
             product = None
@@ -181,7 +190,7 @@ class TaskWorker:
 
     def _each(self, name: str, *args: Any) -> List[Any]:
         if self._round is None or "parts" not in self._round:
-            raise RuntimeError(f"{name} before a MAML sampling round")
+            raise RuntimeError(f"{name} before a sampling round of a TRPO outer step")
         with device_module.single_threaded():
             return self.executors.map(lambda part: part[name](*args), self._round["parts"])
 
@@ -208,7 +217,8 @@ class TaskWorker:
         return self._each("kl_gradient", p)
 
     def adapted(self) -> meta.Params:
-        """The shard's adapted parameters of the last round, (tasks, ...) per entry."""
+        """The shard's adapted parameters of the last round, (tasks, ...) per entry (theta
+        for every task with no adaptation, trpo)."""
         if self._round is None:
             raise RuntimeError("adapted before a sampling round")
         return self._round["adapted"]

@@ -112,7 +112,7 @@ def small_config(**kw):
 
 
 @needs_gpu
-@pytest.mark.parametrize("algo", ["maml-trpo", "fomaml-trpo", "reptile"])
+@pytest.mark.parametrize("algo", ["maml-trpo", "fomaml-trpo", "reptile", "trpo"])
 def test_an_iteration_on_cuda_equals_the_cpu_iteration(algo):
     """Same tasks, same samples (sampling is on CPU threads from the same parameters): the new
     parameters agree to float32 rounding, relative to the size of the step."""

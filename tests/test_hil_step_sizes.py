@@ -1,7 +1,7 @@
 """The robot adapts with the step sizes of the one rule (adaptation.step_sizes), as `adapt` and
 `evaluate` do: a MAML checkpoint trained with inner_lr 0.05 takes 0.05 at its first step on
-the robot and 0.025 after; a Reptile one its inner_lr at every step. And a checkpoint whose
-settings name a GPU exports and runs on the robot's CPU."""
+the robot and 0.025 after (a trpo one too); a Reptile one its inner_lr at every step. And a
+checkpoint whose settings name a GPU exports and runs on the robot's CPU."""
 
 import gymnasium as gym
 import pytest
@@ -29,8 +29,9 @@ def cheetah_env():
 
 
 @pytest.mark.parametrize("config, want", [(tiny(inner_lr=0.05), [0.05, 0.025]),
-                                          (tiny(algo="reptile", inner_lr=0.3), [0.3, 0.3])],
-                         ids=["maml", "reptile"])
+                                          (tiny(algo="reptile", inner_lr=0.3), [0.3, 0.3]),
+                                          (tiny(algo="trpo", inner_lr=0.05), [0.05, 0.025])],
+                         ids=["maml", "reptile", "trpo"])
 @pytest.mark.slow  # training runs
 def test_the_robot_adapts_with_the_checkpoints_step_sizes(tmp_path, monkeypatch, config, want):
     path = train(config, tmp_path / config.algo, progress=False)
