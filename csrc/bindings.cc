@@ -110,8 +110,10 @@ std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addr
                                         int nthread, bool autoreset,
                                         const SuccessTuple& success, uint64_t first_stream,
                                         const py::dict& actuators,
-                                        const CommandsTuple& commands) {
+                                        const CommandsTuple& commands,
+                                        const std::vector<RewardTuple>& metrics) {
   metarobot::FamilySpec spec;
+  for (const RewardTuple& r : metrics) spec.metrics.push_back(ToRewardTerm(r));
   for (const auto& [kind, id, start, size, lo, hi, geom, columns, noise, delay, scale, offset] :
        obs) {
     spec.obs.push_back({kind, id, start, size, lo, hi, geom, columns, noise, delay, scale,
@@ -211,7 +213,9 @@ PYBIND11_MODULE(_core, m) {
            py::arg("seed"),
            py::arg("nthread"), py::arg("autoreset"), py::arg("success") = py::none(),
            py::arg("first_stream") = 0, py::arg("actuators") = py::dict(),
-           py::arg("commands") = py::none())
+           py::arg("commands") = py::none(),
+           py::arg("metric_terms") = std::vector<RewardTuple>())
+      .def_property_readonly("nmetric", &BatchEngine::nmetric)
       .def_property_readonly("nsim", &BatchEngine::nsim)
       .def_property_readonly("obs_dim", &BatchEngine::obs_dim)
       .def_property_readonly("act_dim", &BatchEngine::act_dim)
@@ -231,7 +235,7 @@ PYBIND11_MODULE(_core, m) {
            [](BatchEngine& e, py::object actions, py::object obs, py::object reward,
               py::object terminated, py::object truncated, py::object diverged,
               py::object final_obs, py::object ended, py::object episode_return,
-              py::object episode_length, py::object success) {
+              py::object episode_length, py::object success, py::object metrics) {
              const py::ssize_t n = e.nsim(), od = e.obs_dim();
              const double* a = Checked<double>(actions, "actions", {n, e.act_dim()}, false);
              metarobot::StepOutputs out;
@@ -245,6 +249,7 @@ PYBIND11_MODULE(_core, m) {
              out.episode_return = Checked<double>(episode_return, "episode_return", {n}, true);
              out.episode_length = Checked<int32_t>(episode_length, "episode_length", {n}, true);
              out.success = Checked<uint8_t>(success, "success", {n}, true);
+             out.metrics = Checked<float>(metrics, "metrics", {n, e.nmetric()}, true);
              py::gil_scoped_release release;
              e.Step(a, out);
            })
@@ -253,7 +258,7 @@ PYBIND11_MODULE(_core, m) {
               int horizon, bool deterministic, py::object obs, py::object actions,
               py::object rewards, py::object terminated, py::object truncated, py::object valid,
               py::object final_obs, py::object length, py::object diverged,
-              py::object success) {
+              py::object success, py::object metrics) {
              // each policy: (sizes, weights (in, out) float32, biases, log_std, activation)
              std::vector<metarobot::MlpPolicy> converted;
              for (const py::tuple& p : policies) {
@@ -298,6 +303,7 @@ PYBIND11_MODULE(_core, m) {
              out.length = Checked<int32_t>(length, "lengths", {n}, true);
              out.diverged = Checked<uint8_t>(diverged, "diverged", {n}, true);
              out.success = Checked<uint8_t>(success, "success", {T, n}, true);
+             out.metrics = Checked<float>(metrics, "metrics", {T, n, e.nmetric()}, true);
              py::gil_scoped_release release;
              e.Rollout(converted, index, horizon, deterministic, out);
            })

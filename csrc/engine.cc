@@ -233,6 +233,7 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
     obs_dim_ += ObsTermSize(t, m0);
   }
   std::vector<RewardTerm> reward_like = spec_.reward;
+  reward_like.insert(reward_like.end(), spec_.metrics.begin(), spec_.metrics.end());
   if (spec_.has_success) {
     if (spec_.success_term.kind != kRewardGoalDistance &&
         spec_.success_term.kind != kRewardBodyDistance) {
@@ -259,6 +260,7 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
       case kRewardTrackLinVel:
       case kRewardTrackYawRate:
       case kRewardBodyVelSquared:
+      case kRewardTrackLinVelError:
         if (!body_ok(t.body)) {
           throw std::invalid_argument("reward body id " + Str(t.body) + " is not in [0, " +
                                       Str(m0->nbody) + ")");
@@ -267,7 +269,7 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
           throw std::invalid_argument("velocity tracking rewards read the commands (vx, vy, yaw "
                                       "rate): the family has " + Str(command_dim_) + " commands");
         }
-        if (t.kind != kRewardBodyVelSquared && !(t.scale > 0)) {
+        if ((t.kind == kRewardTrackLinVel || t.kind == kRewardTrackYawRate) && !(t.scale > 0)) {
           throw std::invalid_argument("velocity tracking: sigma (scale) should be > 0");
         }
         need_posvel_ = true;
@@ -282,7 +284,9 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
         }
         break;
       case kRewardFeetAirTime:
-        if (feet_term_ >= 0) throw std::invalid_argument("a family has at most one air-time term");
+        if (feet_term_ >= 0 || &t - reward_like.data() >= static_cast<long>(spec_.reward.size())) {
+          throw std::invalid_argument("a family has at most one air-time term, among its rewards");
+        }
         if (command_dim_ < 2) {
           throw std::invalid_argument("feet air time reads the velocity commands: the family "
                                       "has " + Str(command_dim_) + " commands");
@@ -848,11 +852,15 @@ double BatchEngine::TermValue(const RewardTerm& t, const mjModel* m, const mjDat
       break;
     case kRewardTrackLinVel:
     case kRewardTrackYawRate:
-    case kRewardBodyVelSquared: {
+    case kRewardBodyVelSquared:
+    case kRewardTrackLinVelError: {
       double v[6];
       LocalVelocity(m, d, t.body, v);
       const double* c = slots_[sim].command.data();
-      if (t.kind == kRewardTrackLinVel) {
+      if (t.kind == kRewardTrackLinVelError) {
+        const double ex = c[0] - v[3], ey = t.flag ? 0.0 : c[1] - v[4];
+        value = std::sqrt(ex * ex + ey * ey);
+      } else if (t.kind == kRewardTrackLinVel) {
         const double ex = c[0] - v[3], ey = c[1] - v[4];
         value = std::exp(-(ex * ex + ey * ey) / t.scale);
       } else if (t.kind == kRewardTrackYawRate) {
@@ -906,6 +914,13 @@ double BatchEngine::Reward(const mjModel* m, const mjData* d, int sim, const dou
     reward += t.weight * TermValue(t, m, d, sim, action, qpos_before);
   }
   return reward;
+}
+
+void BatchEngine::Measure(const mjModel* m, const mjData* d, int sim, const double* action,
+                          const double* qpos_before, float* out) const {
+  for (size_t k = 0; k < spec_.metrics.size(); ++k) {
+    out[k] = static_cast<float>(TermValue(spec_.metrics[k], m, d, sim, action, qpos_before));
+  }
 }
 
 bool BatchEngine::Success(const mjModel* m, const mjData* d, int sim) const {
@@ -1056,11 +1071,18 @@ void StepFunc(const mjModel* m, mjData* d, int sim, void* arg) {
     reward = e->Reward(m, d, sim, action, qpos_before);
     terminated = e->Terminated(m, d);
     success = e->Success(m, d, sim);
+    if (out.metrics) {
+      e->Measure(m, d, sim, action, qpos_before,
+                 out.metrics + static_cast<size_t>(sim) * e->nmetric());
+    }
     e->EndStepRecord(sim, action);
     e->Observe(m, d, sim, obs);
   } else {
     // MuJoCo reset the diverged state: the last sound observation ends the episode
     std::memcpy(obs, e->last_obs(sim), sizeof(float) * od);
+    if (out.metrics) {
+      std::fill_n(out.metrics + static_cast<size_t>(sim) * e->nmetric(), e->nmetric(), 0.0f);
+    }
   }
   s.ret += reward;
   const bool truncated = !terminated && s.t >= e->horizon();
@@ -1134,10 +1156,14 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
       reward = e->Reward(m, d, sim, action, qpos_before);
       terminated = e->Terminated(m, d);
       success = e->Success(m, d, sim);
+      if (out.metrics) {
+        e->Measure(m, d, sim, action, qpos_before, out.metrics + row * e->nmetric());
+      }
       e->EndStepRecord(sim, action);
       e->Observe(m, d, sim, next_obs);
     } else {
       std::memcpy(next_obs, obs, sizeof(float) * od);
+      if (out.metrics) std::fill_n(out.metrics + row * e->nmetric(), e->nmetric(), 0.0f);
     }
     s.ret += reward;
     out.rewards[row] = static_cast<float>(reward);
@@ -1162,6 +1188,7 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
     out.truncated[row] = 0;
     out.valid[row] = 0;
     if (out.success) out.success[row] = 0;
+    if (out.metrics) std::fill_n(out.metrics + row * e->nmetric(), e->nmetric(), 0.0f);
   }
   std::memcpy(out.final_obs + static_cast<size_t>(sim) * od, obs, sizeof(float) * od);
   out.length[sim] = t;
@@ -1204,6 +1231,7 @@ void BatchEngine::Step(const double* actions, const StepOutputs& out) {
     out.diverged[sim] = 1;
     out.ended[sim] = 1;
     if (out.success) out.success[sim] = 0;
+    if (out.metrics) std::fill_n(out.metrics + static_cast<size_t>(sim) * nmetric(), nmetric(), 0.0f);
     std::memcpy(out.final_obs + static_cast<size_t>(sim) * obs_dim_, obs,
                 sizeof(float) * obs_dim_);
     out.episode_return[sim] = s.ret;
@@ -1254,6 +1282,7 @@ void BatchEngine::Rollout(const std::vector<MlpPolicy>& policies, const int* pol
       out.terminated[row] = 0;
       out.truncated[row] = 0;
       if (out.success) out.success[row] = 0;
+      if (out.metrics) std::fill_n(out.metrics + row * nmetric(), nmetric(), 0.0f);
     }
     if (len > 0) {
       const size_t row = static_cast<size_t>(len - 1) * nsim_ + sim;

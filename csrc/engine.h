@@ -83,6 +83,8 @@ enum RewardKind : int {
   kRewardBodyContacts = 14,    // number of bodies in contact (contact force norm > lo, N)
   kRewardFeetAirTime = 15,     // sum over bodies (feet) landing this step of (time in the air -
                                // hi), s; 0 when ||c[0:2]|| <= scale (legged_gym's air time)
+  kRewardTrackLinVelError = 16,  // ||c[0:2] - (v_x, v_y)|| (flag 0) or |c[0] - v_x| (flag 1),
+                                 // m/s: how far the body's velocity is from the command
 };
 
 struct RewardTerm {
@@ -191,6 +193,9 @@ struct FamilySpec {
   // command_resample env steps (0: only at reset). Observed by kObsCommand, read by rewards.
   std::vector<double> command_lo, command_hi;
   int command_resample = 0;
+  // quantities measured at every step beside the reward (their weights are ignored), e.g. a
+  // velocity tracking error; rollout() and step() report them per step
+  std::vector<RewardTerm> metrics;
 };
 
 // Caller-allocated outputs of step(); pointers may be null where noted.
@@ -205,6 +210,7 @@ struct StepOutputs {
   double* episode_return = nullptr;  // (nsim,) return of the ended episode
   int32_t* episode_length = nullptr; // (nsim,) length of the ended episode
   uint8_t* success = nullptr;    // (nsim,) the step reached the family's success condition
+  float* metrics = nullptr;      // (nsim, nmetric) the family's metrics of the step; may be null
 };
 
 // Caller-allocated outputs of rollout(); time-major.
@@ -219,6 +225,8 @@ struct RolloutOutputs {
   int32_t* length = nullptr;      // (nsim,) number of valid steps
   uint8_t* diverged = nullptr;    // (nsim,)
   uint8_t* success = nullptr;     // (T, nsim) the step reached the success condition; may be null
+  float* metrics = nullptr;       // (T, nsim, nmetric) the family's metrics (0 after the episode);
+                                  // may be null
 };
 
 class BatchEngine {
@@ -242,6 +250,10 @@ class BatchEngine {
   int nv() const { return nv_; }
   int nthread() const;
   int horizon() const { return spec_.horizon; }
+  int nmetric() const { return static_cast<int>(spec_.metrics.size()); }
+  // Writes the family's metrics of the step just taken, out: (nmetric).
+  void Measure(const mjModel* m, const mjData* d, int sim, const double* action,
+               const double* qpos_before, float* out) const;
 
   // Reseeds every simulation's random stream from (seed, first_stream + simulation index).
   void Seed(uint64_t seed);

@@ -5,8 +5,8 @@ the robot, and the one rule for the step sizes they use.
     sizes = step_sizes(config)                    # (0.1, 0.05) for a MAML checkpoint
     result = sample_and_adapt(sim, policy, theta, ntask, steps=1, lrs=expand(sizes, 1), ...)
     result.returns                                # (steps + 1, M) mean return per task
-    curve, per_task = adaptation_curve(policy, family, tasks, steps=3, trajectories=20,
-                                       lr=sizes, seed=1)
+    curve = adaptation_curve(policy, family, tasks, steps=3, trajectories=20, lr=sizes, seed=1)
+    curve.returns, curve.measures["tracking_error"]   # (steps + 1, M) each
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from .families import Task, TaskFamily
 from .meta import InnerUpdate, Params, PolicySpec, for_each_task, record_sampling
 from .policy import GaussianMLPPolicy
 from .samples import (TaskBatch, baseline_next, baseline_start, check_baseline_fit,
-                      chunk_ranges, concat_tasks, per_task_params, process, task_slice,
+                      chunk_ranges, concat_tasks, episode_measures, per_task_params, process,
+                      task_slice,
                       trajectory_tasks)
 
 # Step sizes of the adaptation: one per step (the last repeats for later steps), or
@@ -80,7 +81,9 @@ class Adaptation:
     parameters that sampled each task's last batch, on the device: after the last step, or
     theta itself for every task after 0 steps (expanded views); per_task: the same as one
     CPU dict per task; times: seconds per phase (sampling, returns, inner); carry: the
-    baseline carry after the last batch ('previous')."""
+    baseline carry after the last batch ('previous'); measures: by name, (steps + 1, M)
+    per task after 0..steps steps: the family's metrics and, for families whose episodes can
+    terminate, terminations per minute (samples.episode_measures)."""
 
     returns: np.ndarray
     batches: List[TaskBatch]
@@ -88,6 +91,26 @@ class Adaptation:
     per_task: List[Dict[str, torch.Tensor]]
     times: Dict[str, float]
     carry: Optional[np.ndarray]
+    measures: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Curve:
+    """An adaptation curve: returns (steps + 1, M) mean return per task after 0..steps
+    steps; measures by name, (steps + 1, M) each (Adaptation.measures); per_task: the
+    adapted parameters of each task after the last step, on the CPU."""
+
+    returns: np.ndarray
+    measures: Dict[str, np.ndarray]
+    per_task: List[Dict[str, torch.Tensor]]
+
+    @staticmethod
+    def join(parts: Sequence["Curve"]) -> "Curve":
+        """Curves of consecutive task sets as one."""
+        return Curve(np.concatenate([p.returns for p in parts], axis=1),
+                     {k: np.concatenate([p.measures[k] for p in parts], axis=1)
+                      for k in parts[0].measures},
+                     [x for p in parts for x in p.per_task])
 
 
 def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, ntask: int,
@@ -138,6 +161,10 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
     sampling: Any = theta if on_cpu else device_module.params_to_cpu(theta)
     times = {"sampling": 0.0, "returns": 0.0, "inner": 0.0}
     returns: List[np.ndarray] = []
+    measured: List[Dict[str, np.ndarray]] = []
+    names = [t.name for t in sim.family.metrics]
+    step_seconds = sim.family.frame_skip * sim.models[0].opt.timestep
+    terminations = bool(sim.family.termination)
     batches: List[TaskBatch] = []
     adapted: Optional[Params] = None  # None: no step taken yet, theta samples
     carry, prior = baseline_start(baseline_fit, ntask, sim.observation_dim, carry)
@@ -146,6 +173,7 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
             else "sampling the adapted policies" if steps else "sampling")
         t0 = time.perf_counter()
         traj = sim.rollout(policy, params=sampling)
+        measured.append(episode_measures(traj, ntask, names, step_seconds, terminations))
         t1 = time.perf_counter()
         say("advantages")
         batch = device_module.to_device(advantages(traj, carry, prior), device)
@@ -173,17 +201,18 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
     per_task = sampling if isinstance(sampling, list) else [sampling] * ntask
     if adapted is None:  # no steps: theta sampled every task's (only) batch
         adapted = for_each_task(theta, ntask)
-    return Adaptation(np.stack(returns), batches, adapted, per_task, times, carry)
+    measures = {k: np.stack([m[k] for m in measured]) for k in measured[0]}
+    return Adaptation(np.stack(returns), batches, adapted, per_task, times, carry, measures)
 
 
 def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Sequence[Task],
                      steps: int, trajectories: int, lr: Union[float, StepSizes], seed: int, *,
                      gamma: float = 0.99, gae_lambda: float = 1.0, threads: int = 0,
                      baseline_fit: str = "current", device: str = "cpu",
-                     first_stream: int = 0, update: Optional[InnerUpdate] = None
-                     ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
-    """Mean return per task after 0..steps adaptation steps: (steps + 1, M), and the adapted
-    parameters of each task after the last step (on the CPU). lr: one step size for every
+                     first_stream: int = 0, update: Optional[InnerUpdate] = None) -> Curve:
+    """Mean return per task after 0..steps adaptation steps (steps + 1, M), the family's
+    measures after each (Curve.measures), and the adapted parameters of each task after the
+    last step (on the CPU). lr: one step size for every
     step, a sequence (the last repeats), or learned per-entry step sizes (see step_sizes).
     seed: the simulations' seed; first_stream: the random stream of the first simulation
     (tasks that are a shard of a larger set, see BatchSim). device: where the adaptation
@@ -215,4 +244,4 @@ def adaptation_curve(policy: GaussianMLPPolicy, family: TaskFamily, tasks: Seque
                                       run=executors.map)
     finally:
         executors.close()
-    return result.returns, result.per_task
+    return Curve(result.returns, result.measures, result.per_task)

@@ -49,6 +49,8 @@ class Trajectories:
       tasks: the tasks, in order.
       success: (T, N) bool, the step met the family's success condition (all False for
         families without one).
+      metrics: (T, N, K) float32, the family's K metrics (TaskFamily.metrics, e.g. a velocity
+        tracking error in m/s) at each step, 0 after the episode ended; None without metrics.
     """
 
     observations: np.ndarray
@@ -63,6 +65,7 @@ class Trajectories:
     task_index: np.ndarray
     tasks: Tuple[Task, ...]
     success: Optional[np.ndarray] = None
+    metrics: Optional[np.ndarray] = None
 
     @property
     def succeeded(self) -> np.ndarray:
@@ -230,7 +233,9 @@ class BatchSim:
           episode ended this step), 'episode_return' (N,) float64 and 'episode_length' (N,)
           int32 of those episodes, 'diverged' (N,) bool (the simulation failed and its
           episode was ended, terminated) and 'success' (N,) bool (the step met the family's
-          success condition; always False for families without one).
+          success condition; always False for families without one); with the family's K
+          metrics, 'metrics' (N, K) float32, their values at this step (names in
+          family.metrics).
         """
         if not self._started:
             raise RuntimeError("call reset() before step()")
@@ -246,11 +251,14 @@ class BatchSim:
         ep_return = np.zeros(n, np.float64)
         ep_length = np.zeros(n, np.int32)
         success = np.zeros(n, np.bool_)
+        metrics = np.zeros((n, self._engine.nmetric), np.float32)
         self._engine.step(a, obs, reward, terminated.view(np.uint8), truncated.view(np.uint8),
                           diverged.view(np.uint8), final_obs, ended.view(np.uint8), ep_return,
-                          ep_length, success.view(np.uint8))
+                          ep_length, success.view(np.uint8), metrics)
         info = {"final_obs": final_obs, "_final_obs": ended, "episode_return": ep_return,
                 "episode_length": ep_length, "diverged": diverged, "success": success}
+        if metrics.shape[1]:
+            info["metrics"] = metrics
         return obs, reward, terminated, truncated, info
 
     def rollout(self, policy: Any, horizon: Optional[int] = None,
@@ -298,6 +306,7 @@ class BatchSim:
             task_index=self.task_index.copy(),
             tasks=self.tasks,
             success=np.zeros((T, n), np.bool_),
+            metrics=np.zeros((T, n, self._engine.nmetric), np.float32),
         )
         policies = [(e["sizes"], e["weights"], e["biases"], e["log_std"], e["activation"])
                     for e in exported]
@@ -305,7 +314,10 @@ class BatchSim:
                              out.observations, out.actions, out.rewards,
                              out.terminated.view(np.uint8), out.truncated.view(np.uint8),
                              out.valid.view(np.uint8), out.final_observations, out.lengths,
-                             out.diverged.view(np.uint8), out.success.view(np.uint8))
+                             out.diverged.view(np.uint8), out.success.view(np.uint8),
+                             out.metrics)
+        if not out.metrics.shape[2]:
+            out.metrics = None
         self._started = False
         return out
 

@@ -250,7 +250,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"{result['family']} after {result['iteration']} iterations, {result['tasks']} "
           f"held-out tasks, {result['trajectories_per_task']} trajectories per step:")
     for k, m, e in zip(result["steps"], result["mean_return"], result["stderr"]):
-        print(f"  {k} steps: {m:9.2f} +- {e:.2f}")
+        measures = "".join(f", {name} {v['mean'][k]:.3f} +- {v['stderr'][k]:.3f}"
+                           for name, v in result["measures"].items())
+        print(f"  {k} steps: {m:9.2f} +- {e:.2f}{measures}")
     return 0
 
 

@@ -32,6 +32,7 @@ import torch
 
 from . import device as device_module
 from . import meta, trpo
+from .adaptation import Curve
 from .config import TrainConfig, parse_ray_address
 from .families import TaskFamily, make_family
 from .policy import GaussianMLPPolicy
@@ -350,8 +351,7 @@ class RayWorkers(WorkerSet):
         return out
 
     def curves(self, theta: meta.Params, tasks: Sequence[Any], steps: int, trajectories: int,
-               lr: Any, seed: int, baseline_fit: str
-               ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
+               lr: Any, seed: int, baseline_fit: str) -> Curve:
         """adaptation.adaptation_curve over the workers: tasks split evenly in order, each worker's
         simulations on the random streams they have in the whole batch. A worker lost
         meanwhile is replaced and its tasks evaluated again (they depend on nothing else)."""
@@ -365,8 +365,7 @@ class RayWorkers(WorkerSet):
             lambda a, s: a.curves.remote(packed, list(tasks[bounds[s]:bounds[s + 1]]), steps,
                                          trajectories, lr, seed, baseline_fit,
                                          bounds[s] * trajectories), count=n)
-        return (np.concatenate([p[0] for p in parts], axis=1),
-                [x for p in parts for x in p[1]])
+        return Curve.join(parts)
 
     def close(self) -> None:
         ray = self.ray

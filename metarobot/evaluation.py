@@ -72,7 +72,7 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     if cluster == "local":
         if (workers, ray_address) != (1, None):
             raise ValueError("workers and ray_address need cluster 'ray'")
-        curve, _ = adaptation_curve(policy, family, held_out, steps, k, sizes,
+        curve = adaptation_curve(policy, family, held_out, steps, k, sizes,
                                     stream_seed(seed, EVAL_STREAM, 1), gamma=config.gamma,
                                     gae_lambda=config.gae_lambda, threads=threads,
                                     baseline_fit=baseline_fit, device=device,
@@ -86,10 +86,9 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
             threads_per_worker=threads_per_worker, baseline_fit=baseline_fit))
         with RayWorkers(on, training=False) as pool:
             theta = {n: p.detach() for n, p in policy.params().items()}
-            curve, _ = pool.curves(theta, held_out, steps, k, sizes,
-                                   stream_seed(seed, EVAL_STREAM, 1), baseline_fit)
-    mean = curve.mean(1)
-    stderr = curve.std(1, ddof=1) / math.sqrt(tasks) if tasks > 1 else np.zeros_like(mean)
+            curve = pool.curves(theta, held_out, steps, k, sizes,
+                                stream_seed(seed, EVAL_STREAM, 1), baseline_fit)
+    mean, stderr = _over_tasks(curve.returns)
     result = {"family": config.family, "checkpoint": str(path),
               "iteration": int(info.get("iteration", -1)) + 1, "tasks": tasks,
               "trajectories_per_task": k, "baseline_fit": baseline_fit,
@@ -97,13 +96,27 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
               [float(x) for x in sizes],
               "steps": list(range(steps + 1)),
               "mean_return": [float(x) for x in mean], "stderr": [float(x) for x in stderr],
-              "per_task": curve.T.tolist(), "held_out_tasks": [t.as_dict() for t in held_out]}
+              # the family's metrics (e.g. a velocity tracking error, m/s) and terminations
+              # per minute (falls, for a legged robot), per step, over tasks
+              "measures": {name: dict(zip(("mean", "stderr"),
+                                          ([float(x) for x in v] for v in _over_tasks(values))))
+                           for name, values in curve.measures.items()},
+              "per_task": curve.returns.T.tolist(),
+              "held_out_tasks": [t.as_dict() for t in held_out]}
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2))
     if plot_path is not None:
         plot_adaptation(result, plot_path)
     return result
+
+
+def _over_tasks(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error over tasks (axis 1) of (steps + 1, M) values."""
+    mean = values.mean(1)
+    n = values.shape[1]
+    stderr = values.std(1, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
+    return mean, stderr
 
 
 def plot_adaptation(result: Dict[str, Any], path: Union[str, Path]) -> None:
@@ -141,14 +154,15 @@ def adapt_to_task(path: Union[str, Path], task: Union[Task, Dict[str, float]], s
     if isinstance(task, dict):
         task = family.task(**task)
     family.check_task(task)
-    curve, per_task = adaptation_curve(policy, family, [task], steps, trajectories, sizes,
-                                       stream_seed(seed, ADAPT_STREAM, 0), gamma=config.gamma,
-                                       gae_lambda=config.gae_lambda, threads=threads,
-                                       baseline_fit=config.baseline_fit, device=device,
-                                       update=config.inner_rule)
-    adapted = per_task[0]
+    curve = adaptation_curve(policy, family, [task], steps, trajectories, sizes,
+                             stream_seed(seed, ADAPT_STREAM, 0), gamma=config.gamma,
+                             gae_lambda=config.gae_lambda, threads=threads,
+                             baseline_fit=config.baseline_fit, device=device,
+                             update=config.inner_rule)
+    adapted = curve.per_task[0]
+    returns = [float(x) for x in curve.returns[:, 0]]
     if out is not None:
         info = dict(info, adapted_to=task.as_dict(), adaptation_steps=steps,
-                    adaptation_returns=[float(x) for x in curve[:, 0]])
+                    adaptation_returns=returns)
         checkpoint.save(out, adapted, info)
-    return adapted, [float(x) for x in curve[:, 0]]
+    return adapted, returns

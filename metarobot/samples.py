@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -98,6 +98,30 @@ def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
                      baseline_coeffs=own)
 
 
+TERMINATIONS = "terminations_per_minute"
+
+
+def episode_measures(traj: Trajectories, ntask: int, names: Sequence[str],
+                     step_seconds: float, terminations: bool) -> Dict[str, np.ndarray]:
+    """Per task (M,): the mean of each of the family's metrics (names, traj.metrics' last
+    axis) over the valid steps of the task's simulations, and with terminations, the episodes
+    that ended in a terminal state (a fall, for a legged robot) per minute of simulated time
+    (step_seconds per step)."""
+    T, N = traj.valid.shape
+    valid = traj.valid.reshape(T, ntask, N // ntask)
+    steps = valid.sum(axis=(0, 2)).astype(np.float64)  # (M,)
+    out: Dict[str, np.ndarray] = {}
+    if traj.metrics is not None:
+        values = traj.metrics.reshape(T, ntask, N // ntask, -1).astype(np.float64)
+        sums = (values * valid[..., None]).sum(axis=(0, 2))  # (M, K)
+        for k, name in enumerate(names):
+            out[name] = sums[:, k] / np.maximum(steps, 1)
+    if terminations:
+        ended = (traj.terminated & traj.valid).reshape(T, ntask, N // ntask).sum(axis=(0, 2))
+        out[TERMINATIONS] = ended / np.maximum(steps * step_seconds / 60.0, 1e-12)
+    return out
+
+
 def subsample(batch: TaskBatch, fraction: float) -> TaskBatch:
     """The first ceil(fraction x k) trajectories of each task (all their steps)."""
     M, S = batch.mask.shape
@@ -137,7 +161,8 @@ def trajectory_tasks(traj: Trajectories, lo: int, hi: int, per_task: int) -> Tra
         final_observations=traj.final_observations[sims], lengths=traj.lengths[sims],
         diverged=traj.diverged[sims], task_index=traj.task_index[sims] - lo,
         tasks=traj.tasks[lo:hi],
-        success=None if traj.success is None else traj.success[:, sims])
+        success=None if traj.success is None else traj.success[:, sims],
+        metrics=None if traj.metrics is None else traj.metrics[:, sims])
 
 
 def concat_tasks(batches: List[TaskBatch]) -> TaskBatch:

@@ -134,6 +134,9 @@ class TaskFamily:
     actuators: Optional[A.Actuators] = None
     # commands given to the robot (velocity commands), observed by Command terms
     commands: Optional[T.Commands] = None
+    # quantities measured at every step beside the reward, reported by evaluate (reward
+    # terms whose weight is ignored, e.g. a velocity tracking error in m/s)
+    metrics: Tuple[Any, ...] = ()
 
     def __post_init__(self):
         for field in ("frame_skip", "horizon"):
@@ -316,6 +319,7 @@ class TaskFamily:
             termination_terms=[T.bodies_padded(t.compile(model, index), 6)
                                for t in self.termination],
             commands=None if self.commands is None else self.commands.compile(),
+            metric_terms=[T.bodies_padded(t.compile(model, index), 11) for t in self.metrics],
             frame_skip=int(self.frame_skip),
             horizon=int(self.horizon),
             qpos_noise=float(self.reset_qpos_noise),

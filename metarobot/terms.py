@@ -27,7 +27,7 @@ from .parameters import (DYNAMICS_FIELDS, ActuatorRange, Choice, Disc,  # noqa: 
 (_R_CONSTANT, _R_FORWARD_VELOCITY, _R_VELOCITY_ERROR, _R_GOAL_DISTANCE, _R_CONTROL_COST,
  _R_CONTACT_COST, _R_QPOS_RATE, _R_BODY_DISTANCE, _R_TRACK_LIN_VEL, _R_TRACK_YAW_RATE,
  _R_BODY_VEL_SQUARED, _R_TORQUE_COST, _R_JOINT_ACC_COST, _R_ACTION_RATE, _R_BODY_CONTACTS,
- _R_FEET_AIR_TIME) = range(16)
+ _R_FEET_AIR_TIME, _R_TRACK_LIN_VEL_ERROR) = range(17)
 (_T_QPOS_OUTSIDE, _T_NON_FINITE, _T_STATE_BOUND, _T_HEIGHT_ABOVE_TERRAIN, _T_BODY_CONTACT,
  _T_TILT) = range(6)
 
@@ -497,6 +497,22 @@ class TrackYawRate:
             raise ValueError(f"{self.name}: sigma should be > 0, got {self.sigma}")
         return (_R_TRACK_YAW_RATE, float(self.weight), _body_id(model, self.body, self.name), 0,
                 -1, float(self.sigma), 0.0, 0.0, 0, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class VelocityTrackingError:
+    """weight * how far the body's velocity (own frame) is from the commanded one, m/s:
+    ||(c_vx, c_vy) - (v_x, v_y)||, or |c_vx - v_x| with forward_only. A metric (TaskFamily.
+    metrics) more than a reward."""
+
+    name: str
+    body: str
+    forward_only: bool = False
+    weight: float = 1.0
+
+    def compile(self, model, index):
+        return (_R_TRACK_LIN_VEL_ERROR, float(self.weight), _body_id(model, self.body, self.name),
+                0, -1, 1.0, 0.0, 0.0, int(bool(self.forward_only)), -1)
 
 
 _VELOCITY_COMPONENTS = ("wx", "wy", "wz", "vx", "vy", "vz")

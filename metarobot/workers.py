@@ -37,7 +37,7 @@ import torch
 
 from . import device as device_module
 from . import meta, trpo
-from .adaptation import adaptation_curve, sample_and_adapt
+from .adaptation import Curve, adaptation_curve, sample_and_adapt
 from .batch import BatchSim
 from .config import TRAIN_STREAM, TrainConfig, make_policy, stream_seed
 from .executors import ChunkExecutors, cpu_count
@@ -224,8 +224,7 @@ class TaskWorker:
         return self._round["adapted"]
 
     def curves(self, theta: meta.Params, tasks: Sequence[Task], steps: int, trajectories: int,
-               lr: Any, seed: int, baseline_fit: str, first_stream: int
-               ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
+               lr: Any, seed: int, baseline_fit: str, first_stream: int) -> Curve:
         """adaptation_curve of the policy with parameters theta on tasks (this shard's),
         whose simulations start at random stream first_stream."""
         with torch.no_grad():
@@ -263,11 +262,9 @@ class WorkerSet:
         raise NotImplementedError
 
     def curves(self, theta: meta.Params, tasks: Sequence[Task], steps: int, trajectories: int,
-               lr: Any, seed: int, baseline_fit: str
-               ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
+               lr: Any, seed: int, baseline_fit: str) -> Curve:
         """adaptation_curve of the policy with parameters theta on tasks, split over the
-        workers with the same results: (steps + 1, tasks) returns and the adapted
-        parameters per task."""
+        workers with the same results: a Curve of the tasks in order."""
         raise NotImplementedError
 
     @property
@@ -332,8 +329,7 @@ class InProcessWorkers(WorkerSet):
             k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def curves(self, theta: meta.Params, tasks: Sequence[Task], steps: int, trajectories: int,
-               lr: Any, seed: int, baseline_fit: str
-               ) -> Tuple[np.ndarray, List[Dict[str, torch.Tensor]]]:
+               lr: Any, seed: int, baseline_fit: str) -> Curve:
         return self.workers[0].curves(theta, tasks, steps, trajectories, lr, seed,
                                       baseline_fit, 0)
 

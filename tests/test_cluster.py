@@ -205,14 +205,17 @@ def test_a_worker_killed_mid_iteration_is_replaced_and_the_result_unchanged(head
         os.kill(victim, signal.SIGKILL)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            spread, _ = workers.curves(theta, tasks, 1, 2, 0.1, 5, "current")
+            spread = workers.curves(theta, tasks, 1, 2, 0.1, 5, "current")
         assert workers.replaced == 2 and workers.pids[0] != victim
         assert any("worker 0 was lost" in str(w.message) for w in caught)
     for n in local:
         assert torch.equal(local[n], theta[n]), n
     with InProcessWorkers(config, family, policy) as alone:
-        expected, _ = alone.curves(theta, tasks, 1, 2, 0.1, 5, "current")
-    assert spread.tolist() == expected.tolist()
+        expected = alone.curves(theta, tasks, 1, 2, 0.1, 5, "current")
+    assert spread.returns.tolist() == expected.returns.tolist()
+    assert spread.measures.keys() == expected.measures.keys()
+    for name in expected.measures:
+        assert spread.measures[name].tolist() == expected.measures[name].tolist(), name
 
 
 def test_unreachable_and_malformed_addresses_fail_fast_and_write_nothing(tmp_path, capsys):

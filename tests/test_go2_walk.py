@@ -156,6 +156,9 @@ class PlainGo2:
         terminated = (self.force(self.base) > 1.0
                       or not d.xmat[self.base][8] >= math.cos(math.radians(60.0))
                       or not np.all(np.isfinite(d.qpos)))
+        ex, ey = c[0] - v[3], c[1] - v[4]
+        self.metrics = np.array([math.sqrt(ex * ex + ey * ey), math.sqrt(ex * ex + 0.0 * 0.0)],
+                                np.float32)
         self.last_action = action
         if self.t % self.f.commands.resample_steps == 0:
             self.draw_command()
@@ -198,6 +201,7 @@ def test_go2walk_matches_a_plain_mj_step_loop_bit_for_bit():
             where = f"step {t}, sim {i}"
             assert bool(term[i]) == expected_term, where
             assert reward[i] == expected_reward, where
+            np.testing.assert_array_equal(info["metrics"][i], plain.metrics, err_msg=where)
             if term[i] or trunc[i]:
                 seen["ended"] += 1
                 seen["terminated"] += bool(term[i])
@@ -220,7 +224,7 @@ def test_rollouts_match_steps_and_any_thread_count_or_split():
         return sim.rollout(policy, horizon=30)
     one, two = rollout(tasks, 1), rollout(tasks, 2)
     first, second = rollout(tasks[:2], 2), rollout(tasks[2:], 1, first_stream=4)
-    for name in ("observations", "actions", "rewards", "terminated", "valid"):
+    for name in ("observations", "actions", "rewards", "terminated", "valid", "metrics"):
         a = getattr(one, name)
         np.testing.assert_array_equal(a, getattr(two, name))
         np.testing.assert_array_equal(
@@ -236,6 +240,7 @@ def test_rollouts_match_steps_and_any_thread_count_or_split():
                 plain.rng.normal()  # the policy's exploration noise, drawn in the core first
             obs, reward, term = plain.step(one.actions[t, i].astype(np.float64))
             assert one.rewards[t, i] == reward, f"step {t}, sim {i}"
+            np.testing.assert_array_equal(one.metrics[t, i], plain.metrics)
             nxt = one.observations[t + 1, i] if t + 1 < 30 else one.final_observations[i]
             if t + 1 < one.lengths[i] or t + 1 == 30:
                 np.testing.assert_array_equal(nxt, obs, err_msg=f"step {t}, sim {i}")
@@ -307,3 +312,50 @@ def test_tracking_terms_need_commands():
         metarobot.BatchSim(family, family.sample_tasks(1, seed=0))
     with pytest.raises(ValueError, match="empty"):
         T.Commands(("vx",), (1.0,), (0.0,))
+
+
+def test_episode_measures_average_valid_steps_per_task_and_count_falls_per_minute():
+    """Two tasks of two simulations, 4 steps of 0.02 s: hand-counted means and falls."""
+    from metarobot.batch import Trajectories
+    from metarobot.samples import TERMINATIONS, episode_measures
+    valid = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1], [0, 1, 0, 1]], bool)  # (T, N)
+    terminated = np.zeros((4, 4), bool)
+    terminated[1, 0] = terminated[2, 2] = True  # sim 0 (task 0) and sim 2 (task 1) fall
+    metrics = np.zeros((4, 4, 1), np.float32)
+    metrics[..., 0] = np.arange(16, dtype=np.float32).reshape(4, 4)
+    metrics[~valid] = 100.0  # must not count
+    traj = Trajectories(
+        observations=np.zeros((4, 4, 1), np.float32), actions=np.zeros((4, 4, 1), np.float32),
+        rewards=np.zeros((4, 4), np.float32), terminated=terminated,
+        truncated=np.zeros((4, 4), bool), valid=valid,
+        final_observations=np.zeros((4, 1), np.float32), lengths=valid.sum(0),
+        diverged=np.zeros(4, bool), task_index=np.array([0, 0, 1, 1]), tasks=(),
+        metrics=metrics)
+    out = episode_measures(traj, 2, ["err"], 0.02, terminations=True)
+    # task 0: sims 0 (steps 0, 1) and 1 (steps 0-3): values 0, 4, 1, 5, 9, 13
+    # task 1: sims 2 (steps 0-2) and 3 (steps 0-3): values 2, 6, 10, 3, 7, 11, 15
+    np.testing.assert_allclose(out["err"], [32 / 6, 54 / 7])
+    np.testing.assert_allclose(out[TERMINATIONS], [1 / (6 * 0.02 / 60), 1 / (7 * 0.02 / 60)])
+
+
+def test_evaluate_reports_tracking_error_and_falls_per_step(tmp_path, capsys):
+    """A Go2Walk checkpoint's evaluation carries the family's measures after each step."""
+    from metarobot.cli import main
+    run = tmp_path / "go2"
+    assert main(["train", "--family", "Go2Walk", "--algo", "trpo", "--iterations", "1",
+                 "--meta-batch-size", "2", "--trajectories-per-task", "2", "--set",
+                 "horizon=25", "--hidden-sizes", "8", "--out", str(run),
+                 "--quiet"]) == 0
+    from metarobot.evaluation import evaluate
+    result = evaluate(run, tasks=3, steps=1, trajectories=2)
+    measures = result["measures"]
+    assert set(measures) == {"tracking_error", "forward_error", "terminations_per_minute"}
+    for name, values in measures.items():
+        assert len(values["mean"]) == len(values["stderr"]) == 2, name
+    err = measures["tracking_error"]["mean"]
+    assert all(0.0 < e < 3.0 for e in err)  # m/s, commands within +-1 m/s
+    assert all(f <= e + 1e-6 for f, e in zip(measures["forward_error"]["mean"], err))
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--trajectories",
+                 "2"]) == 0
+    assert "tracking_error" in capsys.readouterr().out
