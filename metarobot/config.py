@@ -192,6 +192,10 @@ class TrainConfig:
     """Iterations between checkpoints (the last one is always saved)."""
     time_budget: Optional[float] = None
     """Seconds of training after which the run stops at the end of an iteration."""
+    init: Optional[str] = None
+    """A checkpoint (file or run directory) whose policy parameters start the run instead of
+    a fresh initialisation: meta-training from a domain-randomised (trpo) policy, say. Its
+    layer sizes must be this run's; Meta-SGD step sizes still start at inner_lr."""
 
     def __post_init__(self):
         if isinstance(self.hidden_sizes, (str, bytes)) or \

@@ -36,7 +36,8 @@ from .config import TrainConfig, make_policy
 from .families import TaskFamily, make_family
 from .policy import GaussianMLPPolicy
 from .progress import Progress
-from .runs import PROGRESS_FIELDS, check_params, read_rows, resumed_config, save_checkpoint
+from .runs import (PROGRESS_FIELDS, check_params, load_policy, read_rows, resumed_config,
+                   save_checkpoint)
 from .workers import InProcessWorkers, WorkerSet
 
 
@@ -151,6 +152,11 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
     if resume:
         check_params(params, theta, latest)
         theta = {n: params[n].clone() for n in names}
+    elif config.init is not None:
+        # the run starts from another run's policy (its step sizes, if any, are not taken)
+        initial = load_policy(config.init).policy.params()
+        check_params(initial, {n: p for n, p in policy.params().items()}, Path(config.init))
+        theta.update({n: p.detach().clone() for n, p in initial.items()})
     device = device_module.resolve(config.device)
     if device.type != "cpu":
         theta = {n: v.to(device) for n, v in theta.items()}

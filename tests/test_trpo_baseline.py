@@ -5,6 +5,7 @@ resumes bit for bit, the same bits at any thread count and sharding, its checkpo
 as MAML's are, and the settings it refuses."""
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -272,3 +273,34 @@ def test_trpo_settings_and_the_command_line(tmp_path, capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "trpo: no meta-learning, one policy trained by TRPO" in help_text
     assert "domain randomisation" in help_text
+
+
+def test_meta_training_starts_from_a_domain_randomised_policy(tmp_path):
+    """--init: a maml-trpo run whose first parameters are a trpo run's policy; a run of other
+    layer sizes is refused before anything is written."""
+    from metarobot.cli import main
+    from metarobot.runs import load_policy
+    small = ["--family", "HalfCheetahVel", "--iterations", "1", "--meta-batch-size", "2",
+             "--trajectories-per-task", "2", "--set", "horizon=20", "--hidden-sizes", "8",
+             "--quiet"]
+    dr = tmp_path / "dr"
+    assert main(["train", "--algo", "trpo", *small, "--out", str(dr)]) == 0
+    meta_run = tmp_path / "meta"
+    assert main(["train", "--algo", "maml-trpo", *small, "--init", str(dr),
+                 "--out", str(meta_run)]) == 0
+    start = {n: p.detach() for n, p in load_policy(dr).policy.params().items()}
+    assert json.loads((meta_run / "config.json").read_text())["init"] == str(dr)
+    # one meta-iteration moved the parameters from the domain-randomised ones, by a TRPO step
+    after = {n: p.detach() for n, p in load_policy(meta_run).policy.params().items()}
+    moved = sum(float((after[n] - start[n]).pow(2).sum()) for n in start)
+    assert 0 < moved < 1.0
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--algo", "maml-trpo", *small, "--seed", "3",
+                 "--out", str(fresh)]) == 0
+    other = load_policy(fresh).policy.params()
+    far = sum(float((other[n].detach() - start[n]).pow(2).sum()) for n in start)
+    assert far > 10 * moved  # without --init, a run starts elsewhere
+    bad = tmp_path / "bad"
+    assert main(["train", "--algo", "maml-trpo", *small, "--hidden-sizes", "16", "--init",
+                 str(dr), "--out", str(bad)]) == 2
+    assert not bad.exists()
