@@ -5,6 +5,12 @@ robot's own episodes, and the same with a step size of 0 (the control). Returns 
 after, gains paired per task with standard errors over tasks.
 
     python benchmarks/sim_to_task.py --families HalfCheetahVel AntDir --tasks 10 --episodes 5
+    python benchmarks/sim_to_task.py --checkpoint delay-trained=runs/hcvs-maml \
+        --checkpoint domain-randomised=runs/hcvs-dr --robot-task command_delay_ms=0
+
+--checkpoint LABEL=PATH runs the checkpoint at PATH (its own family) instead of the committed
+checkpoints of --families; --robot-task NAME=VALUE fixes a task parameter on the robot (e.g. a
+servo family's command_delay_ms=0, so that the link's latency is the whole delay).
 
 The default gap: 20 ms action latency with 5 ms jitter, observation noise of std 0.01, every
 body mass scaled by a factor in U[0.8, 1.2] (drawn per task). Writes
@@ -30,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def job(checkpoint, family, task, lr, args, seed, folder):
+    task = dict(task, **args.robot_task)
     """(robot process, runner process, report path) of one task at one step size."""
     gap = ["--latency-ms", str(args.latency_ms), "--jitter-ms", str(args.jitter_ms),
            "--obs-noise", str(args.obs_noise), "--dynamics",
@@ -56,6 +63,10 @@ def paired(values):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", default=["HalfCheetahVel", "AntDir"])
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="LABEL=PATH",
+                        help="a checkpoint to run instead of the committed ones (repeatable)")
+    parser.add_argument("--robot-task", action="append", default=[], metavar="NAME=VALUE",
+                        help="a task parameter fixed on the robot (repeatable)")
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--episodes", type=int, default=5, help="per stage")
     parser.add_argument("--steps", type=int, default=2, help="inner steps on the robot")
@@ -68,17 +79,22 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                              "sim_to_task.json"))
     args = parser.parse_args()
+    args.robot_task = {k: float(v) for k, v in (item.split("=", 1) for item in args.robot_task)}
+    runs = ([tuple(item.split("=", 1)) for item in args.checkpoint] if args.checkpoint else
+            [(f, str(ROOT / "checkpoints" / f"{f}.safetensors")) for f in args.families])
     results = {"settings": vars(args), "families": {}}
-    print("| family | tasks | step size | before | after 1 step | after 2 steps | gain 1 | "
-          "gain 2 | stopped early |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| checkpoint | tasks | step size | before | "
+          + " | ".join(f"after {j} step{'s' * (j > 1)}" for j in range(1, args.steps + 1))
+          + " | " + " | ".join(f"gain {j}" for j in range(1, args.steps + 1))
+          + " | stopped early |")
+    print("| --- " * (4 + 2 * args.steps + 1) + "|")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for family in args.families:
-            checkpoint = str(ROOT / "checkpoints" / f"{family}.safetensors")
+        for label, checkpoint in runs:
             config = load_policy(checkpoint).config
-            tasks = make_family(family).sample_tasks(args.tasks, stream_seed(args.seed, EVAL_STREAM,
-                                                                       0))
+            family = config.family
+            tasks = make_family(family, **config.family_overrides).sample_tasks(
+                args.tasks, stream_seed(args.seed, EVAL_STREAM, 0))
             todo = [(i, t.as_dict(), lr) for i, t in enumerate(tasks)
                     for lr in (config.inner_lr, 0.0)]
             running, done = [], {}
@@ -110,7 +126,7 @@ def main() -> None:
                 early = [f"{r['stopped']} ({r.get('detail', '')})" for r in reports
                          if r not in ok]
                 if not ok:
-                    print(f"| {family} | 0 | {lr:g} | all runs stopped early: {early[:2]} |")
+                    print(f"| {label} | 0 | {lr:g} | all runs stopped early: {early[:2]} |")
                     fam_out[f"lr={lr}"] = {"step_size": lr, "tasks": 0, "stopped_early": early}
                     continue
                 means = np.array([[s["mean_return"] for s in r["stages"]] for r in ok])
@@ -125,11 +141,12 @@ def main() -> None:
                     row[f"gain_{j}"] = paired(means[:, j] - means[:, 0])
                     gains.append("%+.1f +- %.1f" % row[f"gain_{j}"])
                 fam_out[f"lr={lr}"] = row
-                print(f"| {family} | {len(ok)} | {lr:g}{' (control)' if lr == 0 else ''} | "
+                print(f"| {label} | {len(ok)} | {lr:g}{' (control)' if lr == 0 else ''} | "
                       + " | ".join(cells) + " | " + " | ".join(gains) + f" | {len(early)} |",
                       flush=True)
             fam_out["seconds"] = time.monotonic() - start
-            results["families"][family] = fam_out
+            fam_out.update(family=family, checkpoint=checkpoint)
+            results["families"][label] = fam_out
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
 
