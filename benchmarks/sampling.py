@@ -17,6 +17,7 @@ Prints a markdown table of env-steps/s with the ratio to the ceiling at the same
   python benchmarks/sampling.py --mixed              # also: mixed tasks vs one task per batch
   python benchmarks/sampling.py --terrain            # only: mixed terrains vs one terrain
   python benchmarks/sampling.py --actuators          # only: PD servos at decimation 4
+  python benchmarks/sampling.py --go2                # only: Go2Walk against its servo loop
 
 --terrain times AntTerrainDir and Walker2DTerrainVel: 8 tasks on 8 terrains (every kind, then
 three more layouts) x 32 simulations in one call, against 256 simulations on each one of those
@@ -28,12 +29,17 @@ loops of the same PD law, limits and delay around mj_step on the same model, one
 run at once; and, as a control, HalfCheetahVel's motors at the same frame_skip against plain
 mj_step loops. Each rollout call is paired with a ceiling run of as many physics steps per
 thread right before it, the pairs alternating repeats times.
+
+--go2 times Go2Walk (12 servos at decimation 4 of 5 ms, 20 ms delay, its observation, legged
+rewards with contact forces, commands) against the same servo ceiling on the Go2 model; its
+episodes end when the robot falls, so rates count valid env-steps.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import os
 import time
 from typing import Callable, Dict, List
@@ -221,12 +227,22 @@ def servo_family(decimation: int, horizon: int):
                                actuators=dict(base.actuators.as_dict(), delay_ms=20.0))
 
 
-def bench_actuators(sizes, threads_list, horizon, repeats, decimation=4) -> List[Dict]:
-    """Servo rollouts against the servo C loop, motor rollouts against the mj_step loop. Each
-    rollout call is paired with a ceiling run of the same physics steps per thread, run right
-    before it; the pairs alternate repeats times. Returns the best rate of each and the median
-    of the pairs' ratios (steadier than best over best on a shared machine)."""
-    servo = servo_family(decimation, horizon)
+def go2_family(horizon: int):
+    """Go2Walk with a fixed 20 ms command delay (the ceiling loop runs one delay)."""
+    base = metarobot.make_family("Go2Walk", horizon=horizon)
+    params = tuple(p for p in base.parameters if getattr(p, "quantity", "") != "command_delay_ms")
+    return dataclasses.replace(base, parameters=params,
+                               actuators=dataclasses.replace(base.actuators, delay_ms=20.0))
+
+
+def bench_actuators(sizes, threads_list, horizon, repeats, decimation=4, go2=False
+                    ) -> List[Dict]:
+    """Servo rollouts against the servo C loop, motor rollouts against the mj_step loop (go2:
+    Go2Walk against its servo loop, no motor control). Each rollout call is paired with a
+    ceiling run of the same physics steps per thread, run right before it; the pairs
+    alternate repeats times. Returns the best rate of each and the median of the pairs'
+    ratios (steadier than best over best on a shared machine). Rates count valid env-steps."""
+    servo = go2_family(horizon) if go2 else servo_family(decimation, horizon)
     motors = metarobot.make_family("HalfCheetahVel", frame_skip=decimation, horizon=horizon)
     model = servo.load_model()
     settings = servo.actuator_settings(model, servo.sample_tasks(1, seed=0))
@@ -238,9 +254,12 @@ def bench_actuators(sizes, threads_list, horizon, repeats, decimation=4) -> List
             seconds = list(pool.map(loop, [nstep] * threads, range(threads)))
         return sum(nstep / s for s in seconds) / decimation
 
+    # the ceiling's episodes start where the family's do (Go2Walk: standing, keyframe home)
+    key = -1 if servo.init_keyframe is None else model.key(servo.init_keyframe).id
+
     def servo_ceiling(nstep, threads):
         return concurrently(lambda k, seed: _core.time_servo_loop(
-            model._address, settings, k, decimation, horizon, seed), nstep, threads)
+            model._address, settings, k, decimation, horizon, seed, key), nstep, threads)
 
     def motor_ceiling(nstep, threads):
         return concurrently(lambda k, seed: _core.time_mj_step_loop(
@@ -248,10 +267,11 @@ def bench_actuators(sizes, threads_list, horizon, repeats, decimation=4) -> List
     rows = []
     for threads in threads_list:
         for n in sizes:
-            for name, family, ceiling in (("servos (PD every physics step)", servo,
-                                           servo_ceiling),
-                                          ("motors (no actuator model)", motors,
-                                           motor_ceiling)):
+            cases = [("Go2Walk (12 servos, legged terms)" if go2 else
+                      "servos (PD every physics step)", servo, servo_ceiling)]
+            if not go2:
+                cases.append(("motors (no actuator model)", motors, motor_ceiling))
+            for name, family, ceiling in cases:
                 sim = metarobot.BatchSim(family, family.sample_tasks(n, seed=0),
                                          num_threads=threads)
                 torch.manual_seed(0)
@@ -263,8 +283,8 @@ def bench_actuators(sizes, threads_list, horizon, repeats, decimation=4) -> List
                 for _ in range(repeats):  # alternating, so both see the same load
                     tops.append(ceiling(nstep, threads))
                     start = time.perf_counter()
-                    sim.rollout(policy, horizon=horizon)
-                    rates.append(n * horizon / (time.perf_counter() - start))
+                    traj = sim.rollout(policy, horizon=horizon)
+                    rates.append(int(traj.valid.sum()) / (time.perf_counter() - start))
                 ratio = float(np.median(np.array(rates) / np.array(tops)))
                 rows.append(dict(sampler=name, n=n, threads=threads, rate=max(rates),
                                  ceiling=max(tops), ratio=ratio))
@@ -289,12 +309,17 @@ def main() -> None:
                         help="only time batches of mixed terrains against one terrain each")
     parser.add_argument("--actuators", action="store_true",
                         help="only time servo rollouts at decimation 4 against the servo loop")
+    parser.add_argument("--go2", action="store_true",
+                        help="only time Go2Walk rollouts against the Go2 servo loop")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the policy is small; the simulation threads get the cores
-    if args.actuators:
-        print(f"HalfCheetah servos at decimation 4 (timestep 0.01 s), policy 2 x 100 ReLU, "
-              f"horizon {args.horizon}, {os.cpu_count()} CPUs, MuJoCo {mujoco.__version__}\n")
-        rows = bench_actuators(args.sizes, args.threads, args.horizon, args.repeats)
+    if args.actuators or args.go2:
+        what = ("Go2Walk, 12 servos at decimation 4 (timestep 0.005 s)" if args.go2 else
+                "HalfCheetah servos at decimation 4 (timestep 0.01 s)")
+        print(f"{what}, policy 2 x 100 ReLU, horizon {args.horizon}, {os.cpu_count()} CPUs, "
+              f"MuJoCo {mujoco.__version__}\n")
+        rows = bench_actuators(args.sizes, args.threads, args.horizon, args.repeats,
+                               go2=args.go2)
         print("\n| rollout | N | threads | env-steps/s (best) | ceiling (best) | best / best "
               "| median of paired ratios |")
         print("| --- | --- | --- | --- | --- | --- | --- |")

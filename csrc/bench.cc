@@ -28,7 +28,11 @@ double TimeStepLoop(const mjModel* m, int64_t nstep, int frame_skip, int horizon
 }
 
 double TimeServoLoop(const mjModel* m, const ActuatorSpec& a, int64_t nstep, int decimation,
-                     int horizon, uint64_t seed) {
+                     int horizon, uint64_t seed, int key) {
+  if (key >= m->nkey) {
+    throw std::invalid_argument("keyframe " + std::to_string(key) + " is not in the model's " +
+                                std::to_string(m->nkey));
+  }
   const int nu = m->nu;
   const size_t n = static_cast<size_t>(nu);
   if (a.mode != kActuatorsServo || a.qpos_adr.size() != n || a.dof_adr.size() != n ||
@@ -51,7 +55,11 @@ double TimeServoLoop(const mjModel* m, const ActuatorSpec& a, int64_t nstep, int
   for (int64_t i = 0; i < nstep; ++i) {
     const int64_t k = i % episode;
     if (k == 0) {
-      mj_resetData(m, d);
+      if (key >= 0) {
+        mj_resetDataKeyframe(m, d, key);  // the family's initial state, as its episodes start
+      } else {
+        mj_resetData(m, d);
+      }
       issued = 0;
     }
     if (k % decimation == 0) {

@@ -18,9 +18,10 @@ double TimeStepLoop(const mjModel* m, int64_t nstep, int frame_skip, int horizon
 // The same loop through servo motors (simulation 0 of a, mode kActuatorsServo): new targets
 // q_default + action_scale * N(0, 1) every decimation steps, reaching the motors delay_lo[0]
 // physics steps later, and ServoTorque into qfrc_applied before every mj_step; returns the
-// wall-clock seconds of the loop. Throws std::invalid_argument for other settings.
+// wall-clock seconds of the loop. Episodes of horizon env steps start from keyframe key (-1:
+// the model's qpos0). Throws std::invalid_argument for other settings.
 double TimeServoLoop(const mjModel* m, const ActuatorSpec& a, int64_t nstep, int decimation,
-                     int horizon, uint64_t seed);
+                     int horizon, uint64_t seed, int key = -1);
 
 }  // namespace metarobot
 

@@ -191,17 +191,17 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "time_servo_loop",
       [](uintptr_t model_address, const py::dict& actuators, int64_t nstep, int decimation,
-         int horizon, uint64_t seed) {
+         int horizon, uint64_t seed, int key) {
         if (nstep < 1 || decimation < 1 || horizon < 1) {
           throw py::value_error("nstep, decimation and horizon should be >= 1");
         }
         const auto* model = reinterpret_cast<const mjModel*>(model_address);
         const metarobot::ActuatorSpec spec = ToActuators(actuators);
         py::gil_scoped_release release;
-        return metarobot::TimeServoLoop(model, spec, nstep, decimation, horizon, seed);
+        return metarobot::TimeServoLoop(model, spec, nstep, decimation, horizon, seed, key);
       },
       py::arg("model_address"), py::arg("actuators"), py::arg("nstep"), py::arg("decimation"),
-      py::arg("horizon"), py::arg("seed") = 0,
+      py::arg("horizon"), py::arg("seed") = 0, py::arg("key") = -1,
       "Seconds of a single-thread C loop of nstep mj_step calls through servo motors (the "
       "ceiling of sampling with actuators); actuators as BatchEngine's, simulation 0's used");
 

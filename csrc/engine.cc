@@ -600,7 +600,8 @@ void BatchEngine::RestartHistory(const mjData* d, int sim) {
 void BatchEngine::ComputeStages(const mjModel* m, mjData* d, bool carry) const {
   if (need_acc_) {
     // as the reference implementations: a forward pass at the new state with the last
-    // controls, then the constraint forces on bodies (cfrc_ext)
+    // controls, then the constraint forces on bodies (cfrc_ext). The pass holds mj_step1's
+    // stages too: with carry, the next step continues from here with mj_step2
     mj_forward(m, d);
     mj_rnePostConstraint(m, d);
   } else if (need_posvel_) {
@@ -690,7 +691,7 @@ bool BatchEngine::Advance(const mjModel* m, mjData* d, int sim, const double* ac
   for (int k = 0; k < spec_.frame_skip; ++k) {
     // the PD loop runs at the physics rate: its torque is recomputed before every step
     if (a.mode != kActuatorsNone) ApplyCommand(m, d, sim, k);
-    if (k == 0 && carry && split_step_ && need_posvel_ && !need_acc_) {
+    if (k == 0 && carry && split_step_ && (need_posvel_ || need_acc_)) {
       mj_step2(m, d);
     } else {
       mj_step(m, d);
