@@ -1,0 +1,101 @@
+"""Go2Walk controllers on held-out conditions: nominal, a 3 kg payload, one leg at 60 %
+strength, a 20 ms command delay and low friction. For each checkpoint and condition: mean
+return, velocity tracking error (m/s) and falls per minute after 0, 1 and 2 adaptation steps
+(the checkpoint's step sizes) and the same with step size 0 (the control: what sampling again
+alone changes), each over tasks with standard errors. Every task of a condition has the same
+hidden parameters; they differ in the commands drawn and the simulations' streams.
+
+    python benchmarks/go2_conditions.py --checkpoint meta=checkpoints/Go2Walk.safetensors \\
+        --checkpoint dr=checkpoints/Go2Walk-dr.safetensors --tasks 10 --trajectories 10
+
+Writes benchmarks/results/go2_conditions.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+
+from metarobot.adaptation import adaptation_curve, step_sizes
+from metarobot.config import EVAL_STREAM, stream_seed
+from metarobot.runs import load_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+NOMINAL = {"payload": 0.0, "com_shift_x": 0.0, "friction": 0.8, "kp": 20.0, "kd": 0.5,
+           "command_delay_ms": 0.0, **{f"strength[{i}]": 1.0 for i in range(12)}}
+CONDITIONS: Dict[str, Dict[str, float]] = {
+    "nominal": {},
+    "3 kg payload": {"payload": 3.0},
+    "front-right leg at 60 %": {f"strength[{i}]": 0.6 for i in range(3)},
+    "20 ms delay": {"command_delay_ms": 20.0},
+    "low friction (0.4)": {"friction": 0.4},
+}
+MEASURES = ("tracking_error", "terminations_per_minute")
+
+
+def over_tasks(values: np.ndarray):
+    """Mean and standard error over tasks (axis 1) of (steps + 1, M) values."""
+    n = values.shape[1]
+    return values.mean(1), (values.std(1, ddof=1) / math.sqrt(n) if n > 1
+                            else np.zeros(values.shape[0]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", action="append", required=True, metavar="LABEL=PATH")
+    parser.add_argument("--tasks", type=int, default=10, help="per condition")
+    parser.add_argument("--trajectories", type=int, default=10, help="per task and step")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
+                                             "go2_conditions.json"))
+    args = parser.parse_args()
+    results = {"settings": vars(args), "checkpoints": {}}
+    steps = range(args.steps + 1)
+    print("| checkpoint | condition | step size | " + " | ".join(
+        f"return {j} / error {j} (m/s) / falls {j} (/min)" for j in steps) + " |")
+    print("| --- " * (3 + len(steps)) + "|")
+    for label, path in (item.split("=", 1) for item in args.checkpoint):
+        loaded = load_policy(path)
+        if loaded.config.family != "Go2Walk":
+            raise SystemExit(f"{path} is a {loaded.config.family} checkpoint, not Go2Walk's")
+        family = loaded.family
+        sizes = step_sizes(loaded.config, loaded.step_sizes)
+        out = results["checkpoints"][label] = {"path": path,
+                                               "iteration": loaded.info.get("iteration")}
+        for c, (name, change) in enumerate(CONDITIONS.items()):
+            task = family.task(**dict(NOMINAL, **change))
+            for lr in (sizes, (0.0,)):
+                start = time.monotonic()
+                curve = adaptation_curve(
+                    loaded.policy, family, [task] * args.tasks, args.steps, args.trajectories,
+                    lr, stream_seed(args.seed, EVAL_STREAM, 10 + c), gamma=loaded.config.gamma,
+                    gae_lambda=loaded.config.gae_lambda, threads=args.threads,
+                    baseline_fit=loaded.config.baseline_fit, update=loaded.config.inner_rule)
+                row = {"return": [list(map(float, v)) for v in over_tasks(curve.returns)]}
+                for m in MEASURES:
+                    row[m] = [list(map(float, v)) for v in over_tasks(curve.measures[m])]
+                row["seconds"] = time.monotonic() - start
+                control = lr == (0.0,)
+                key = "control" if control else "adapted"
+                out.setdefault(name, {})[key] = row
+                cells = [f"{row['return'][0][j]:.2f} +- {row['return'][1][j]:.2f} / "
+                         f"{row['tracking_error'][0][j]:.3f} +- {row['tracking_error'][1][j]:.3f}"
+                         f" / {row['terminations_per_minute'][0][j]:.1f} +- "
+                         f"{row['terminations_per_minute'][1][j]:.1f}" for j in steps]
+                shown = "0 (control)" if control else ", ".join(f"{x:g}" for x in sizes)
+                print(f"| {label} | {name} | {shown} | " + " | ".join(cells) + " |",
+                      flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
