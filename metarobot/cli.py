@@ -79,6 +79,20 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video(args: argparse.Namespace) -> int:
+    from metarobot import render
+    from metarobot.runs import load_policy
+    loaded = load_policy(args.checkpoint)
+    family = loaded.family
+    task = (family.sample_tasks(1, seed=args.seed)[0] if args.task is None
+            else _parse_task(family, args.task))
+    path = render.record(loaded.policy, family, task, args.out, seconds=args.seconds,
+                         width=args.width, height=args.height, fps=args.fps, seed=args.seed,
+                         distance=args.distance)
+    print(f"{family.name}: {task} -> {path}")
+    return 0
+
+
 def _rollout(args: argparse.Namespace) -> int:
     import torch
     import metarobot
@@ -363,7 +377,7 @@ def _adapt(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser: every flag's type checks its range (metarobot.checks), so
     a value outside what the flag means is refused before any work, naming the flag."""
-    from metarobot.checks import COUNT, NONNEGATIVE_INT, SEED, STEP_SIZE, Range
+    from metarobot.checks import COUNT, NONNEGATIVE_INT, POSITIVE, SEED, STEP_SIZE, Range
     parser = argparse.ArgumentParser(prog="metarobot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -540,6 +554,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=COUNT.parse, default=640, help="pixels")
     p.add_argument("--height", type=COUNT.parse, default=480, help="pixels")
     p.set_defaults(func=_render)
+    p = sub.add_parser("video", help="an animated GIF of a checkpoint's controller on a task")
+    p.add_argument("checkpoint", help="a checkpoint file or run directory")
+    p.add_argument("--out", required=True, help="GIF path")
+    p.add_argument("--task", default=None, help="task parameters as JSON (default: sampled)")
+    p.add_argument("--seconds", type=POSITIVE.parse, default=15.0,
+                   help="simulated seconds (at most the family's horizon)")
+    p.add_argument("--fps", type=POSITIVE.parse, default=12.5,
+                   help="frames per simulated second")
+    p.add_argument("--distance", type=POSITIVE.parse, default=None,
+                   help="camera distance to the robot, m")
+    p.add_argument("--seed", type=SEED.parse, default=0,
+                   help="the simulation's seed (reset noise, commands)")
+    p.add_argument("--width", type=COUNT.parse, default=480, help="pixels")
+    p.add_argument("--height", type=COUNT.parse, default=360, help="pixels")
+    p.set_defaults(func=_video)
     p = sub.add_parser("rollout", help="roll out a policy on sampled tasks")
     p.add_argument("family")
     p.add_argument("--tasks", type=COUNT.parse, default=8, help="tasks to sample (default 8)")

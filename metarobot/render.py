@@ -2,6 +2,7 @@
 
     frame = metarobot.render.frame("AntTerrainDir", task, steps=40)   # (H, W, 3) uint8
     metarobot.render.save_png(frame, "ant.png")
+    metarobot.render.record(policy, family, task, "go2.gif", seconds=15)   # a controller
 
 Needs an OpenGL context: MUJOCO_GL=egl (a GPU or Mesa's software EGL) or osmesa on machines
 without a display. MuJoCo reads MUJOCO_GL when imported; importing metarobot on a machine
@@ -84,4 +85,84 @@ def save_png(image: np.ndarray, path: Union[str, Path]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     matplotlib.image.imsave(path, image)
+    return path
+
+
+def _command_slices(family: TaskFamily, model: mujoco.MjModel):
+    """(observation offset, size, scale, first command index) of each Command term."""
+    from . import terms as T
+    index = {n: i for i, n in enumerate(family.parameter_names)}
+    out, offset = [], 0
+    for term in family.observation:
+        size = term.compile(model, index)[3]
+        if isinstance(term, T.Command):
+            out.append((offset, size, term.scale, term.start))
+        offset += size
+    return out
+
+
+def record(policy, family: TaskFamily, task: Task, path: Union[str, Path], seconds: float = 15.0,
+           width: int = 480, height: int = 360, fps: float = 12.5, seed: int = 0,
+           distance: Optional[float] = None) -> Path:
+    """An animated GIF of policy (a GaussianMLPPolicy, its mean action) running one episode
+    of task for seconds (at most the horizon), fps frames per second of simulated time, the
+    camera following the robot. For families with commands, each frame says the command in
+    force and the robot's velocity in its base frame (vx, vy m/s, yaw rate rad/s). distance:
+    the camera's distance to the robot, m (default scene_camera's)."""
+    import torch
+    from PIL import Image, ImageDraw
+
+    from .batch import BatchSim
+    if not seconds > 0 or not fps > 0:
+        raise ValueError(f"seconds and fps should be > 0, got {seconds} and {fps}")
+    family.check_task(task)
+    sim = BatchSim(family, [task], seed=seed)
+    model = sim.models[0]
+    data = mujoco.MjData(model)
+    dt = family.frame_skip * model.opt.timestep
+    steps = min(int(round(seconds / dt)), family.horizon)
+    every = max(1, int(round(1.0 / (fps * dt))))
+    commands = _command_slices(family, model) if family.commands is not None else []
+    root = 1 if model.nbody > 1 else 0
+    model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+    model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+    frames = []
+    obs = sim.reset()
+    with mujoco.Renderer(model, height, width) as renderer:
+        for t in range(steps):
+            if t % every == 0:
+                qpos, qvel = sim.get_state()
+                data.qpos[:], data.qvel[:] = qpos[0], qvel[0]
+                mujoco.mj_forward(model, data)
+                cam = scene_camera(model, data, family)
+                if distance is not None:
+                    cam.distance = distance
+                renderer.update_scene(data, camera=cam)
+                image = Image.fromarray(renderer.render())
+                draw = ImageDraw.Draw(image)
+                lines = [f"{family.name}  t = {t * dt:5.2f} s"]
+                if commands:
+                    values = np.zeros(len(family.commands.names))
+                    for offset, size, scale, start in commands:
+                        values[start:start + size] = obs[0, offset:offset + size] / scale
+                    vel = np.zeros(6)
+                    mujoco.mj_objectVelocity(model, data, mujoco.mjtObj.mjOBJ_XBODY, root, vel,
+                                             1)
+                    measured = (vel[3], vel[4], vel[2])
+                    lines.append("command " + "  ".join(
+                        f"{n} {v:+.2f}" for n, v in zip(family.commands.names, values)))
+                    lines.append("robot   " + "  ".join(
+                        f"{n} {v:+.2f}" for n, v in zip(family.commands.names, measured)))
+                for k, line in enumerate(lines):
+                    draw.text((8, 6 + 14 * k), line, fill=(255, 255, 255))
+                frames.append(image.convert("P", palette=Image.Palette.ADAPTIVE))
+            with torch.no_grad():
+                action = policy.mean(torch.as_tensor(obs)).numpy().astype(np.float64)
+            obs, _, terminated, truncated, _ = sim.step(action)
+            if terminated[0] or truncated[0]:
+                break
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], loop=0,
+                   duration=int(round(1000 * every * dt)), optimize=True)
     return path

@@ -248,8 +248,20 @@ class TaskFamily:
             params.append(P.dynamics_scale(field, value, getattr(model, field).size))
         return dataclasses.replace(self, parameters=tuple(params))
 
-    def task(self, **params: float) -> Task:
-        """A task with the given parameter values, e.g. family.task(goal_velocity=1.0)."""
+    def task(self, **params: Any) -> Task:
+        """A task with the given parameter values, e.g. family.task(goal_velocity=1.0). A
+        parameter drawn per element (strength per motor: strength[0], strength[1], ...) also
+        takes one number for every element or a list of one per element, by its name."""
+        for dist in self.parameters:
+            group = getattr(dist, "name", None)
+            if len(dist.names) > 1 and group in params and group not in dist.names:
+                value = params.pop(group)
+                values = list(value) if isinstance(value, (list, tuple)) else \
+                    [value] * len(dist.names)
+                if len(values) != len(dist.names):
+                    raise ValueError(f"{self.name}: {group} takes one number or "
+                                     f"{len(dist.names)} (one per element), got {len(values)}")
+                params.update(zip(dist.names, values))
         names = self.parameter_names
         missing = [n for n in names if n not in params]
         extra = [n for n in params if n not in names]

@@ -4,6 +4,7 @@ drawn and resampled from each simulation's stream, legged_gym's reward terms, ba
 and tilt terminations): observations, rewards and terminations bit for bit."""
 
 import dataclasses
+import json
 import math
 
 import mujoco
@@ -359,3 +360,13 @@ def test_evaluate_reports_tracking_error_and_falls_per_step(tmp_path, capsys):
     assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--trajectories",
                  "2"]) == 0
     assert "tracking_error" in capsys.readouterr().out
+    # the controller on video: 0.4 s at 10 frames per second, with its command written on it
+    gif = tmp_path / "go2.gif"
+    assert main(["video", str(run), "--out", str(gif), "--seconds", "0.4", "--fps", "10",
+                 "--width", "96", "--height", "64", "--task", json.dumps(
+                     {"payload": 1.0, "com_shift_x": 0.0, "friction": 0.8, "strength": 0.9,
+                      "kp": 20.0, "kd": 0.5, "command_delay_ms": 0.0})]) == 0
+    from PIL import Image
+    with Image.open(gif) as image:
+        assert (image.n_frames, image.size) == (4, (96, 64))
+    assert main(["video", str(run), "--out", str(gif), "--task", '{"strength": [1, 2]}']) == 2
