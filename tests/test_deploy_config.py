@@ -71,6 +71,7 @@ def test_go2walk_config_lists_its_observation_actions_motors_rates_and_limits():
     assert (lin_cmd["commands"], lin_cmd["scale"]) == (["vx", "vy"], 2.0)
     assert (yaw_cmd["commands"], yaw_cmd["scale"]) == (["yaw_rate"], 0.25)
     assert qpos["offset"] == list(GO2_HOME) and qpos["first"] == 7 and qpos["noise_std"] == 0.01
+    assert qpos["joints"] == qvel["joints"] == [f"{m}_joint" for m in MOTORS]
     assert (qvel["scale"], qvel["noise_std"], qvel["offset"], qvel["clip"]) == (0.05, 1.5,
                                                                                 None, None)
     assert [t["sensor"] for t in obs["terms"]] == [True, True, False, False, True, True, False]

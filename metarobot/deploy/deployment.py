@@ -148,6 +148,10 @@ def deployment_config(family: TaskFamily, *, motor_order: Optional[Sequence[str]
         size = int(term.compile(model, index)[3])
         terms.append(_term_entry(term, at, size, model, family, timestep))
         at += size
+    names = list(observation_names(family, model))
+    for t in terms:  # the joint of each entry, for a robot that reads its encoders by name
+        if t.get("source") in ("qpos", "qvel"):
+            t["joints"] = [n.split(" ", 1)[1] for n in names[t["start"]:t["start"] + t["size"]]]
     act = family.actuators
     kind = "servo" if act is not None and act.kind == "servo" else "torque"
     delay = act.delay_range() if act is not None else (0.0, 0.0)
@@ -171,8 +175,7 @@ def deployment_config(family: TaskFamily, *, motor_order: Optional[Sequence[str]
         "family_overrides": dict(family_overrides or {}),
         "rates": {"policy_hz": 1.0 / period, "control_period_s": period,
                   "physics_hz": 1.0 / timestep, "decimation": int(family.frame_skip)},
-        "observation": {"size": at, "terms": terms,
-                        "names": list(observation_names(family, model)),
+        "observation": {"size": at, "terms": terms, "names": names,
                         "rule": "obs[start:start+size] = clip(scale * (raw - offset)); "
                                 "noise_std and delay are what training simulated"},
         "action": {"size": int(model.nu), "kind": kind, "rule": rule,
