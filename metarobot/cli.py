@@ -298,10 +298,17 @@ def _parse_task(family, text: str):
 
 def _export(args: argparse.Namespace) -> int:
     from metarobot.deploy import export
-    meta = export(args.checkpoint, args.format, args.out, overwrite=args.overwrite)
+    from metarobot.deploy.deployment import DEPLOY_FILE, deploy_path_of_onnx
+    order = None
+    if args.motor_order is not None:
+        order = [n.strip() for n in args.motor_order.split(",")]
+    meta = export(args.checkpoint, args.format, args.out, overwrite=args.overwrite,
+                  motor_order=order)
+    deploy = (deploy_path_of_onnx(args.out) if args.format == "onnx"
+              else Path(args.out) / DEPLOY_FILE)
     print(f"{meta['family']} policy ({meta['obs_dim']} observations -> {meta['act_dim']} "
           f"controls, every {meta['control_period'] * 1e3:g} ms) exported as {args.format}: "
-          f"{args.out}")
+          f"{args.out}; deployment config {deploy}")
     return 0
 
 
@@ -322,7 +329,8 @@ def _sim_robot(args: argparse.Namespace) -> int:
     from metarobot.deploy.sim_robot import RealityGap, main_args
     gap = RealityGap(obs_noise=args.obs_noise, latency_ms=args.latency_ms,
                      jitter_ms=args.jitter_ms, drop=args.drop, saturation=args.saturation,
-                     dynamics=_json_object(args.dynamics, "--dynamics"))
+                     dynamics=_json_object(args.dynamics, "--dynamics"),
+                     obs_noise_scale=args.obs_noise_scale)
     overrides = _set_values(args.set)
     key = read_key_file(args.key_file) if args.key_file else None
     if args.key_file and key_file_warning(args.key_file):
@@ -346,7 +354,12 @@ def _hil(args: argparse.Namespace) -> int:
         print(key_file_warning(args.key_file), file=sys.stderr)
     limits = Limits(stale_after=args.stale_ms * 1e-3, max_misses=args.max_misses,
                     joint_margin=args.joint_margin, max_velocity=args.max_velocity)
-    controller = Controller.from_checkpoint(args.checkpoint, lr=args.lr, seed=args.seed)
+    deploy = None
+    if args.deploy_config is not None:
+        from metarobot.deploy.deployment import load_deployment_config
+        deploy = load_deployment_config(args.deploy_config)
+    controller = Controller.from_checkpoint(args.checkpoint, lr=args.lr, seed=args.seed,
+                                            deploy=deploy)
     robot = UdpRobot(host, port, timeout=args.connect_timeout, key=key)
     try:
         report = run(controller, robot, episodes=args.episodes, adapt_steps=args.adapt_steps,
@@ -462,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "example program)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out (refused otherwise)")
+    p.add_argument("--motor-order", default=None, metavar="NAME,NAME,...",
+                   help="the actuators' names in the robot's motor order, when it is not the "
+                        "model's (the deployment config's policy <-> motor map)")
     p.set_defaults(func=_export)
     p = sub.add_parser("sim-robot", help="a simulated robot behind the UDP robot protocol")
     p.add_argument("family")
@@ -469,16 +485,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=Range(int, 0, 65535).parse, default=9870,
                    help="UDP port (0: any free one; default 9870)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--obs-noise-scale", type=Range(float, 0.0, 1000.0).parse, default=None,
+                   help="the family's noise_scale: a factor on each sensor term's own noise "
+                        "std (default 1, the training's; 0: exact sensors)")
     p.add_argument("--obs-noise", type=Range(float, low=0.0).parse, default=0.0,
-                   help="std of Gaussian noise on every observation entry")
+                   help="std of extra Gaussian noise on each sensor term, in the term's own "
+                        "units (rad, rad/s, m: as a term's noise), on top of its own")
     p.add_argument("--latency-ms", type=Range(float, low=0.0).parse, default=0.0,
-                   help="controls take effect this long after they arrive")
+                   help="the link's delay: controls take effect this long after they "
+                        "arrive, on top of the task's command_delay_ms (both ms)")
     p.add_argument("--jitter-ms", type=Range(float, low=0.0).parse, default=0.0,
                    help="plus U(-jitter, jitter) ms")
     p.add_argument("--drop", type=Range(float, 0.0, 0.99).parse, default=0.0,
                    help="probability that a packet, either way, is lost")
     p.add_argument("--saturation", type=Range(float, 0.0, 1.0, open_low=True).parse,
-                   default=1.0, help="controls clipped to this fraction of their ranges")
+                   default=1.0, help="controls clipped to this fraction of their ranges "
+                                     "(torque families; a servo's limits are the task's "
+                                     "strength and effort_limit)")
     p.add_argument("--dynamics", default=None,
                    help='model fields scaled once for this robot, e.g. \'{"body_mass": '
                         '[0.8, 1.2]}\'')
@@ -517,8 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="write the report into a folder that holds an earlier run")
     p.add_argument("--allow-mismatch", action="store_true",
-                   help="run even when the robot's family, names or control period differ "
-                        "from the policy's (recorded in the report)")
+                   help="run even when the robot's family, names, motor order or control "
+                        "period differ from the deployment config's (recorded in the report)")
+    p.add_argument("--deploy-config", default=None,
+                   help="the deployment config to run by: an export's deploy.json (or its "
+                        "folder, or its .onnx); default the checkpoint family's own")
     p.add_argument("--rate", type=Range(float, 1.0, 10_000.0).parse,
                    default=None, help="loop frequency in Hz, 1 to 10000 (default: the "
                                       "robot's control period)")

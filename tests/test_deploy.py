@@ -317,7 +317,9 @@ def test_the_loop_end_to_end_over_udp(server, tmp_path):
         robot.close()
     assert report["stopped"] == "completed", report["detail"]
     assert report["robot_acknowledged_stop"]
-    assert report["agreement"] == {"differences": [], "allowed": False}
+    assert report["agreement"]["differences"] == [] and not report["agreement"]["allowed"]
+    assert report["agreement"]["checked_against"]["motors"] == list(
+        CHEETAH_INTERFACE["action_names"])
     episodes = check_accounting(report, 30)
     stage = report["stages"][0]
     assert stage["returns"] == [e["return"] for e in episodes]
@@ -551,14 +553,15 @@ def test_the_robot_must_agree_with_the_policy_before_the_first_command(tmp_path)
     period, another family of the same sizes are each named, before any command."""
     i = CHEETAH_INTERFACE
     cases = {
-        "action 0 is 'ffoot' on the robot, 'bthigh' for the policy":
+        "action names: motor 0 is 'ffoot' on the robot, 'bthigh' in the deployment config":
             dict(action_names=i["action_names"][::-1]),
-        "control period is 2 ms, the policy's 10 ms": dict(control_period=0.002),
-        "runs family 'HalfCheetahDir'": dict(family="HalfCheetahDir"),
-        "observation 8 is 'qvel rooty'": dict(observation_names=i["observation_names"][:8]
-                                             + ("qvel rooty", "qvel rootx")
-                                             + i["observation_names"][10:]),
-        "names no action entries": dict(action_names=()),
+        "control period: the robot's is 2 ms (500 Hz), the deployment config's 10 ms (100 Hz)":
+            dict(control_period=0.002),
+        "family: the robot runs 'HalfCheetahDir'": dict(family="HalfCheetahDir"),
+        "observation names: observation 8 is 'qvel rooty'": dict(
+            observation_names=i["observation_names"][:8] + ("qvel rooty", "qvel rootx")
+            + i["observation_names"][10:]),
+        "action names: the robot names no action entries": dict(action_names=()),
     }
     for words, change in cases.items():
         args = dict(i, **change)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import mujoco
 import numpy as np
@@ -25,8 +25,9 @@ from ..families import TaskFamily
 from ..policy import GaussianMLPPolicy
 from ..runs import LoadedPolicy, load_policy
 from ..samples import process
-from .policy import (DeployedPolicy, action_names, control_period, deployed_policy,
-                     observation_layout, observation_names)
+from .deployment import (check_deployment_config, deployment_config, motor_from_policy,
+                         motor_names, same_policy_interface)
+from .policy import DeployedPolicy, deployed_policy, observation_layout
 
 
 def load_checkpoint(path: Union[str, Path]) -> LoadedPolicy:
@@ -73,11 +74,14 @@ class Episode:
 class Controller:
     """A policy to run on a robot: its parameters, the map onto the actuators, the family's
     joint limits and observation layout, and the inner step's settings. step_sizes: one
-    per adaptation step (the last repeats), or Meta-SGD's learned per-entry step sizes."""
+    per adaptation step (the last repeats), or Meta-SGD's learned per-entry step sizes.
+    deploy: an exported deployment config (deploy.json) to run by, default the family's own
+    (deployment.deployment_config); it may number the motors otherwise, nothing else."""
 
     def __init__(self, policy: GaussianMLPPolicy, family: TaskFamily,
                  step_sizes: StepSizes = (0.1,), gamma: float = 0.99, gae_lambda: float = 1.0,
-                 seed: int = 0, update: Optional[meta.InnerUpdate] = None):
+                 seed: int = 0, update: Optional[meta.InnerUpdate] = None,
+                 deploy: Optional[Dict[str, Any]] = None):
         self.policy, self.family = policy, family
         self.spec = meta.PolicySpec(policy.nlayers, policy.activation)
         self.model: mujoco.MjModel = family.load_model()
@@ -89,16 +93,30 @@ class Controller:
         self.generator = torch.Generator().manual_seed(seed)
         self.layout = observation_layout(family, self.model)
         self._deployed = deployed_policy(policy, self.params, family, self.model)
+        own = deployment_config(family, model=self.model)
+        if deploy is not None:
+            # an exported config may renumber the motors, nothing the weights depend on
+            check_deployment_config(deploy)
+            differences = same_policy_interface(deploy, own)
+            if differences:
+                raise ValueError(f"the deployment config is not this policy's: "
+                                 f"{differences[0]}" + (f" (and {len(differences) - 1} more)"
+                                                        if len(differences) > 1 else ""))
+        self.deploy: Dict[str, Any] = own if deploy is None else deploy
+        # controls in the robot's motor order = controls in the policy's order [this]
+        self.motor_from_policy = motor_from_policy(self.deploy)
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], lr: Optional[float] = None,
-                        seed: int = 0) -> "Controller":
+                        seed: int = 0, deploy: Optional[Dict[str, Any]] = None
+                        ) -> "Controller":
         """lr: the step size of every adaptation step; default the checkpoint's (the one
-        rule: learned step sizes, else Reptile's inner_lr, else MAML's inner_lr then half)."""
+        rule: learned step sizes, else Reptile's inner_lr, else MAML's inner_lr then half).
+        deploy: an exported deployment config to run by (see the class)."""
         loaded = load_checkpoint(path)
         config = loaded.config
         return cls(loaded.policy, loaded.family, step_sizes(config, loaded.step_sizes, lr),
-                   config.gamma, config.gae_lambda, seed, config.inner_rule)
+                   config.gamma, config.gae_lambda, seed, config.inner_rule, deploy)
 
     @property
     def deployed(self) -> DeployedPolicy:
@@ -109,11 +127,12 @@ class Controller:
         return expand(self.step_sizes, step + 1)[step]
 
     def interface(self) -> Dict[str, object]:
-        """What a robot must match: family, observation and action names, control period."""
-        return {"family": self.family.name,
-                "observation_names": observation_names(self.family, self.model),
-                "action_names": action_names(self.model),
-                "control_period": control_period(self.family, self.model)}
+        """What a robot must match, from the deployment config: family, observation names,
+        action names (the motors in the robot's order), control period."""
+        return {"family": self.deploy["family"],
+                "observation_names": tuple(self.deploy["observation"]["names"]),
+                "action_names": tuple(motor_names(self.deploy)),
+                "control_period": self.deploy["rates"]["control_period_s"]}
 
     def set_params(self, params: Dict[str, torch.Tensor]) -> None:
         """Swaps the policy (between episodes)."""
@@ -122,7 +141,9 @@ class Controller:
 
     def act(self, obs: np.ndarray, sample: bool) -> Tuple[np.ndarray, np.ndarray]:
         """(policy action (act_dim,), controls (nu,)) for one observation: the mean, or with
-        sample the mean plus the policy's noise (the data of an inner step)."""
+        sample the mean plus the policy's noise (the data of an inner step). The action is in
+        the policy's order; the controls in the robot's motor order (the deployment
+        config's)."""
         with torch.no_grad():
             x = torch.from_numpy(np.asarray(obs, np.float32))[None]
             action = self._deployed.mean(x)
@@ -130,17 +151,27 @@ class Controller:
                 std = torch.exp(self.params["log_std"]).float()
                 action = action + std * torch.randn(action.shape, generator=self.generator)
             controls = self._deployed.controls(action)
-        return action[0].numpy(), controls[0].numpy().astype(np.float64)
+        controls = controls[0].numpy().astype(np.float64)[self.motor_from_policy]
+        return action[0].numpy(), controls
 
     def joint_checks(self) -> List[tuple]:
-        """(obs index, kind 'qpos' or 'qvel', joint name, low, high) to watch."""
+        """(obs index, kind 'qpos' or 'qvel', joint name, low, high, scale, offset) to watch:
+        the entry reads scale * (raw - offset) (the deployment config's rule), the joint's
+        range [low, high] is in raw units (rad, m)."""
         m = self.model
         dof_joint = {int(m.jnt_dofadr[j]): j for j in range(m.njnt)}
         qpos_joint = {int(m.jnt_qposadr[j]): j for j in range(m.njnt)}
         out = []
-        for term in self.layout:
-            if term.get("source") == "qpos":
-                for k in range(term["stop"] - term["start"]):
+        for term in self.deploy["observation"]["terms"]:
+            source = term.get("source")
+            if source not in ("qpos", "qvel"):
+                continue
+            offsets = term["offset"] or [0.0] * term["size"]
+            for k in range(term["size"]):
+                at, scale, offset = term["start"] + k, term["scale"], offsets[k]
+                if scale == 0:  # the entry says nothing of the joint
+                    continue
+                if source == "qpos":
                     j = qpos_joint.get(term["first"] + k)
                     if j is None or not m.jnt_limited[j]:
                         continue
@@ -148,12 +179,11 @@ class Controller:
                                                   int(mujoco.mjtJoint.mjJNT_SLIDE)):
                         continue
                     lo, hi = m.jnt_range[j]
-                    out.append((term["start"] + k, "qpos", m.joint(j).name, lo, hi))
-            elif term.get("source") == "qvel":
-                for k in range(term["stop"] - term["start"]):
+                    out.append((at, "qpos", m.joint(j).name, lo, hi, scale, offset))
+                else:
                     j = dof_joint.get(term["first"] + k)
                     name = m.joint(j).name if j is not None else f"dof {term['first'] + k}"
-                    out.append((term["start"] + k, "qvel", name, -math.inf, math.inf))
+                    out.append((at, "qvel", name, -math.inf, math.inf, scale, offset))
         return out
 
     def adapt(self, episodes: Sequence[Episode], step: int, lr=None) -> None:

@@ -9,7 +9,9 @@ actuators' control ranges exactly as the family does (centre + a * half-range, c
 families that normalise actions; else clipped to the ranges of limited actuators). Metadata
 (family, observation layout, action names and ranges, control period, the task an adapted
 policy saw, versions) goes into a JSON file beside the export, and into the ONNX model's
-metadata_props.
+metadata_props; so does the deployment config (deployment.py: observation scales and
+offsets, the servo map, motors in the robot's order, rates, commands, limits), also as its
+own file: deploy.json in a native folder, P.deploy.json beside P.onnx.
 
 A native export is a folder: policy.bin (the weights, layout in metarobot_policy_file.h),
 policy.json (the metadata), policy.h / policy.cc (the C++ core's MLP), metarobot_policy_file.h
@@ -26,7 +28,7 @@ import shutil
 import struct
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import mujoco
 import numpy as np
@@ -35,8 +37,9 @@ import torch
 from ..families import TaskFamily
 from ..policy import GaussianMLPPolicy
 from .controller import load_checkpoint
-from .policy import (DeployedPolicy, action_names, control_period, deployed_policy,
-                     observation_layout, observation_names)
+from .deployment import DEPLOY_FILE, deploy_path_of_onnx, deployment_config
+from .policy import (DeployedPolicy, action_names, clipped_controls, control_period,
+                     deployed_policy, observation_layout, observation_names)
 
 FORMATS = ("onnx", "native")
 METADATA_FORMAT = "metarobot-policy-1"
@@ -46,15 +49,17 @@ _NATIVE_DIR = Path(__file__).resolve().parent / "native"
 
 
 def metadata(path: Union[str, Path], family: TaskFamily, policy: GaussianMLPPolicy,
-             params: Dict[str, torch.Tensor], config: Any, info: Dict[str, Any]
-             ) -> Dict[str, Any]:
-    """What a robot program needs to know of an exported policy (JSON-serialisable)."""
+             params: Dict[str, torch.Tensor], config: Any, info: Dict[str, Any],
+             deploy: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """What a robot program needs to know of an exported policy (JSON-serialisable); deploy:
+    its deployment config (default the family's own), also under the key "deploy"."""
     import metarobot
     model = family.load_model()
     ctrl = np.array(model.actuator_ctrlrange)
+    limited = clipped_controls(family, model)
     actions = [{"name": action_names(model)[i],
                 "low": float(ctrl[i, 0]), "high": float(ctrl[i, 1]),
-                "limited": bool(family.normalize_actions or model.actuator_ctrllimited[i])}
+                "limited": bool(limited[i])}
                for i in range(model.nu)]
     return {
         "format": METADATA_FORMAT,
@@ -79,15 +84,21 @@ def metadata(path: Union[str, Path], family: TaskFamily, policy: GaussianMLPPoli
         "gae_lambda": getattr(config, "gae_lambda", None),
         "versions": {"metarobot": metarobot.__version__, "mujoco": mujoco.__version__,
                      "torch": torch.__version__},
+        "deploy": deploy if deploy is not None else deployment_config(
+            family, model=model, family_overrides=getattr(config, "family_overrides", {})),
     }
 
 
 def export(checkpoint: Union[str, Path], format: str, out: Union[str, Path],
-           overwrite: bool = False) -> Dict[str, Any]:
+           overwrite: bool = False, motor_order: Optional[Sequence[str]] = None
+           ) -> Dict[str, Any]:
     """Exports a checkpoint's (or an adapted policy's) deterministic controls; returns the
-    metadata. format 'onnx': out is the .onnx file (metadata also in out + '.json');
-    'native': out is a folder (see the module's docstring). An existing out is refused
-    unless overwrite; so are weights that are not all finite. The checkpoint's device
+    metadata. format 'onnx': out is the .onnx file (metadata also in out + '.json', the
+    deployment config in P.deploy.json beside P.onnx); 'native': out is a folder (see the
+    module's docstring) with deploy.json. motor_order: the actuators' names in the robot's
+    motor order, when it is not the model's (the deployment config's policy <-> motor map).
+    An existing out is refused unless overwrite; so are weights that are not all finite
+    and a motor order that does not name each actuator once. The checkpoint's device
     setting plays no part: a policy trained on a GPU exports on any machine."""
     if format not in FORMATS:
         raise ValueError(f"format should be one of {FORMATS}, got {format!r}")
@@ -100,13 +111,17 @@ def export(checkpoint: Union[str, Path], format: str, out: Union[str, Path],
     if bad:
         raise ValueError(f"{str(checkpoint)!r} has non-finite weights in {', '.join(bad)}: "
                          f"nothing exported")
-    meta = metadata(checkpoint, family, policy, params, config, info)
+    deploy = deployment_config(family, motor_order=motor_order,
+                               family_overrides=getattr(config, "family_overrides", {}))
+    meta = metadata(checkpoint, family, policy, params, config, info, deploy)
     deployed = deployed_policy(policy, params, family).eval()
     if format == "onnx":
         _export_onnx(deployed, meta, out)
         Path(str(out) + ".json").write_text(json.dumps(meta, indent=2))
+        deploy_path_of_onnx(out).write_text(json.dumps(deploy, indent=2, allow_nan=False))
     else:
         _export_native(deployed, policy, meta, out)
+        (out / DEPLOY_FILE).write_text(json.dumps(deploy, indent=2, allow_nan=False))
     return meta
 
 
@@ -145,7 +160,8 @@ def _export_onnx(deployed: DeployedPolicy, meta: Dict[str, Any], out: Path) -> N
                           dynamic_axes={"observation": {0: "batch"}, "controls": {0: "batch"}},
                           opset_version=17)
     model = onnx.load(str(out))
-    for key, value in (("metarobot", json.dumps(meta)),):
+    for key, value in (("metarobot", json.dumps(meta)),
+                       ("metarobot_deploy", json.dumps(meta["deploy"]))):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(model)

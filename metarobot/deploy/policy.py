@@ -70,8 +70,19 @@ def deployed_policy(policy: GaussianMLPPolicy, params: Optional[Dict[str, torch.
     model = model or family.load_model()
     source = {n: p for n, p in policy.named_parameters()} if params is None else params
     return DeployedPolicy(policy, source, np.array(model.actuator_ctrlrange),
-                          np.array(model.actuator_ctrllimited, dtype=bool),
-                          family.normalize_actions)
+                          clipped_controls(family, model), family.normalize_actions)
+
+
+def clipped_controls(family: TaskFamily, model: mujoco.MjModel) -> np.ndarray:
+    """(nu,) bool: which controls are clipped to their actuator's control range, as the
+    simulator does: every one for normalised actions, the limited actuators' otherwise, none
+    for servo families (their controls are actions a, the target default_pose + action_scale
+    * a; the ranges of the model's motors are torques the servo law limits on its own)."""
+    if family.actuators is not None and family.actuators.kind == "servo":
+        return np.zeros(model.nu, bool)
+    if family.normalize_actions:
+        return np.ones(model.nu, bool)
+    return np.array(model.actuator_ctrllimited, dtype=bool)
 
 
 def observation_layout(family: TaskFamily, model: mujoco.MjModel) -> List[Dict[str, Any]]:

@@ -233,8 +233,11 @@ def parse_hello(payload: bytes) -> bytes:
 
 def spec_payload(spec: RobotSpec, session: int, runner_nonce: bytes,
                  robot_nonce: bytes) -> bytes:
-    names = json.dumps({"family": spec.family, "observation": list(spec.observation_names),
-                        "action": list(spec.action_names)}).encode()
+    fields = {"family": spec.family, "observation": list(spec.observation_names),
+              "action": list(spec.action_names)}
+    if spec.reality_gap is not None:  # a simulated robot's (receivers ignore unknown keys)
+        fields["reality_gap"] = spec.reality_gap
+    names = json.dumps(fields).encode()
     return SPEC_HEAD.pack(session, runner_nonce, robot_nonce, spec.obs_dim, spec.act_dim,
                           spec.control_period, spec.command_timeout) + names
 
@@ -252,9 +255,10 @@ def parse_spec(payload: bytes) -> Tuple[RobotSpec, int, bytes, bytes]:
     if not isinstance(names, dict):
         raise ProtocolError("SPEC names should be a JSON object")
     try:
+        gap = names.get("reality_gap")
         spec = RobotSpec(obs_dim, act_dim, period, tuple(names.get("observation", ())),
                          tuple(names.get("action", ())), str(names.get("family", "")),
-                         timeout)
+                         timeout, gap if isinstance(gap, dict) else None)
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"SPEC: {exc}") from None
     if session == 0:

@@ -27,7 +27,8 @@ class RobotSpec:
     optional names of their entries and the task family the robot runs (for the agreement
     check against a policy: "" or () when the robot does not say), and command_timeout (s):
     how long the robot keeps obeying its last controls without a new command before it goes
-    to its safe state on its own (inf for a robot in the runner's own process)."""
+    to its safe state on its own (inf for a robot in the runner's own process); reality_gap:
+    what a simulated robot says of its gap to training (None for others)."""
 
     obs_dim: int
     act_dim: int
@@ -36,6 +37,8 @@ class RobotSpec:
     action_names: Tuple[str, ...] = ()
     family: str = ""
     command_timeout: float = math.inf
+    # a simulated robot's gap to training in the family's names (sim_robot.describe_gap)
+    reality_gap: Optional[Dict[str, Any]] = None
 
     def __post_init__(self):
         for name in ("obs_dim", "act_dim"):

@@ -5,9 +5,11 @@ and adaptation on the robot through the meta-learner's own inner step.
     report = run(controller, UdpRobot.from_url("udp://127.0.0.1:9870"), episodes=4,
                  adapt_steps=1, report_dir="hil-report")
 
-Before the first command the robot's spec is checked against the policy (sizes, family,
-observation and action names in order, control period): a mismatch stops the run naming the
-first difference, unless allowed (then recorded in the report). Every cycle, on the
+Before the first command the robot's spec is checked against the controller's deployment
+config (family, observation size and names in order, action size and the motors' names in
+the robot's order, control period): a mismatch stops the run naming the field, what was
+expected and what came, unless allowed (then recorded in the report; sizes never are).
+Controls go to the robot in its motor order (the config's policy <-> motor map). Every cycle, on the
 monotonic clock at the control period: read the robot's newest observation, compute the
 controls, send them, log the cycle (a Cycle record) to cycles.csv, flushed at once so the
 log is whole up to any stop. The watchdog, which wakes on its own deadline as well as every
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from .controller import Controller, Episode
+from .deployment import motor_names
 from .report import (Cycle, CycleLog, json_safe, Tally, check_report_dir, plot_report,
                      summary)
 from .robot import Reading, Robot, RobotSpec
@@ -141,11 +144,10 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
         raise ValueError(f"the loop's period ({period * 1e3:g} ms) should be shorter than "
                          f"the robot's command timeout ({spec.command_timeout * 1e3:g} ms): "
                          f"the robot would go to its safe state between two commands")
-    if spec.obs_dim != controller.policy.obs_dim or spec.act_dim != controller.model.nu:
-        raise Mismatch(f"the robot has {spec.obs_dim} observations and {spec.act_dim} "
-                       f"controls; the policy takes {controller.policy.obs_dim} and gives "
-                       f"{controller.model.nu}")
     differences = agreement(spec, controller)
+    sizes = [d for d in differences if d.startswith(("observation size", "action size"))]
+    if sizes:  # no policy runs on vectors of another size, allowed or not
+        raise Mismatch(f"the robot does not match the policy: {'; '.join(sizes)}")
     if differences and not allow_mismatch:
         raise Mismatch(f"the robot does not match the policy: {differences[0]}"
                        + (f" (and {len(differences) - 1} more)" if len(differences) > 1
@@ -204,10 +206,18 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
         report = json_safe({
             "stopped": reason, "detail": detail, "robot_acknowledged_stop": acknowledged,
             "signals": list(signals.received),
-            "agreement": {"differences": differences, "allowed": bool(differences)},
+            "agreement": {"differences": differences, "allowed": bool(differences),
+                          "checked_against": {
+                              "format": controller.deploy["format"],
+                              "version": controller.deploy["version"],
+                              "motors": motor_names(controller.deploy),
+                              "motor_from_policy": controller.motor_from_policy.tolist(),
+                              "control_period_s":
+                                  controller.deploy["rates"]["control_period_s"]}},
             "family": controller.family.name,
             "robot": {"family": spec.family, "control_period_s": spec.control_period,
-                      "command_timeout_s": spec.command_timeout},
+                      "command_timeout_s": spec.command_timeout,
+                      "reality_gap": spec.reality_gap},
             "control_period_s": period, "duration_s": time.monotonic() - started,
             "episodes_per_stage": episodes, "adapt_steps": adapt_steps,
             "sampled_actions": sample, **tally.summary(),

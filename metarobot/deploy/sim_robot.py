@@ -5,6 +5,12 @@ the robot's duties of docs/hil.md: one session at a time, a command timeout into
     metarobot sim-robot HalfCheetahVel --task '{"goal_velocity": 1.2}' --port 9870 \\
         --latency-ms 20 --jitter-ms 5 --obs-noise 0.01 --drop 0.01 --key-file robot.key
 
+The gap speaks the family's language: the task's own parameters (--task: command_delay_ms,
+kp, kd, strength, payload, noise_scale where drawn) in their names and units, and what the
+family does not model (the link's latency_ms and jitter_ms on top of command_delay_ms, extra
+obs_noise in each sensor term's units, drops, saturation, a dynamics shift) beside them
+(describe_gap; docs/hil.md has the table).
+
 HELLO opens a session (a random id and nonce; with a key, every later packet carries a MAC
 under the session's key); while a session holds the robot, another HELLO gets ERROR "busy".
 Only packets of the session, from its peer, with a valid MAC (when keyed) and a fresh
@@ -33,19 +39,30 @@ import numpy as np
 from ..batch import BatchSim
 from ..families import TaskFamily, make_family
 from . import protocol as P
-from .policy import action_names, observation_names
+from ..parameters import ActuatorRange
+from .deployment import deployment_config
+from .policy import action_names, clipped_controls, observation_names
 from .robot import RobotSpec
 
 
 @dataclasses.dataclass(frozen=True)
 class RealityGap:
-    """What separates the simulated robot from the policy's training simulation.
+    """What separates the simulated robot from the policy's training simulation, beyond the
+    task's own parameters (command_delay_ms, kp, kd, strength, payload, ..., noise_scale
+    where the family draws it: those come with the task, in the family's names and units).
 
-    obs_noise: std of Gaussian noise added to every observation entry (its units).
-    latency_ms, jitter_ms: controls take effect latency + U(-jitter, jitter) ms after they
-      arrive (at least 0).
+    obs_noise_scale: the family's noise_scale, a factor on each sensor term's own noise std
+      (1: the noise training saw; 0: exact sensors); None: the task's noise_scale when the
+      family draws one, else 1.
+    obs_noise: std of extra Gaussian noise on each sensor term, in the term's own units (rad,
+      rad/s, m, as a term's noise field), before its scale, on top of the term's own noise.
+    latency_ms, jitter_ms: the link's delay: controls take effect latency + U(-jitter,
+      jitter) ms after they arrive (at least 0); on top of the task's command_delay_ms (both
+      ms from the policy's output to the motor).
     drop: probability that a packet, either way, is lost.
-    saturation: controls are clipped to saturation x the actuators' control ranges (1: none).
+    saturation: controls are clipped to saturation x the actuators' control ranges (1: none);
+      torque families only (a servo's controls are joint targets: its torque limits are the
+      family's effort_limit and strength).
     dynamics: model fields scaled per robot, as the families' dynamics= override (e.g.
       {"body_mass": [0.8, 1.2]}): a factor per element drawn once, with seed.
     """
@@ -56,6 +73,7 @@ class RealityGap:
     drop: float = 0.0
     saturation: float = 1.0
     dynamics: Optional[Dict[str, Any]] = None
+    obs_noise_scale: Optional[float] = None
 
     def __post_init__(self):
         for name, low, high in (("obs_noise", 0, 1e6), ("latency_ms", 0, 1e5),
@@ -70,16 +88,52 @@ class RealityGap:
         if self.dynamics is not None and not isinstance(self.dynamics, dict):
             raise ValueError(f"dynamics should be a dict of field -> range, got "
                              f"{self.dynamics!r}")
+        scale = self.obs_noise_scale
+        if scale is not None and not (isinstance(scale, (int, float)) and 0 <= scale <= 1e3):
+            raise ValueError(f"obs_noise_scale (the family's noise_scale) should be a factor "
+                             f"in [0, 1000], got {scale!r}")
 
 
 def robot_family(family: str, overrides: Optional[Dict[str, Any]] = None,
-                 dynamics: Optional[Dict[str, Any]] = None) -> TaskFamily:
+                 dynamics: Optional[Dict[str, Any]] = None,
+                 noise_scale: Optional[float] = None) -> TaskFamily:
     """The family as the robot runs it: it takes controls (the actuators' own values), not
-    policy actions, so actions are not normalised; costs see the same applied controls."""
+    policy actions, so actions are not normalised; costs see the same applied controls.
+    noise_scale: a fixed noise_scale for a family that does not draw one per task (the
+    robot's task then holds it, under the family's own name)."""
     extra = dict(overrides or {})
     if dynamics:
         extra["dynamics"] = dynamics
-    return make_family(family, **extra).with_overrides(normalize_actions=False)
+    out = make_family(family, **extra).with_overrides(normalize_actions=False)
+    if noise_scale is not None:
+        out = dataclasses.replace(out, parameters=out.parameters + (
+            ActuatorRange("noise_scale", float(noise_scale), float(noise_scale)),))
+    return out
+
+
+def describe_gap(family: TaskFamily, task: Any, gap: RealityGap,
+                 period: float) -> Dict[str, Any]:
+    """The robot's gap to training in the family's own names and units (JSON-ready): the
+    task's parameters as the robot runs them (command_delay_ms, kp, kd, strength, ...,
+    noise_scale), and what the link and the robot add (latency_ms, jitter_ms, obs_noise in
+    the sensor terms' units, drop, saturation, dynamics ranges)."""
+    values = task.as_dict()
+    act = family.actuators
+    if "command_delay_ms" in values:
+        delay = values["command_delay_ms"]
+    else:
+        low, high = act.delay_range() if act is not None else (0.0, 0.0)
+        delay = low if low == high else [low, high]
+    return {
+        "task": {k: v for k, v in values.items() if k in family.parameter_names},
+        "noise_scale": values.get("noise_scale", 1.0),
+        "obs_noise": gap.obs_noise,
+        "command_delay_ms": delay,
+        "latency_ms": gap.latency_ms, "jitter_ms": gap.jitter_ms,
+        "drop": gap.drop, "saturation": gap.saturation,
+        "dynamics": gap.dynamics,
+        "control_period_ms": period * 1e3,
+    }
 
 
 SAFE_STATES = ("zero", "damping")
@@ -119,18 +173,41 @@ class SimRobot:
                  safe_state: str = "zero", damping: float = 1.0, verbose: bool = True):
         if safe_state not in SAFE_STATES:
             raise ValueError(f"safe_state should be one of {SAFE_STATES}, got {safe_state!r}")
-        self.family = robot_family(family, overrides, gap.dynamics)
+        base = make_family(family, **(overrides or {}))
+        draws_noise = "noise_scale" in base.parameter_names
+        if gap.obs_noise_scale is not None and draws_noise:
+            raise ValueError(f"{base.name} draws noise_scale per task: give it in the task "
+                             f"('noise_scale' in --task), not as obs_noise_scale "
+                             f"(--obs-noise-scale)")
+        servo = base.actuators is not None and base.actuators.kind == "servo"
+        if servo and gap.saturation != 1.0:
+            raise ValueError(f"{base.name} drives position servos: its controls are joint "
+                             f"targets, not torques, so saturation (--saturation) has no "
+                             f"meaning; weaken the motors with the task's strength or "
+                             f"effort_limit (--task, --set actuators=...)")
+        # the training's noise unless told otherwise (then the family's own noise_scale)
+        noise_scale = None if gap.obs_noise_scale is None else float(gap.obs_noise_scale)
+        self.family = robot_family(family, overrides, gap.dynamics, noise_scale)
         self.gap = gap
         self.rng = np.random.default_rng(seed)
         values = dict(task)
-        base = make_family(family, **(overrides or {}))
-        dyn_names = [n for n in self.family.parameter_names if n not in base.parameter_names]
+        if "noise_scale" in values and not draws_noise:
+            raise ValueError(f"{base.name} does not draw noise_scale per task; the robot's "
+                             f"is obs_noise_scale (--obs-noise-scale)")
+        if noise_scale is not None:
+            values["noise_scale"] = noise_scale
+        dyn_names = [n for n in self.family.parameter_names
+                     if n not in base.parameter_names and n != "noise_scale"]
         if dyn_names:  # the dynamics shift: factors drawn once for this robot
             drawn = self.family.sample_tasks(1, seed=seed)[0].as_dict()
             values.update({n: drawn[n] for n in dyn_names})
         self.task = self.family.task(**values)
         self.sim = BatchSim(self.family, [self.task], seed=seed, num_threads=1, autoreset=False)
         model = self.sim.models[0]
+        # the observation's terms as the deployment config gives them (the same rule the
+        # runner and a robot program read): extra sensor noise goes where the family's does
+        self.deploy = deployment_config(self.family, model=model)
+        self._sensor_terms = [t for t in self.deploy["observation"]["terms"] if t["sensor"]]
         # the robot's control period: the family's env step, or 1 / rate (loop benchmarks)
         self.period = 1.0 / rate if rate else float(model.opt.timestep * self.family.frame_skip)
         timeout = max(5 * self.period, 0.05) if command_timeout is None else command_timeout
@@ -140,16 +217,18 @@ class SimRobot:
         self.command_timeout = timeout
         lo, hi = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
         centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo) * gap.saturation
-        limited = model.actuator_ctrllimited.astype(bool)
+        # as the simulator: a servo's controls are actions (targets), never clipped
+        limited = clipped_controls(self.family, model)
         self.ctrl_low = np.where(limited, centre - half, -np.inf)
         self.ctrl_high = np.where(limited, centre + half, np.inf)
         # the safe state's damping acts on each actuator's joint velocity
         joint = model.actuator_trnid[:, 0]
         self._damped_dof = np.where(model.actuator_trntype == 0, model.jnt_dofadr[joint], -1)
         self.safe_state, self.damping = safe_state, float(damping)
+        self.reality_gap = describe_gap(base, self.task, gap, self.period)
         self.spec = RobotSpec(self.sim.observation_dim, self.sim.action_dim, self.period,
                               observation_names(self.family, model), action_names(model),
-                              self.family.name, timeout)
+                              self.family.name, timeout, self.reality_gap)
         self.key = key
         self.handshake_key = P.handshake_key(key) if key is not None else None
         self.verbose = verbose
@@ -234,7 +313,12 @@ class SimRobot:
     def _observation(self, obs: np.ndarray, reward: float, done: bool,
                      terminated: bool) -> P.Observation:
         if self.gap.obs_noise:
-            obs = obs + self.rng.normal(0.0, self.gap.obs_noise, obs.shape)
+            obs = obs.copy()
+            for t in self._sensor_terms:  # the term's units: noise before the scale, then clip
+                at = slice(t["start"], t["start"] + t["size"])
+                obs[at] += t["scale"] * self.rng.normal(0.0, self.gap.obs_noise, t["size"])
+                if t["clip"] is not None:
+                    obs[at] = np.clip(obs[at], *t["clip"])
         return P.Observation(self.step_index, obs.astype(np.float32), reward,
                              self.episode_return, done, terminated, self.safe)
 
@@ -497,6 +581,11 @@ def main_args(family: str, task_json: str, port: int, host: str, gap: RealityGap
           f"control period {robot.period * 1e3:g} ms, command timeout "
           f"{robot.command_timeout * 1e3:g} ms, "
           f"{'authenticated' if key is not None else 'no key'}", flush=True)
+    g = robot.reality_gap
+    print(f"reality gap: command_delay_ms {g['command_delay_ms']} (task) + latency_ms "
+          f"{g['latency_ms']:g} +- jitter_ms {g['jitter_ms']:g} (link); noise_scale "
+          f"{g['noise_scale']:g}, obs_noise {g['obs_noise']:g}; drop {g['drop']:g}; "
+          f"saturation {g['saturation']:g}; dynamics {json.dumps(g['dynamics'])}", flush=True)
     if key is None and not _loopback(host):
         print(f"warning: sim-robot listens on {host} without a key: anyone who can reach the "
               f"port can drive it (--key-file)", file=sys.stderr, flush=True)

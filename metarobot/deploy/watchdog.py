@@ -12,6 +12,7 @@ from typing import List, Sequence
 import numpy as np
 
 from .controller import Controller
+from .deployment import robot_mismatches
 from .robot import Reading, RobotSpec
 
 
@@ -72,8 +73,8 @@ def check_observation(reading: Reading, joints: Sequence[tuple], limits: Limits)
     obs = reading.obs
     if not np.isfinite(obs).all():
         raise Stop("non-finite observation", f"at step {reading.step}")
-    for index, kind, name, lo, hi in joints:
-        v = obs[index]
+    for index, kind, name, lo, hi, scale, offset in joints:
+        v = obs[index] / scale + offset  # the raw reading (rad, m, rad/s), as the limits are
         if kind == "qvel" and abs(v) > limits.max_velocity:
             raise Stop("joint limit", f"{name} velocity {v:.3g} beyond "
                                       f"+-{limits.max_velocity:g}")
@@ -94,27 +95,6 @@ def check_misses(consecutive: int, limits: Limits) -> None:
 
 
 def agreement(spec: RobotSpec, controller: Controller) -> List[str]:
-    """The differences between the robot's spec and the policy's interface, most basic
-    first: family, observation names in order, action names in order, control period. A
-    robot that names nothing differs (nothing shows it is the policy's robot)."""
-    want = controller.interface()
-    out = []
-    if spec.family != want["family"]:
-        out.append(f"the robot runs family {spec.family or '(none named)'!r}, the policy was "
-                   f"trained on {want['family']!r}")
-    for what, got, expected in (("observation", spec.observation_names,
-                                 want["observation_names"]),
-                                ("action", spec.action_names, want["action_names"])):
-        if not got:
-            out.append(f"the robot names no {what} entries (the policy's: "
-                       f"{', '.join(expected[:3])}, ...)")
-            continue
-        for i, (a, b) in enumerate(zip(got, expected)):
-            if a != b:
-                out.append(f"{what} {i} is {a!r} on the robot, {b!r} for the policy")
-                break
-    period = want["control_period"]
-    if not math.isclose(spec.control_period, period, rel_tol=1e-6):
-        out.append(f"the robot's control period is {spec.control_period * 1e3:g} ms, the "
-                   f"policy's {period * 1e3:g} ms")
-    return out
+    """The differences between the robot's spec and the controller's deployment config, each
+    naming the field, what was expected and what came (deployment.robot_mismatches)."""
+    return robot_mismatches(controller.deploy, spec)
