@@ -1,5 +1,6 @@
 """Go2Walk controllers on held-out conditions: nominal, a 3 kg payload, one leg at 60 %
-strength, a 20 ms command delay and low friction. For each checkpoint and condition: mean
+strength, a 20 ms command delay, low friction and rough ground (Go2WalkTerrain's, the same
+robot and observation). For each checkpoint and condition: mean
 return, velocity tracking error (m/s) and falls per minute after 0, 1 and 2 adaptation steps
 (the checkpoint's step sizes) and the same with step size 0 (the control: what sampling again
 alone changes), each over tasks with standard errors. Every task of a condition has the same
@@ -24,6 +25,7 @@ import numpy as np
 
 from metarobot.adaptation import adaptation_curve, step_sizes
 from metarobot.config import EVAL_STREAM, stream_seed
+from metarobot.families import make_family
 from metarobot.runs import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,7 @@ CONDITIONS: Dict[str, Dict[str, float]] = {
     "front-right leg at 60 %": {f"strength[{i}]": 0.6 for i in range(3)},
     "20 ms delay": {"command_delay_ms": 20.0},
     "low friction (0.4)": {"friction": 0.4},
+    "rough ground (difficulty 0.5)": {"terrain": 1.0, "difficulty": 0.5, "terrain_seed": 7.0},
 }
 MEASURES = ("tracking_error", "terminations_per_minute")
 
@@ -71,11 +74,13 @@ def main() -> None:
         out = results["checkpoints"][label] = {"path": path,
                                                "iteration": loaded.info.get("iteration")}
         for c, (name, change) in enumerate(CONDITIONS.items()):
-            task = family.task(**dict(NOMINAL, **change))
+            # terrains are Go2WalkTerrain's: Go2Walk's robot, observation and terms
+            where = make_family("Go2WalkTerrain") if "terrain" in change else family
+            task = where.task(**dict(NOMINAL, **change))
             for lr in (sizes, (0.0,)):
                 start = time.monotonic()
                 curve = adaptation_curve(
-                    loaded.policy, family, [task] * args.tasks, args.steps, args.trajectories,
+                    loaded.policy, where, [task] * args.tasks, args.steps, args.trajectories,
                     lr, stream_seed(args.seed, EVAL_STREAM, 10 + c), gamma=loaded.config.gamma,
                     gae_lambda=loaded.config.gae_lambda, threads=args.threads,
                     baseline_fit=loaded.config.baseline_fit, update=loaded.config.inner_rule)

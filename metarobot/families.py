@@ -269,7 +269,19 @@ def _go2_walk():
                     "motor, kp/kd errors and a command delay of 0-20 ms")
 
 
-for _family in (*_terrain_families, _arm_reach(), _arm_push(), _cheetah_servo(), _go2_walk()):
+def _go2_walk_terrain(walk: TaskFamily) -> TaskFamily:
+    """Go2Walk on a terrain per task (rough ground, slopes, stairs, waves; flat where it
+    starts), blind as Go2Walk (the same observation), so that a Go2Walk controller runs on it."""
+    return dataclasses.replace(
+        walk, name="Go2WalkTerrain", model_file="go2_terrain.xml",
+        parameters=walk.parameters + (Terrain(),),
+        description="Go2Walk on rough ground, slopes, stairs or waves (a terrain per task), "
+                    "without a height scan")
+
+
+_GO2_WALK = _go2_walk()
+for _family in (*_terrain_families, _arm_reach(), _arm_push(), _cheetah_servo(), _GO2_WALK,
+                _go2_walk_terrain(_GO2_WALK)):
     _FAMILIES[_family.name] = _family
 
 

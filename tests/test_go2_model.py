@@ -74,3 +74,20 @@ def test_without_torques_it_folds_to_the_ground_without_diverging(model):
     assert np.all(np.isfinite(data.qpos))
     assert 0.0 < data.qpos[2] < 0.2  # down on its belly
     assert np.all(np.abs(data.qvel) < 0.5)
+
+
+def test_the_terrain_model_is_the_same_robot_on_other_ground(model):
+    """envs/go2_terrain.xml is go2.xml with a heightfield for the floor: every body, joint,
+    motor and the keyframe are the same."""
+    rough = mujoco.MjModel.from_xml_path(str(envs_dir() / "go2_terrain.xml"))
+    assert (rough.nq, rough.nv, rough.nu, rough.nbody) == (model.nq, model.nv, model.nu,
+                                                           model.nbody)
+    for field in ("body_mass", "body_inertia", "body_pos", "body_ipos", "jnt_range",
+                  "dof_damping", "dof_armature", "dof_frictionloss", "actuator_ctrlrange",
+                  "key_qpos", "opt.timestep"):
+        a, b = model, rough
+        for part in field.split("."):
+            a, b = getattr(a, part), getattr(b, part)
+        np.testing.assert_array_equal(a, b, err_msg=field)
+    assert rough.geom("terrain").type == mujoco.mjtGeom.mjGEOM_HFIELD
+    assert rough.ngeom == model.ngeom
