@@ -137,6 +137,10 @@ class TaskFamily:
     # quantities measured at every step beside the reward, reported by evaluate (reward
     # terms whose weight is ignored, e.g. a velocity tracking error in m/s)
     metrics: Tuple[Any, ...] = ()
+    # the robot's motors in its own order (its SDK's indices), by the model's actuator names;
+    # the policy's actions are in the model's actuator order, and the deployment config maps
+    # one onto the other. None: the robot's order is the model's
+    motor_order: Optional[Tuple[str, ...]] = None
 
     def __post_init__(self):
         for field in ("frame_skip", "horizon"):

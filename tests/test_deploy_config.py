@@ -447,3 +447,20 @@ def test_the_commands_take_the_config_and_the_gap_in_one_line(go2_checkpoint, tm
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "argument --obs-noise-scale: expected a finite number in " \
         "[0, 1000], got '-1'" in out.stderr  # argparse's error, after its usage
+
+
+def test_a_family_declares_its_robots_motor_order_and_the_config_follows_it():
+    """Go2Walk names its robot's order (the model's here: identity map); a family whose robot
+    numbers the legs otherwise gets that map without any flag."""
+    import dataclasses
+    go2 = metarobot.make_family("Go2Walk")
+    assert list(go2.motor_order) == MOTORS
+    config = deployment_config(go2)
+    assert [m["name"] for m in config["motors"]] == MOTORS
+    assert [m["policy_index"] for m in config["motors"]] == list(range(12))
+    mirrored = dataclasses.replace(go2, motor_order=tuple(MIRRORED))
+    motors = deployment_config(mirrored)["motors"]
+    assert [m["name"] for m in motors] == MIRRORED
+    assert [m["policy_index"] for m in motors] == [MOTORS.index(n) for n in MIRRORED]
+    with pytest.raises(ValueError, match="missing"):
+        deployment_config(dataclasses.replace(go2, motor_order=tuple(MOTORS[:-1])))

@@ -81,6 +81,8 @@ def _motors(family: TaskFamily, model: mujoco.MjModel,
             motor_order: Optional[Sequence[str]]) -> List[Dict[str, Any]]:
     """One record per motor in the robot's order (default: the model's actuator order)."""
     names = list(action_names(model))
+    if motor_order is None:  # the family's own word on its robot's order, else the model's
+        motor_order = family.motor_order
     order = names if motor_order is None else list(motor_order)
     if sorted(order) != sorted(names) or len(set(order)) != len(order):
         missing = [n for n in names if n not in order]
@@ -136,8 +138,8 @@ def deployment_config(family: TaskFamily, *, motor_order: Optional[Sequence[str]
                       family_overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The deployment config of a policy trained on family (a JSON-ready dict; the module's
     docstring and docs/deploy.md give its fields). motor_order: the actuators' names in the
-    robot's motor order when it is not the model's actuator order (the policy <-> motor map
-    follows from it). family_overrides: recorded, the overrides the family was made with."""
+    robot's motor order (default the family's motor_order, else the model's actuator order;
+    the policy <-> motor map follows from it). family_overrides: recorded, the overrides the family was made with."""
     if not isinstance(family, TaskFamily):
         raise ValueError(f"family should be a TaskFamily, got {type(family).__name__}")
     model = model or family.load_model()
