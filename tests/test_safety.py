@@ -104,6 +104,16 @@ def test_stale_state_stops():
     assert m2.phase is Phase.STOP and "no state" in m2.stop_reason
 
 
+def test_silent_policy_stops():
+    m = machine(policy_timeout=0.1)
+    t = to_policy(m)
+    m.set_policy_targets(t + 0.05, DEFAULT)
+    m.command(t + 0.14, state(t + 0.14))
+    assert m.phase is Phase.POLICY
+    m.command(t + 0.16, state(t + 0.16))
+    assert m.phase is Phase.STOP and "no policy targets for 110 ms" in m.stop_reason
+
+
 @pytest.mark.parametrize("field", ["q", "dq", "gravity", "tau"])
 def test_non_finite_state_stops(field):
     m = machine()

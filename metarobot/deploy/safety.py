@@ -11,6 +11,8 @@ clock, and sends what it answers (the Unitree link does at its command rate; any
 
 Stop triggers, checked at every command (command()):
 - the state is older than state_timeout (no word from the robot): in every phase;
+- no policy targets for longer than policy_timeout in POLICY (the policy's process hangs
+  while whoever sends the commands carries on);
 - a non-finite value in the state or the policy's targets: in every phase;
 - tilt (the angle between the body's z axis and up, from the projected gravity) beyond
   tilt_max_degrees: in every phase, so a robot lying on its side never stands up;
@@ -50,7 +52,8 @@ class SafetyLimits:
     """What the machine allows and how it stands up. Arrays are per motor in the robot's
     order (n,): joint_low / joint_high (rad; +-inf where unlimited), effort_limit (Nm).
 
-    state_timeout (s): the newest state may be this old. tilt_max_degrees: the body's tilt
+    state_timeout (s): the newest state may be this old. policy_timeout (s): in POLICY, the
+    newest policy targets may be this old. tilt_max_degrees: the body's tilt
     from upright. joint_margin (rad): joints must stay within [low + margin, high - margin]
     in HOLD and POLICY. over_torque_s (s): how long a torque estimate may exceed its effort
     limit. max_target_step (rad): the largest change of a target per policy step;
@@ -62,6 +65,7 @@ class SafetyLimits:
     joint_high: np.ndarray
     effort_limit: np.ndarray
     state_timeout: float = 0.25
+    policy_timeout: float = 0.25
     tilt_max_degrees: float = 60.0
     joint_margin: float = 0.05
     over_torque_s: float = 0.1
@@ -81,7 +85,7 @@ class SafetyLimits:
             object.__setattr__(self, name, value)
         if (self.effort_limit <= 0).any():
             raise ValueError(f"effort_limit should be > 0 per motor, got {self.effort_limit}")
-        for name in ("state_timeout", "tilt_max_degrees", "over_torque_s", "max_target_step",
+        for name in ("state_timeout", "policy_timeout", "tilt_max_degrees", "over_torque_s", "max_target_step",
                      "stand_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 < value < math.inf):
@@ -186,6 +190,7 @@ class SafetyMachine:
         self._targets = self.default_pose.copy()   # the last targets sent (STAND on)
         self._clamped_steps = 0
         self._over_torque_since: Optional[float] = None
+        self._policy_at = now
         self.clamped_total = 0
 
     @staticmethod
@@ -221,6 +226,7 @@ class SafetyMachine:
         if self.phase is not Phase.HOLD:
             raise ValueError(f"the policy starts from HOLD, the robot is in "
                              f"{self.phase.value.upper()}")
+        self._policy_at = now
         self._go(now, Phase.POLICY, "the policy takes over")
 
     def stop(self, now: float, reason: str) -> None:
@@ -237,6 +243,7 @@ class SafetyMachine:
         row that needed it stop."""
         if self.phase is not Phase.POLICY:
             return
+        self._policy_at = now
         q = np.asarray(targets, np.float64)
         if q.shape != (self.n,) or not np.isfinite(q).all():
             self.stop(now, f"non-finite policy targets: {q}")
@@ -279,6 +286,10 @@ class SafetyMachine:
             if not np.isfinite(np.asarray(value, np.float64)).all():
                 self.stop(now, f"non-finite {name} from the robot: {np.asarray(value)}")
                 return
+        if self.phase is Phase.POLICY and now - self._policy_at > lim.policy_timeout:
+            self.stop(now, f"no policy targets for {(now - self._policy_at) * 1e3:.0f} ms "
+                           f"(limit {lim.policy_timeout * 1e3:.0f} ms)")
+            return
         tilt = tilt_degrees(state.gravity)
         if not tilt <= lim.tilt_max_degrees:
             self.stop(now, f"tilt {tilt:.1f} degrees (limit {lim.tilt_max_degrees:g})")
