@@ -332,6 +332,19 @@ def _sim_robot(args: argparse.Namespace) -> int:
                      dynamics=_json_object(args.dynamics, "--dynamics"),
                      obs_noise_scale=args.obs_noise_scale)
     overrides = _set_values(args.set)
+    if args.protocol == "unitree":
+        if args.key_file or args.safe_state != "zero" or args.rate is not None:
+            raise ValueError("--key-file, --safe-state and --rate are the UDP robot's; the "
+                             "Unitree one damps (--damping) after --command-timeout-ms and "
+                             "steps at the model's physics rate")
+        from metarobot.deploy.unitree import sim as unitree_sim
+        timeout = (args.command_timeout_ms * 1e-3 if args.command_timeout_ms is not None
+                   else None)
+        return unitree_sim.main_args(args.family, _json_object(args.task, "--task"),
+                                     interface=args.interface, domain=args.domain, gap=gap,
+                                     seed=args.seed, overrides=overrides,
+                                     duration=args.duration, command_timeout=timeout,
+                                     damping=args.damping)
     key = read_key_file(args.key_file) if args.key_file else None
     if args.key_file and key_file_warning(args.key_file):
         print(key_file_warning(args.key_file), file=sys.stderr)
@@ -347,7 +360,15 @@ def _hil(args: argparse.Namespace) -> int:
     from metarobot.deploy.runner import Limits, check_report_dir, run, summary
     from metarobot.deploy.udp import UdpRobot
     # everything that can be refused is, before the robot hears a word
-    host, port = parse_address(args.robot)
+    unitree = args.robot.startswith("unitree:")
+    if unitree:
+        from metarobot.deploy.unitree.dds import parse_unitree_url
+        parse_unitree_url(args.robot)
+        if args.key_file:
+            raise ValueError("--key-file is the UDP robot's: DDS to a Unitree robot carries "
+                             "no MAC (keep it on its own cable)")
+    else:
+        host, port = parse_address(args.robot)
     check_report_dir(args.report, args.overwrite)
     key = read_key_file(args.key_file) if args.key_file else None
     if args.key_file and key_file_warning(args.key_file):
@@ -360,7 +381,10 @@ def _hil(args: argparse.Namespace) -> int:
         deploy = load_deployment_config(args.deploy_config)
     controller = Controller.from_checkpoint(args.checkpoint, lr=args.lr, seed=args.seed,
                                             deploy=deploy)
-    robot = UdpRobot(host, port, timeout=args.connect_timeout, key=key)
+    if unitree:
+        robot = _unitree_robot(args, controller.deploy)
+    else:
+        robot = UdpRobot(host, port, timeout=args.connect_timeout, key=key)
     try:
         report = run(controller, robot, episodes=args.episodes, adapt_steps=args.adapt_steps,
                      report_dir=args.report, rate=args.rate, limits=limits,
@@ -372,6 +396,22 @@ def _hil(args: argparse.Namespace) -> int:
     if args.report:
         print(f"  report: {args.report}/report.json, report.png, cycles.csv")
     return 0 if report["stopped"] == "completed" else 1
+
+
+def _unitree_robot(args: argparse.Namespace, deploy: Dict[str, Any]):
+    """hil's Unitree robot: the flags' values, checked by UnitreeRobot before a word is sent."""
+    from metarobot.deploy.unitree.robot import UnitreeRobot, safety_limits
+    commands = ()
+    if args.command:
+        try:
+            commands = tuple(float(v) for v in args.command.split(","))
+        except ValueError:
+            raise ValueError(f"--command should be numbers separated by commas (e.g. "
+                             f"0.5,0,0), got {args.command!r}") from None
+    limits = safety_limits(deploy, stand_s=args.stand_s, state_timeout=args.stale_ms * 1e-3)
+    return UnitreeRobot.from_url(args.robot, deploy, command_hz=args.command_hz,
+                                 commands=commands, episode_s=args.episode_s, limits=limits,
+                                 timeout=args.connect_timeout)
 
 
 def _adapt(args: argparse.Namespace) -> int:
@@ -522,13 +562,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the safe state: zero controls (no torque), or damping of each "
                         "actuated joint")
     p.add_argument("--damping", type=Range(float, low=0.0).parse, default=1.0,
-                   help="the damping safe state's gain (controls per joint velocity unit)")
+                   help="the damping safe state's gain (controls per joint velocity unit; "
+                        "Nm s/rad for --protocol unitree)")
+    p.add_argument("--protocol", choices=("udp", "unitree"), default="udp",
+                   help="udp: metarobot's UDP protocol (docs/hil.md); unitree: the robot's "
+                        "DDS topics rt/lowstate and rt/lowcmd (docs/unitree.md)")
+    p.add_argument("--interface", default="lo",
+                   help="--protocol unitree: the network interface DDS uses (default lo)")
+    p.add_argument("--domain", type=Range(int, 0, 232).parse, default=1,
+                   help="--protocol unitree: the DDS domain (default 1, as unitree_mujoco)")
     p.set_defaults(func=_sim_robot)
     p = sub.add_parser("hil", help="run a policy on a robot: fixed-rate loop, watchdog, "
                                    "adaptation on the robot, report")
     p.add_argument("checkpoint")
     p.add_argument("--robot", required=True, help="udp://HOST:PORT (udp://[ADDRESS]:PORT "
-                                                  "for IPv6)")
+                                                  "for IPv6), or unitree://INTERFACE?domain=N "
+                                                  "(a Unitree Go2 over DDS)")
+    p.add_argument("--command", default=None, metavar="VX,VY,YAW_RATE",
+                   help="unitree: the operator's command for the run, in the deployment "
+                        "config's command names and units (default zeros)")
+    p.add_argument("--episode-s", type=Range(float, low=0.0, open_low=True).parse,
+                   default=None, help="unitree: an episode ends after this long under the "
+                                      "policy, then the robot stands (default: until stopped)")
+    p.add_argument("--command-hz", type=Range(float, 1.0, 2000.0).parse, default=None,
+                   help="unitree: LowCmds per second (default the training's PD rate)")
+    p.add_argument("--stand-s", type=Range(float, low=0.0, open_low=True).parse,
+                   default=2.0, help="unitree: seconds of the ramp to the standing pose")
     p.add_argument("--key-file", default=None,
                    help="the robot's shared key (the same file as the robot's)")
     p.add_argument("--episodes", type=COUNT.parse, default=1,

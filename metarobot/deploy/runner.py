@@ -223,6 +223,8 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
             "sampled_actions": sample, **tally.summary(),
             "rejected_packets": dict(robot.rejected),
             "robot_errors": list(robot.robot_errors)[-5:],
+            # what the robot's side logged (a Unitree robot's safety transitions), if any
+            "robot_log": list(getattr(robot, "events", []))[-50:],
         })
         if out is not None:
             (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))

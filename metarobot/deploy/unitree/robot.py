@@ -1,0 +1,378 @@
+"""A Unitree go-family robot (Go2) as a Robot for the runner, over rt/lowstate and rt/lowcmd.
+
+    robot = UnitreeRobot.from_url("unitree://lo?domain=1", controller.deploy)
+    report = run(controller, robot, episodes=1, report_dir="hil-go2")
+
+Before anything is sent: the deployment config must be a servo policy whose motors are the
+Go2's in its own order (FR, FL, RR, RL x hip, thigh, calf; a mirrored or shuffled map is
+refused), every observation term must have a sensor here, nobody else may be on rt/lowcmd
+(it listens `listen` seconds: another controller, or the robot's own sport controller not
+yet released), and rt/lowstate must be coming.
+
+A command thread sends a LowCmd every 1 / command_hz seconds on the monotonic clock (tick k
+at start + k / command_hz: no drift), each what the safety machine (metarobot.deploy.safety)
+answers for the newest state: PASSIVE (damping) from the start; reset() ramps to the default
+pose and holds it, then returns the first observation; the first controls hand over to the
+policy, whose targets (default_pose + action_scale * controls, the config's gains) are held
+between policy steps; stop() and every stop trigger go to damping, which the thread keeps
+sending until close(). LowStates with a bad CRC are ignored and counted in rejected.
+
+Observations are the deployment config's terms from the LowState: BodyAngularVelocity from
+the IMU's gyroscope, ProjectedGravity from its quaternion (w, x, y, z), Qpos / Qvel from the
+motors (by joint name), Command from the operator's fixed command, LastAction the last
+controls in the policy's order (zeros after a reset); obs = clip(scale * (raw - offset)).
+The robot computes no reward: adaptation on it needs rewards from elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..deployment import check_deployment_config, observation_from_readings
+from ..robot import Reading, RobotSpec
+from ..safety import MotorState, Phase, SafetyLimits, SafetyMachine, gravity_from_quaternion
+from . import messages as M
+from .dds import DdsLink, others_on, parse_unitree_url
+from .idl import LowCmd_, LowState_, MotorCmd_, TOPIC_LOW_CMD, TOPIC_LOW_STATE
+
+SENSED_TERMS = ("BodyAngularVelocity", "ProjectedGravity", "Command", "Qpos", "Qvel",
+                "LastAction")
+
+
+STOP_REQUESTED = "stop requested by the controller"
+
+
+class RobotBusy(ValueError):
+    """Someone else commands the robot (rt/lowcmd is not free)."""
+
+
+def check_go2_config(config: Dict[str, Any]) -> None:
+    """ValueError unless the config drives the Go2's 12 servos in its motor order and every
+    observation term has a sensor on the robot."""
+    check_deployment_config(config)
+    if config["action"]["kind"] != "servo":
+        raise ValueError(f"{config['family']} drives torques; a Unitree robot here takes "
+                         f"position targets (a servo family such as Go2Walk)")
+    names = [m["name"] for m in config["motors"]]
+    if len(names) != len(M.GO2_MOTOR_NAMES):
+        raise ValueError(f"the deployment config has {len(names)} motors, the Go2 "
+                         f"{len(M.GO2_MOTOR_NAMES)}")
+    for i, (robot, ours) in enumerate(zip(M.GO2_MOTOR_NAMES, names)):
+        if robot != ours:
+            raise ValueError(f"joint map: motor {i} is {robot!r} on the Go2, {ours!r} in the "
+                             f"deployment config (a mirrored or shuffled map drives the wrong "
+                             f"legs); the Go2's order is {', '.join(M.GO2_MOTOR_NAMES)}")
+    for term in config["observation"]["terms"]:
+        if term["kind"] not in SENSED_TERMS:
+            raise ValueError(f"observation term {term['kind']} has no sensor on a Unitree "
+                             f"robot (it reads {', '.join(SENSED_TERMS)})")
+
+
+def safety_limits(config: Dict[str, Any], **overrides: Any) -> SafetyLimits:
+    """The safety machine's limits from the deployment config: joint ranges and effort
+    limits per motor, the tilt limit of the family's Tilt termination; overrides replace
+    any field."""
+    motors = config["motors"]
+    low = [m["joint_range"][0] if m["joint_range"] else -math.inf for m in motors]
+    high = [m["joint_range"][1] if m["joint_range"] else math.inf for m in motors]
+    effort = [m["effort_limit"] if m["effort_limit"] is not None else math.inf
+              for m in motors]
+    fields: Dict[str, Any] = {"joint_low": low, "joint_high": high, "effort_limit": effort}
+    tilt = config["limits"].get("tilt_max_degrees")
+    if tilt is not None:
+        fields["tilt_max_degrees"] = float(tilt)
+    fields.update(overrides)
+    return SafetyLimits(**fields)
+
+
+class UnitreeRobot:
+    """The Go2 over DDS (module docstring). config: the deployment config (the controller's
+    deploy); interface, domain: where the robot is (its Ethernet interface and domain 0; the
+    simulated one lo and 1). command_hz: LowCmds per second (default the config's physics
+    rate, at which the policy's PD loop ran in training). commands: the operator's command
+    (the config's command names, e.g. vx, vy m/s, yaw_rate rad/s), fixed for the run.
+    episode_s: an episode ends after so long under the policy (None: only a stop ends it).
+    limits: the safety machine's (default safety_limits(config)). passive_s, settle_s (s):
+    the least time in PASSIVE before the stand, and in HOLD before the first observation.
+    listen (s): how long to listen for another rt/lowcmd publisher; timeout (s): for the
+    first rt/lowstate."""
+
+    def __init__(self, config: Dict[str, Any], *, interface: str = "lo", domain: int = 0,
+                 command_hz: Optional[float] = None, commands: Sequence[float] = (),
+                 episode_s: Optional[float] = None, limits: Optional[SafetyLimits] = None,
+                 passive_s: float = 0.5, settle_s: float = 0.5, listen: float = 0.2,
+                 timeout: float = 2.0, verbose: bool = True):
+        check_go2_config(config)
+        self.config = config
+        motors = config["motors"]
+        n = len(motors)
+        rate = command_hz if command_hz is not None else config["rates"]["physics_hz"]
+        if not (isinstance(rate, (int, float)) and 1 <= rate <= 2000):
+            raise ValueError(f"command_hz should be in [1, 2000], got {rate!r}")
+        names = (config["commands"] or {}).get("names", [])
+        commands = tuple(float(c) for c in commands) or (0.0,) * len(names)
+        if len(commands) != len(names) or not all(math.isfinite(c) for c in commands):
+            raise ValueError(f"commands should be {len(names)} finite numbers "
+                             f"({', '.join(names) or 'none'}), got {list(commands)}")
+        if episode_s is not None and not (isinstance(episode_s, (int, float))
+                                          and episode_s > 0):
+            raise ValueError(f"episode_s should be > 0 seconds (or None), got {episode_s!r}")
+        self.commands = dict(zip(names, commands))
+        self.command_period = 1.0 / rate
+        self.episode_s = episode_s
+        self.passive_s, self.settle_s = float(passive_s), float(settle_s)
+        self.verbose = verbose
+        self.default_pose = np.array([m["default_pose"] for m in motors])
+        self.action_scale = np.array([m["action_scale"] for m in motors])
+        self.policy_index = np.array([m["policy_index"] for m in motors])
+        joint_motor = {m["joint"]: i for i, m in enumerate(motors)}
+        self._joint_motors = {t["start"]: np.array([joint_motor[j] for j in t["joints"]])
+                              for t in config["observation"]["terms"]
+                              if t["kind"] in ("Qpos", "Qvel")}
+        self.limits = limits if limits is not None else safety_limits(config)
+        if self.limits.policy_timeout <= config["rates"]["control_period_s"]:
+            raise ValueError(f"the safety limits' policy_timeout ({self.limits.policy_timeout:g}"
+                             f" s) should be longer than a policy step "
+                             f"({config['rates']['control_period_s']:g} s)")
+        self.rejected: Dict[str, int] = {}
+        self.robot_errors: List[str] = []
+        self.events: List[str] = []
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._fresh = threading.Condition(self._lock)
+        self._state: Optional[Any] = None          # newest valid LowState
+        self._state_at = -math.inf                 # when it came (monotonic)
+        self._state_seq = 0                        # valid LowStates so far
+        self._read_seq = 0                         # the last one read()
+        self._step = 0
+        self._policy_since: Optional[float] = None
+        self._last_action = np.zeros(n)
+        self._sent_after_stop = threading.Event()
+        self._closing = False
+        self.url = f"unitree://{interface}?domain={domain}"
+        self.link = DdsLink(interface, domain)
+        try:
+            found = others_on(self.link, TOPIC_LOW_CMD, LowCmd_, listen)
+            if found:
+                raise RobotBusy(f"another controller commands the robot at {self.url}: "
+                                f"{'; '.join(found)} (the robot's sport controller until "
+                                f"it is released, or another program): nothing sent")
+            self.state_reader = self.link.reader(TOPIC_LOW_STATE, LowState_)
+            deadline = time.monotonic() + timeout
+            while self._state is None:
+                self._take_states()
+                if time.monotonic() > deadline:
+                    raise ValueError(f"no rt/lowstate at {self.url} within {timeout:g} s "
+                                     f"(is the robot on, on this interface and domain?)")
+                time.sleep(0.005)
+            self.machine = SafetyMachine(self.limits, self.default_pose,
+                                         [m["kp"] for m in motors], [m["kd"] for m in motors],
+                                         time.monotonic())
+            self._log(str(self.machine.transitions[-1]))
+            self._logged = 1
+            self.cmd_writer = self.link.writer(TOPIC_LOW_CMD, LowCmd_)
+        except BaseException:
+            self.link.close()
+            raise
+        self._spec = RobotSpec(int(config["observation"]["size"]), n,
+                               float(config["rates"]["control_period_s"]),
+                               tuple(config["observation"]["names"]), M.GO2_MOTOR_NAMES,
+                               config["family"],
+                               # the policy may fall silent this long before the robot damps
+                               self.limits.policy_timeout)
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._command_loop, name="lowcmd", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_url(cls, url: str, config: Dict[str, Any], **kw: Any) -> "UnitreeRobot":
+        interface, domain = parse_unitree_url(url)
+        return cls(config, interface=interface, domain=domain, **kw)
+
+    # ----------------------------------------------------------------------- the wire
+    def _log(self, text: str) -> None:
+        self.events.append(text)
+        if self.verbose:
+            print(f"unitree: {text}", flush=True)
+
+    def _take_states(self) -> None:
+        """Takes the waiting LowStates; keeps the newest valid one."""
+        for sample in self.state_reader.take(N=64):
+            if not isinstance(sample, LowState_):
+                continue
+            if not M.crc_ok(M.LOW_STATE, sample):
+                self.rejected["bad crc"] = self.rejected.get("bad crc", 0) + 1
+                continue
+            with self._lock:
+                self._state, self._state_at = sample, time.monotonic()
+                self._state_seq += 1
+                self._fresh.notify_all()
+
+    def _motor_state(self) -> Optional[MotorState]:
+        s = self._state
+        if s is None:
+            return None
+        n = len(self.default_pose)
+        ms = s.motor_state
+        return MotorState(self._state_at, np.array([ms[i].q for i in range(n)], np.float64),
+                          np.array([ms[i].dq for i in range(n)], np.float64),
+                          gravity_from_quaternion(s.imu_state.quaternion),
+                          np.array([ms[i].tau_est for i in range(n)], np.float64))
+
+    def _low_cmd(self, command) -> LowCmd_:
+        msg = LowCmd_()
+        for i in range(len(self.default_pose)):
+            msg.motor_cmd[i] = MotorCmd_(mode=M.MOTOR_MODE_SERVO, q=float(command.q[i]),
+                                         dq=float(command.dq[i]), tau=float(command.tau_ff[i]),
+                                         kp=float(command.kp[i]), kd=float(command.kd[i]))
+        msg.crc = M.message_crc(M.LOW_CMD, msg)
+        return msg
+
+    def _command_loop(self) -> None:
+        """Every command period: the newest state through the safety machine, a LowCmd out."""
+        k = 0
+        t0 = time.monotonic()
+        while True:
+            k += 1
+            due = t0 + k * self.command_period
+            left = due - time.monotonic()
+            if left > 0:
+                time.sleep(left)
+            elif left < -10 * self.command_period:  # a stall: skip the ticks past
+                k = int((time.monotonic() - t0) / self.command_period)
+            self._take_states()
+            now = time.monotonic()
+            with self._lock:
+                command = self.machine.command(now, self._motor_state())
+                # every transition since the last command, also those reset(), send() and
+                # stop() made in the runner's thread
+                new = self.machine.transitions[self._logged:]
+                self._logged = len(self.machine.transitions)
+                stopped = self.machine.phase is Phase.STOP
+            for t in new:
+                self._log(str(t))
+                if t.target is Phase.STOP and t.reason != STOP_REQUESTED:
+                    self.robot_errors.append(f"safety stop: {t.reason}")
+            self.cmd_writer.write(self._low_cmd(command))
+            self.sent += 1
+            if stopped:
+                self._sent_after_stop.set()
+                if self._closing:
+                    return
+
+    # ------------------------------------------------------------------------- Robot
+    def spec(self) -> RobotSpec:
+        return self._spec
+
+    def _observation(self) -> np.ndarray:
+        s = self._state
+        n = len(self.default_pose)
+        q = np.array([s.motor_state[i].q for i in range(n)], np.float64)
+        dq = np.array([s.motor_state[i].dq for i in range(n)], np.float64)
+        readings = []
+        for t in self.config["observation"]["terms"]:
+            kind = t["kind"]
+            if kind == "BodyAngularVelocity":
+                readings.append(list(s.imu_state.gyroscope))
+            elif kind == "ProjectedGravity":
+                readings.append(gravity_from_quaternion(s.imu_state.quaternion))
+            elif kind == "Command":
+                readings.append([self.commands[c] for c in t["commands"]])
+            elif kind == "Qpos":
+                readings.append(q[self._joint_motors[t["start"]]])
+            elif kind == "Qvel":
+                readings.append(dq[self._joint_motors[t["start"]]])
+            else:  # LastAction: the policy's order
+                readings.append(self._last_action)
+        return observation_from_readings(self.config, readings)
+
+    def _reading(self, now: float) -> Reading:
+        """The newest state as an observation (under the lock)."""
+        self._read_seq = self._state_seq
+        step = self._step
+        self._step += 1
+        done = (self.episode_s is not None and self._policy_since is not None
+                and now - self._policy_since >= self.episode_s)
+        return Reading(self._observation(), step, self._state.tick * 1e-3, now, done=done,
+                       safe=self.machine.phase is Phase.STOP)
+
+    def reset(self, timeout: float = 2.0) -> Reading:
+        """To the default pose: after at least passive_s in PASSIVE, the ramp (stand_s), then
+        settle_s held; the first observation. Waits the stand's time plus timeout seconds;
+        TimeoutError when the robot does not get there."""
+        wait_passive = self._started + self.passive_s - time.monotonic()
+        if wait_passive > 0:
+            time.sleep(wait_passive)
+        with self._lock:
+            now = time.monotonic()
+            if self.machine.phase is not Phase.STOP:
+                self.machine.start_stand(now, self._motor_state())
+            self._policy_since = None
+            self._last_action = np.zeros(len(self.default_pose))
+            self._step = 0
+        deadline = time.monotonic() + self.limits.stand_s + self.settle_s + timeout
+        while True:
+            with self._lock:
+                phase = self.machine.phase
+                if phase is Phase.STOP:
+                    return self._reading(time.monotonic())
+                if phase is Phase.HOLD:
+                    held = self.machine.transitions[-1].time
+                    if time.monotonic() - held >= self.settle_s:
+                        return self._reading(time.monotonic())
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the robot did not reach its default pose within "
+                                   f"{self.limits.stand_s + self.settle_s + timeout:g} s "
+                                   f"(phase {phase.value})")
+            time.sleep(0.005)
+
+    def read(self, timeout: float = 0.0) -> Optional[Reading]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._state_seq == self._read_seq:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._fresh.wait(left)
+            return self._reading(time.monotonic())
+
+    def send(self, step: int, controls: np.ndarray) -> None:
+        """Controls (12,) in the Go2's motor order: targets default_pose + action_scale *
+        controls, held until the next."""
+        c = np.asarray(controls, np.float64)
+        if c.shape != self.default_pose.shape:
+            raise ValueError(f"controls should be {self.default_pose.shape[0]} values, got "
+                             f"{c.shape}")
+        with self._lock:
+            now = time.monotonic()
+            if self.machine.phase is Phase.HOLD:
+                self.machine.start_policy(now)
+                self._policy_since = now
+            self.machine.set_policy_targets(now, self.default_pose + self.action_scale * c)
+            self._last_action = np.zeros_like(c)
+            self._last_action[self.policy_index] = c
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Damping now (the safety machine's STOP); whether a damping LowCmd went out within
+        timeout seconds."""
+        with self._lock:
+            self.machine.stop(time.monotonic(), STOP_REQUESTED)
+        return self._sent_after_stop.wait(timeout)
+
+    def close(self, linger: float = 0.3) -> None:
+        """Stops (if not yet), keeps damping for linger seconds, then ends the command thread
+        and leaves the DDS domain."""
+        self.stop()
+        time.sleep(linger)
+        self._closing = True
+        self._thread.join(timeout=1.0)
+        self.link.close()
+
+    @property
+    def transitions(self):
+        return list(self.machine.transitions)

@@ -1,0 +1,333 @@
+"""The Unitree link over DDS on loopback: the controller against the suite's own simulated
+Go2 process, every stop trigger, a second rt/lowcmd publisher refused, bad CRCs ignored and
+counted, a mirrored joint map refused, and our rt/lowcmd read by a subscriber written here
+from Unitree's IDL alone."""
+
+import dataclasses
+import itertools
+import math
+import os
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cyclonedds", reason="cyclonedds is not installed (pip install "
+                                         "'metarobot[unitree]'): the DDS link cannot run")
+
+import cyclonedds.idl as idl  # noqa: E402
+import cyclonedds.idl.annotations as annotate  # noqa: E402
+import cyclonedds.idl.types as t  # noqa: E402
+from cyclonedds.domain import DomainParticipant  # noqa: E402
+from cyclonedds.sub import DataReader  # noqa: E402
+from cyclonedds.topic import Topic  # noqa: E402
+
+from metarobot.deploy.controller import Controller  # noqa: E402
+from metarobot.deploy.deployment import deployment_config  # noqa: E402
+from metarobot.deploy.runner import run  # noqa: E402
+from metarobot.deploy.safety import Phase  # noqa: E402
+from metarobot.deploy.unitree import idl as ours  # noqa: E402
+from metarobot.deploy.unitree import messages as M  # noqa: E402
+from metarobot.deploy.unitree.dds import DdsLink  # noqa: E402
+from metarobot.deploy.unitree.robot import RobotBusy, UnitreeRobot, safety_limits  # noqa: E402
+from metarobot.deploy.unitree.sim import UnitreeSimRobot  # noqa: E402
+from metarobot.families import make_family  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TASK = {"payload": 0.0, "com_shift_x": 0.0, "friction": 1.0, "strength": 1.0, "kp": 20.0,
+        "kd": 0.5, "command_delay_ms": 0.0}
+# DDS domains of this run: away from 0 (robots) and 1 (unitree_mujoco), apart per pid
+_BASE = 100 + (os.getpid() % 20) * 6
+_domains = itertools.count(_BASE)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("go2") / "run"
+    subprocess.run([sys.executable, "-m", "metarobot.cli", "train", "--family", "Go2Walk",
+                    "--algo", "trpo", "--iterations", "1", "--meta-batch-size", "2",
+                    "--trajectories-per-task", "2", "--set", "horizon=25", "--hidden-sizes",
+                    "8", "--out", str(out), "--quiet"], check=True, capture_output=True,
+                   timeout=300)
+    return out / "checkpoints" / "latest.safetensors"
+
+
+@pytest.fixture(scope="module")
+def sim_domain():
+    """The suite's own simulated Go2 process on loopback, ended by its own pid."""
+    import json
+    domain = next(_domains)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metarobot.cli", "sim-robot", "Go2Walk", "--protocol",
+         "unitree", "--interface", "lo", "--domain", str(domain), "--task", json.dumps(TASK),
+         "--duration", "600"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("sim-robot Go2Walk"), line
+        yield domain
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def robot_for(controller, domain, **limits):
+    return UnitreeRobot(controller.deploy, interface="lo", domain=domain, episode_s=0.4,
+                        limits=safety_limits(controller.deploy, stand_s=0.5, **limits),
+                        passive_s=0.2, settle_s=0.2, verbose=False)
+
+
+def phases(robot):
+    return [tr.target for tr in robot.transitions[1:]]
+
+
+def test_passive_stand_policy_stop_against_the_sim_robot(checkpoint, sim_domain, tmp_path):
+    controller = Controller.from_checkpoint(checkpoint)
+    robot = robot_for(controller, sim_domain)
+    try:
+        report = run(controller, robot, episodes=1, report_dir=tmp_path / "report")
+    finally:
+        robot.close()
+    assert report["stopped"] == "completed", report["detail"]
+    assert phases(robot) == [Phase.STAND, Phase.HOLD, Phase.POLICY, Phase.STOP]
+    assert robot.transitions[-1].reason == "stop requested by the controller"
+    assert report["timing"]["cycles"] >= 10 and report["robot_acknowledged_stop"]
+    assert any("hold -> policy" in e for e in report["robot_log"])
+    assert robot.sent > 100 and not robot.rejected
+
+
+@pytest.mark.parametrize("trigger,limits,reason", [
+    ("tilt", {"tilt_max_degrees": 1e-3}, "tilt"),
+    ("joint", {"joint_margin": 1.0}, "joint limit"),
+    ("torque", {"effort_limit": [1e-3] * 12, "over_torque_s": 0.01}, "torque"),
+    ("stale", {"state_timeout": 1e-4}, "stale state"),
+    ("jump", {"max_target_step": 1e-9, "max_clamped_steps": 1}, "target jumps"),
+])
+def test_every_stop_trigger(checkpoint, sim_domain, trigger, limits, reason):
+    controller = Controller.from_checkpoint(checkpoint)
+    robot = robot_for(controller, sim_domain, **limits)
+    try:
+        report = run(controller, robot, episodes=1)
+    finally:
+        robot.close()
+    assert robot.machine.phase is Phase.STOP
+    assert robot.machine.stop_reason.startswith(reason), robot.machine.stop_reason
+    assert report["stopped"] == "robot safe state"
+    assert any(e.startswith(f"safety stop: {reason}") for e in report["robot_errors"])
+
+
+def test_non_finite_state_stops(checkpoint):
+    """A robot reporting NaN (a lost encoder) stops the run: a LowState publisher here."""
+    controller = Controller.from_checkpoint(checkpoint)
+    domain = next(_domains)
+    link = DdsLink("lo", domain)
+    writer = link.writer(ours.TOPIC_LOW_STATE, ours.LowState_)
+    try:
+        def publish(q):
+            msg = ours.LowState_()
+            for i, value in enumerate(q):
+                msg.motor_state[i].q = value
+            msg.crc = M.message_crc(M.LOW_STATE, msg)
+            writer.write(msg)
+        home = list(make_family("Go2Walk").actuators.default_pose)
+        import threading
+        bad = threading.Event()
+        done = threading.Event()
+
+        def loop():
+            while not done.is_set():
+                publish([math.nan] + home[1:] if bad.is_set() else home)
+                time.sleep(0.005)
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        robot = robot_for(controller, domain)
+        bad.set()
+        time.sleep(0.1)
+        robot.close()
+        done.set()
+        thread.join()
+        assert robot.machine.stop_reason.startswith("non-finite q"), robot.machine.stop_reason
+    finally:
+        link.close()
+
+
+def test_second_lowcmd_publisher_refused(checkpoint, sim_domain):
+    controller = Controller.from_checkpoint(checkpoint)
+    other = DdsLink("lo", sim_domain)
+    other.writer(ours.TOPIC_LOW_CMD, ours.LowCmd_)  # a publisher that says nothing yet
+    try:
+        time.sleep(0.2)
+        with pytest.raises(RobotBusy, match="another controller commands the robot"):
+            robot_for(controller, sim_domain)
+    finally:
+        other.close()
+
+
+def test_bad_crc_lowstate_ignored_and_counted(checkpoint, sim_domain):
+    controller = Controller.from_checkpoint(checkpoint)
+    robot = robot_for(controller, sim_domain)
+    forger = DdsLink("lo", sim_domain)
+    writer = forger.writer(ours.TOPIC_LOW_STATE, ours.LowState_)
+    try:
+        forged = ours.LowState_()
+        for i in range(12):
+            forged.motor_state[i].q = 3.0  # far outside every limit: obeyed, it would stop
+        forged.crc = M.message_crc(M.LOW_STATE, forged) ^ 1
+        for _ in range(40):
+            writer.write(forged)
+            time.sleep(0.005)
+        time.sleep(0.05)
+        assert robot.rejected.get("bad crc", 0) > 0
+        reading = robot.reset(2.0)
+        assert robot.machine.phase is Phase.HOLD and not reading.safe
+    finally:
+        forger.close()
+        robot.close()
+
+
+def test_sim_robot_ignores_and_counts_bad_crc():
+    domain = next(_domains)
+    sim = UnitreeSimRobot("Go2Walk", TASK, interface="lo", domain=domain, verbose=False)
+    link = DdsLink("lo", domain)
+    writer = link.writer(ours.TOPIC_LOW_CMD, ours.LowCmd_)
+    try:
+        cmd = ours.LowCmd_()
+        for i in range(12):
+            cmd.motor_cmd[i] = ours.MotorCmd_(mode=1, q=0.0, kp=1000.0, kd=1.0)
+        cmd.crc = M.message_crc(M.LOW_CMD, cmd) ^ 0x80000000
+        time.sleep(0.3)  # discovery
+        for _ in range(10):
+            writer.write(cmd)
+            time.sleep(0.01)
+            sim.step(time.monotonic())
+        assert sim.rejected.get("bad crc", 0) > 0 and sim.counts["commands"] == 0
+        assert sim._command is None  # still damping: nothing obeyed
+        cmd.crc = M.message_crc(M.LOW_CMD, cmd)
+        for _ in range(10):
+            writer.write(cmd)
+            time.sleep(0.01)
+            sim.step(time.monotonic())
+        assert sim.counts["commands"] > 0 and sim._command is not None
+    finally:
+        link.close()
+        sim.link.close()
+
+
+def test_mirrored_joint_map_refused(checkpoint):
+    controller = Controller.from_checkpoint(checkpoint)
+    family = make_family("Go2Walk")
+    order = [f"{leg}_{part}" for leg in ("FL", "FR", "RL", "RR")
+             for part in ("hip", "thigh", "calf")]  # left and right swapped
+    mirrored = deployment_config(family, motor_order=order)
+    with pytest.raises(ValueError, match="joint map: motor 0 is 'FR_hip' on the Go2, "
+                                         "'FL_hip' in the deployment config"):
+        UnitreeRobot(mirrored, interface="lo", domain=next(_domains), verbose=False)
+    assert controller.deploy["motors"][0]["name"] == "FR_hip"
+
+
+# ---------------------------------------------------------------- an independent subscriber
+# Unitree's IDL (unitree_go/msg/LowCmd_.idl and its parts), declared here again on purpose:
+# nothing of metarobot's declarations or packer is used to read our messages back
+
+@dataclasses.dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class MotorCmd_(idl.IdlStruct, typename="unitree_go.msg.dds_.MotorCmd_"):
+    mode: t.uint8
+    q: t.float32
+    dq: t.float32
+    tau: t.float32
+    kp: t.float32
+    kd: t.float32
+    reserve: t.array[t.uint32, 3]
+
+
+@dataclasses.dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class BmsCmd_(idl.IdlStruct, typename="unitree_go.msg.dds_.BmsCmd_"):
+    off: t.uint8
+    reserve: t.array[t.uint8, 3]
+
+
+@dataclasses.dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class LowCmd_(idl.IdlStruct, typename="unitree_go.msg.dds_.LowCmd_"):
+    head: t.array[t.uint8, 2]
+    level_flag: t.uint8
+    frame_reserve: t.uint8
+    sn: t.array[t.uint32, 2]
+    version: t.array[t.uint32, 2]
+    bandwidth: t.uint16
+    motor_cmd: t.array[MotorCmd_, 20]
+    bms_cmd: BmsCmd_
+    wireless_remote: t.array[t.uint8, 40]
+    led: t.array[t.uint8, 12]
+    fan: t.array[t.uint8, 2]
+    gpio: t.uint8
+    reserve: t.uint32
+    crc: t.uint32
+
+
+# the C layout, 4-byte aligned: head, level_flag, frame_reserve, sn, version, bandwidth, pad;
+# 20 x (mode, pad, q, dq, tau, kp, kd, reserve[3]); bms_cmd; wireless_remote, led, fan, gpio,
+# pad; reserve; crc
+_LOW_CMD_C = "<4B4IH2x" + "B3x5f3I" * 20 + "4B" + "55Bx2I"
+
+
+def _independent_crc(cmd):
+    values = [*cmd.head, cmd.level_flag, cmd.frame_reserve, *cmd.sn, *cmd.version,
+              cmd.bandwidth]
+    for m in cmd.motor_cmd:
+        values += [m.mode, m.q, m.dq, m.tau, m.kp, m.kd, *m.reserve]
+    values += [cmd.bms_cmd.off, *cmd.bms_cmd.reserve, *cmd.wireless_remote, *cmd.led,
+               *cmd.fan, cmd.gpio, cmd.reserve, cmd.crc]
+    packed = struct.pack(_LOW_CMD_C, *values)
+    assert len(packed) == 812
+    crc = 0xFFFFFFFF
+    for (word,) in struct.iter_unpack("<I", packed[:-4]):
+        for bit in range(31, -1, -1):
+            top = (crc >> 31) & 1
+            crc = (crc << 1) & 0xFFFFFFFF
+            if top ^ ((word >> bit) & 1):
+                crc ^= 0x04C11DB7
+    return crc
+
+
+def test_independent_subscriber_reads_our_lowcmd(checkpoint, sim_domain):
+    controller = Controller.from_checkpoint(checkpoint)
+    participant = DomainParticipant(sim_domain)  # the domain the sim's link made on lo
+    reader = DataReader(participant, Topic(participant, "rt/lowcmd", LowCmd_))
+    robot = robot_for(controller, sim_domain)
+    try:
+        got = []
+        deadline = time.monotonic() + 3.0
+        while len(got) < 5 and time.monotonic() < deadline:
+            got += reader.take(N=16)
+            time.sleep(0.01)
+        robot.reset(2.0)
+        time.sleep(0.05)
+        got_stand = reader.take(N=64)
+    finally:
+        robot.close()
+        participant.__del__()
+    assert len(got) >= 5 and got_stand
+    for cmd in got + got_stand:
+        assert list(cmd.head) == [0xFE, 0xEF] and cmd.level_flag == 0xFF
+        assert cmd.crc == _independent_crc(cmd)
+    passive = got[0]
+    assert all(m.mode == 1 and m.kp == 0.0 and m.kd > 0 for m in passive.motor_cmd[:12])
+    assert all(m.mode == 0 and m.kp == 0.0 for m in passive.motor_cmd[12:])
+    held = got_stand[-1]  # the default pose in the Go2's order, the config's gains
+    home = controller.deploy["motors"]
+    np.testing.assert_allclose([m.q for m in held.motor_cmd[:12]],
+                               [r["default_pose"] for r in home], atol=1e-6)
+    assert [m.kp for m in held.motor_cmd[:12]] == [20.0] * 12
