@@ -332,6 +332,10 @@ def _sim_robot(args: argparse.Namespace) -> int:
                      dynamics=_json_object(args.dynamics, "--dynamics"),
                      obs_noise_scale=args.obs_noise_scale)
     overrides = _set_values(args.set)
+    if args.task is None:
+        import metarobot
+        drawn = metarobot.make_family(args.family, **overrides).sample_tasks(1, seed=args.seed)
+        args.task = json.dumps(drawn[0].as_dict())
     if args.protocol == "unitree":
         if args.key_file or args.safe_state != "zero" or args.rate is not None:
             raise ValueError("--key-file, --safe-state and --rate are the UDP robot's; the "
@@ -521,7 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
     p = sub.add_parser("sim-robot", help="a simulated robot behind the UDP robot protocol")
     p.add_argument("family")
-    p.add_argument("--task", required=True, help='task parameters as JSON')
+    p.add_argument("--task", default=None,
+                   help="task parameters as JSON (default: one drawn from the family with "
+                        "--seed, printed at the start)")
     p.add_argument("--port", type=Range(int, 0, 65535).parse, default=9870,
                    help="UDP port (0: any free one; default 9870)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
