@@ -35,7 +35,7 @@ from metarobot.runs import load_policy
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def job(checkpoint, family, task, lr, args, seed, folder):
+def job(checkpoint, family, task, lr, args, seed, folder, label):
     task = dict(task, **args.robot_task)
     """(robot process, runner process, report path) of one task at one step size."""
     gap = ["--latency-ms", str(args.latency_ms), "--jitter-ms", str(args.jitter_ms),
@@ -45,7 +45,7 @@ def job(checkpoint, family, task, lr, args, seed, folder):
                               "--task", json.dumps(task), "--port", "0", *gap],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     url = robot.stdout.readline().split(" on ")[1].split(",")[0]
-    report = folder / f"{family}-{seed}-lr{lr}"
+    report = folder / f"{label}-{seed}-lr{lr}"
     runner = subprocess.Popen([sys.executable, "-m", "metarobot.cli", "hil", checkpoint,
                                "--robot", url, "--episodes", str(args.episodes),
                                "--adapt-steps", str(args.steps), "--lr", str(lr),
@@ -103,7 +103,7 @@ def main() -> None:
                 while todo and len(running) < args.parallel:
                     i, task, lr = todo.pop(0)
                     running.append((i, lr, *job(checkpoint, family, task, lr, args,
-                                                args.seed * 1000 + i, folder)))
+                                                args.seed * 1000 + i, folder, label)))
                 for entry in list(running):
                     i, lr, robot, runner, report = entry
                     if runner.poll() is None:
