@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Dict
 
-import numpy as np
 
 from metarobot.adaptation import adaptation_curve, step_sizes
 from metarobot.config import EVAL_STREAM, stream_seed
+from metarobot.evaluation import over_tasks
 from metarobot.families import make_family
 from metarobot.runs import load_policy
 
@@ -40,13 +39,6 @@ CONDITIONS: Dict[str, Dict[str, float]] = {
     "rough ground (difficulty 0.5)": {"terrain": 1.0, "difficulty": 0.5, "terrain_seed": 7.0},
 }
 MEASURES = ("tracking_error", "terminations_per_minute")
-
-
-def over_tasks(values: np.ndarray):
-    """Mean and standard error over tasks (axis 1) of (steps + 1, M) values."""
-    n = values.shape[1]
-    return values.mean(1), (values.std(1, ddof=1) / math.sqrt(n) if n > 1
-                            else np.zeros(values.shape[0]))
 
 
 def main() -> None:

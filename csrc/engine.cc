@@ -574,10 +574,7 @@ void BatchEngine::ResetSim(const mjModel* m, mjData* d, int sim) {
   s.physics_steps = 0;
   // drawn after the reset noise and the delay, so that families without commands keep
   // their streams as they were
-  for (int i = 0; i < command_dim_; ++i) {
-    s.command[i] = spec_.command_lo[i] +
-                   (spec_.command_hi[i] - spec_.command_lo[i]) * s.rng.Uniform();
-  }
+  DrawCommand(sim);
   std::fill(s.last_action.begin(), s.last_action.end(), 0.0);
   std::fill(s.air_time.begin(), s.air_time.end(), 0.0);
   std::fill(s.foot_contact.begin(), s.foot_contact.end(), 0);
@@ -957,10 +954,15 @@ void BatchEngine::EndStepRecord(int sim, const double* action) {
   std::copy(action, action + act_dim_, s.last_action.begin());
   // s.t counts the steps taken, this one included
   if (command_dim_ && spec_.command_resample > 0 && s.t % spec_.command_resample == 0) {
-    for (int i = 0; i < command_dim_; ++i) {
-      s.command[i] = spec_.command_lo[i] +
-                     (spec_.command_hi[i] - spec_.command_lo[i]) * s.rng.Uniform();
-    }
+    DrawCommand(sim);
+  }
+}
+
+void BatchEngine::DrawCommand(int sim) {
+  SimSlot& s = slots_[sim];
+  for (int i = 0; i < command_dim_; ++i) {
+    s.command[i] = spec_.command_lo[i] +
+                   (spec_.command_hi[i] - spec_.command_lo[i]) * s.rng.Uniform();
   }
 }
 

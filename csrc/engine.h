@@ -310,6 +310,8 @@ class BatchEngine {
   void BeginStepRecord(const mjModel* m, const mjData* d, int sim);
   // ... and after its reward: the last action, the command's resampling.
   void EndStepRecord(int sim, const double* action);
+  // Draws the simulation's command c_i ~ U[command_lo_i, command_hi_i] from its stream.
+  void DrawCommand(int sim);
   // The family's success condition after a step (false when it has none).
   bool Success(const mjModel* m, const mjData* d, int sim) const;
   // Applies action (through the actuator model), runs frame_skip substeps, computes the

@@ -88,7 +88,7 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
             theta = {n: p.detach() for n, p in policy.params().items()}
             curve = pool.curves(theta, held_out, steps, k, sizes,
                                 stream_seed(seed, EVAL_STREAM, 1), baseline_fit)
-    mean, stderr = _over_tasks(curve.returns)
+    mean, stderr = over_tasks(curve.returns)
     result = {"family": config.family, "checkpoint": str(path),
               "iteration": int(info.get("iteration", -1)) + 1, "tasks": tasks,
               "trajectories_per_task": k, "baseline_fit": baseline_fit,
@@ -99,7 +99,7 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
               # the family's metrics (e.g. a velocity tracking error, m/s) and terminations
               # per minute (falls, for a legged robot), per step, over tasks
               "measures": {name: dict(zip(("mean", "stderr"),
-                                          ([float(x) for x in v] for v in _over_tasks(values))))
+                                          ([float(x) for x in v] for v in over_tasks(values))))
                            for name, values in curve.measures.items()},
               "per_task": curve.returns.T.tolist(),
               "held_out_tasks": [t.as_dict() for t in held_out]}
@@ -111,7 +111,7 @@ def evaluate(path: Union[str, Path], tasks: int = 40, steps: int = 3, seed: int 
     return result
 
 
-def _over_tasks(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def over_tasks(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Mean and standard error over tasks (axis 1) of (steps + 1, M) values."""
     mean = values.mean(1)
     n = values.shape[1]

@@ -464,6 +464,14 @@ class QposRate:
         return (_R_QPOS_RATE, float(self.weight), 0, self.index, -1, 1.0, 0.0, 0.0, 0, -1)
 
 
+def _tracking(term: Any, kind: int, model: mujoco.MjModel) -> Tuple[Any, ...]:
+    """The core's tuple of a velocity tracking term (a body, sigma > 0 in its scale slot)."""
+    if not finite(term.sigma, f"{term.name} sigma") > 0:
+        raise ValueError(f"{term.name}: sigma should be > 0, got {term.sigma}")
+    return (kind, float(term.weight), _body_id(model, term.body, term.name), 0, -1,
+            float(term.sigma), 0.0, 0.0, 0, -1)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrackLinearVelocity:
     """weight * exp(-((c_vx - v_x)^2 + (c_vy - v_y)^2) / sigma): how closely the body's planar
@@ -476,10 +484,7 @@ class TrackLinearVelocity:
     weight: float = 1.0
 
     def compile(self, model, index):
-        if not finite(self.sigma, f"{self.name} sigma") > 0:
-            raise ValueError(f"{self.name}: sigma should be > 0, got {self.sigma}")
-        return (_R_TRACK_LIN_VEL, float(self.weight), _body_id(model, self.body, self.name), 0,
-                -1, float(self.sigma), 0.0, 0.0, 0, -1)
+        return _tracking(self, _R_TRACK_LIN_VEL, model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -493,10 +498,7 @@ class TrackYawRate:
     weight: float = 0.5
 
     def compile(self, model, index):
-        if not finite(self.sigma, f"{self.name} sigma") > 0:
-            raise ValueError(f"{self.name}: sigma should be > 0, got {self.sigma}")
-        return (_R_TRACK_YAW_RATE, float(self.weight), _body_id(model, self.body, self.name), 0,
-                -1, float(self.sigma), 0.0, 0.0, 0, -1)
+        return _tracking(self, _R_TRACK_YAW_RATE, model)
 
 
 @dataclasses.dataclass(frozen=True)
