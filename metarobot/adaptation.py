@@ -122,7 +122,9 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
                      chunks: Optional[Sequence[Tuple[int, int]]] = None,
                      run: Optional[Callable[[Callable[[Any], Any], Sequence[Any]], List[Any]]]
                      = None,
-                     report: Optional[Callable[[str], None]] = None) -> Adaptation:
+                     report: Optional[Callable[[str], None]] = None,
+                     value_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                     ) -> Adaptation:
     """Samples sim's tasks with theta (the policy's parameters on `device`), then `steps`
     times: advantages, one adaptation step (update's) of lrs[j] per task, sampling with the
     adapted policies. Sampling runs on CPU threads; each batch goes to the device once.
@@ -131,7 +133,9 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
     loss). chunks: task ranges whose advantages and adaptation steps are computed apart,
     mapped by run (a ChunkExecutors' map) side by side; each task's numbers are the same as
     in one batch of all (a task's computation uses its own data alone; not with baseline_fit
-    'previous', which chains the tasks). report hears of each phase as it starts."""
+    'previous', which chains the tasks). report hears of each phase as it starts.
+    value_fn: a learned value function for the advantages instead of the linear baseline
+    (samples.process; PPO's, which takes no adaptation steps)."""
     say = report or (lambda text: None)
     check_baseline_fit(baseline_fit)
     if len(lrs) < steps:
@@ -145,10 +149,11 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
     def advantages(traj: Any, carry: Optional[np.ndarray],
                    prior: Optional[np.ndarray]) -> TaskBatch:
         if not split:
-            return process(traj, ntask, gamma, gae_lambda, carry=carry, prior=prior)
+            return process(traj, ntask, gamma, gae_lambda, carry=carry, prior=prior,
+                           value_fn=value_fn)
         return concat_tasks(each(lambda c: process(
             trajectory_tasks(traj, c[0], c[1], per_task), c[1] - c[0], gamma, gae_lambda,
-            prior=None if prior is None else prior[c[0]:c[1]]), chunks))
+            prior=None if prior is None else prior[c[0]:c[1]], value_fn=value_fn), chunks))
 
     def adaptation_step(source: Params, batch: TaskBatch, lr: Any, batched: bool) -> Params:
         if not split:

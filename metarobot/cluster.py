@@ -143,16 +143,20 @@ class _ShardActor:
         self.names, self.shapes, packed = theta
         return self.worker.sample(unpack(packed, self.shapes, self.names), iteration, carry)
 
-    def call(self, method: str, packed: Tuple[bool, torch.Tensor]
+    def call(self, method: str, packed: Tuple[bool, torch.Tensor], *args: Any
              ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """method's per-chunk values at unpack(packed): (chunks, parameters) and (chunks, 2)
-        (a gradient's loss, or a loss and KL; zeros where none)."""
-        values = getattr(self.worker, method)(unpack(packed, self.shapes, self.names))
+        """method's per-chunk values at unpack(packed) (and args): (chunks, parameters) and
+        (chunks, 2) (a gradient's loss, a loss and KL, or ppo's [loss, KL]; zeros where
+        none)."""
+        values = getattr(self.worker, method)(unpack(packed, self.shapes, self.names), *args)
         vectors, scalars = [], []
         for v in values:
             if method == "gradient":
                 vectors.append(trpo.flatten(v[0], self.names).detach())
                 scalars.append(torch.stack([v[1].detach(), torch.zeros_like(v[1])]))
+            elif method == "ppo_gradient":
+                vectors.append(trpo.flatten(v[0], self.names).detach())
+                scalars.append(v[1].detach())
             elif method == "loss_kl":
                 scalars.append(torch.stack([v[0].detach(), v[1].detach()]))
             else:
@@ -321,11 +325,11 @@ class RayWorkers(WorkerSet):
         self.bytes_moved += sum(r.pre_returns.nbytes + r.post_returns.nbytes for r in rounds)
         return merge_rounds(rounds)
 
-    def _map(self, method: str, p: meta.Params) -> List[Any]:
+    def _map(self, method: str, p: meta.Params, *args: Any) -> List[Any]:
         packed = pack(p, self.names)
         ref = self.ray.put(packed)
         self.bytes_moved += packed[1].nbytes * len(self.actors)
-        answers = self._gather(lambda a, i: a.call.remote(method, ref))
+        answers = self._gather(lambda a, i: a.call.remote(method, ref, *args))
         out: List[Any] = []
         for vectors, scalars in answers:
             self.bytes_moved += vectors.nbytes + scalars.nbytes
@@ -333,6 +337,9 @@ class RayWorkers(WorkerSet):
                 if method == "gradient":
                     out.append((unpack((False, vectors[c]), self.shapes, self.names),
                                 scalars[c, 0]))
+                elif method == "ppo_gradient":
+                    out.append((unpack((False, vectors[c]), self.shapes, self.names),
+                                scalars[c]))
                 elif method == "loss_kl":
                     out.append((scalars[c, 0], scalars[c, 1]))
                 else:

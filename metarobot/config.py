@@ -21,13 +21,15 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from . import checks, meta
+from . import checks, meta, ppo
 from . import device as device_module
 from .families import TaskFamily, make_family
 from .policy import ACTIVATIONS, GaussianMLPPolicy
 from .samples import BASELINE_FITS
 
-ALGORITHMS = ("maml-trpo", "fomaml-trpo", "reptile", "trpo")
+ALGORITHMS = ("maml-trpo", "fomaml-trpo", "reptile", "trpo", "ppo")
+# the learners that train one policy on the whole family without adapting it in training
+DOMAIN_RANDOMISED = ("trpo", "ppo")
 CLUSTERS = ("local", "ray")
 HESSIANS = ("exact", "finite-difference")
 
@@ -53,8 +55,13 @@ FIELD_RANGES: Dict[str, checks.Range] = {
     "inner_epochs": checks.COUNT, "inner_clip": checks.Range(float, 0.0, 1.0, open_low=True),
     "seed": checks.SEED, "threads": checks.NONNEGATIVE_INT, "time_budget": checks.POSITIVE,
     "workers": checks.COUNT, "threads_per_worker": checks.COUNT,
+    "ppo_epochs": checks.COUNT, "ppo_minibatches": checks.COUNT,
+    "ppo_clip": checks.Range(float, 0.0, 1.0, open_low=True), "ppo_lr": checks.POSITIVE,
+    "ppo_value_coef": checks.Range(float, low=0.0),
+    "ppo_entropy_coef": checks.Range(float, low=0.0), "ppo_desired_kl": checks.POSITIVE,
+    "ppo_max_grad_norm": checks.POSITIVE,
 }
-OPTIONAL_FIELDS = ("trajectories_per_task", "max_kl", "time_budget",  # None: a default
+OPTIONAL_FIELDS = ("trajectories_per_task", "max_kl", "time_budget", "ppo_desired_kl",
                    "reptile_epsilon_final", "reptile_anneal_iterations")
 FIELD_CHOICES: Dict[str, Tuple[str, ...]] = {
     "algo": ALGORITHMS, "inner_objective": meta.INNER_OBJECTIVES,
@@ -91,7 +98,8 @@ class TrainConfig:
     algo: str = "maml-trpo"
     """maml-trpo (MAML, second order), fomaml-trpo (first order), reptile, or trpo: no
     meta-learning, one policy trained by TRPO on tasks drawn from the whole family (domain
-    randomisation), the baseline that evaluate, adapt and hil adapt as they adapt MAML."""
+    randomisation), the baseline that evaluate, adapt and hil adapt as they adapt MAML; ppo:
+    the same by PPO with a learned value function (metarobot.ppo, the ppo_* settings)."""
     iterations: int = 100
     """Meta-iterations."""
     meta_batch_size: int = 40
@@ -192,6 +200,23 @@ class TrainConfig:
     """Iterations between checkpoints (the last one is always saved)."""
     time_budget: Optional[float] = None
     """Seconds of training after which the run stops at the end of an iteration."""
+    ppo_epochs: int = 5
+    """ppo: passes over each iteration's samples."""
+    ppo_minibatches: int = 4
+    """ppo: minibatches per pass (each the same share of every task's samples)."""
+    ppo_clip: float = 0.2
+    """ppo: the ratio bound of the clipped surrogate (and the value loss's clip)."""
+    ppo_lr: float = 1e-3
+    """ppo: Adam's initial step size (adapted towards ppo_desired_kl when that is set)."""
+    ppo_value_coef: float = 1.0
+    """ppo: weight of the value function's loss."""
+    ppo_entropy_coef: float = 0.01
+    """ppo: weight of the policy's entropy bonus."""
+    ppo_desired_kl: Optional[float] = 0.01
+    """ppo: the KL per minibatch the step size is adapted towards (x or / 1.5, between 1e-5
+    and 1e-2); None: a fixed step size."""
+    ppo_max_grad_norm: float = 1.0
+    """ppo: the gradient's norm is clipped to this before each Adam step."""
     init: Optional[str] = None
     """A checkpoint (file or run directory) whose policy parameters start the run instead of
     a fresh initialisation: meta-training from a domain-randomised (trpo) policy, say. Its
@@ -220,7 +245,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} should be True or False, got "
                                  f"{getattr(self, name)!r}")
-        if self.algo == "trpo":
+        if self.algo in DOMAIN_RANDOMISED:
             self._check_trpo()
         if self.inner_objective != "pg" and self.algo != "maml-trpo":
             raise ValueError(f"inner_objective {self.inner_objective!r} changes only second "
@@ -246,7 +271,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value != defaults[name]:
                 raise ValueError(
-                    f"algo 'trpo' trains one policy without adapting it in training, so "
+                    f"algo {self.algo!r} trains one policy without adapting it in training, so "
                     f"{name} ({what}) should be its default {defaults[name]!r}, got {value!r}; "
                     f"evaluate, adapt and hil adapt a trpo checkpoint afterwards (--steps or "
                     f"--adapt-steps, --lr), or train a meta-learner (algo maml-trpo, "
@@ -294,7 +319,14 @@ class TrainConfig:
         """Adaptation steps per task in a training iteration: inner_steps for the
         meta-learners; none for trpo, whose outer step is TRPO's on the batch sampled with
         theta itself (its checkpoints are adapted afterwards, see adaptation.step_sizes)."""
-        return 0 if self.algo == "trpo" else self.inner_steps
+        return 0 if self.algo in DOMAIN_RANDOMISED else self.inner_steps
+
+    @property
+    def ppo_settings(self) -> "ppo.PpoSettings":
+        """The ppo_* settings as metarobot.ppo takes them."""
+        return ppo.PpoSettings(self.ppo_epochs, self.ppo_minibatches, self.ppo_clip,
+                               self.ppo_value_coef, self.ppo_entropy_coef,
+                               self.ppo_desired_kl, self.ppo_max_grad_norm)
 
     @property
     def inner_rule(self) -> meta.InnerUpdate:
@@ -351,6 +383,8 @@ def parse_ray_address(address: Any) -> Tuple[Optional[str], Optional[int]]:
 # policy's initial weights. An iteration's draws depend on (seed, iteration) alone, so a
 # resumed run draws what the uninterrupted run would have.
 TRAIN_STREAM, EVAL_STREAM, ADAPT_STREAM, INIT_STREAM = 0, 1, 2, 3
+# ppo: the minibatches of each pass, and the value function's initial weights
+PPO_STREAM, VALUE_INIT_STREAM = 4, 5
 
 
 def stream_seed(seed: int, *key: int) -> int:

@@ -73,12 +73,16 @@ def _check_objective(objective: str) -> None:
 
 
 STEP_SIZE_PREFIX = "inner_lr/"
+# a learner's own state beside the policy (PPO's value function and optimiser, metarobot.ppo)
+LEARNER_PREFIX = "learner/"
 
 
 def split_step_sizes(params: Params) -> Tuple[Params, Optional[Params]]:
     """(policy parameters, learned step sizes or None) of a parameter dict that may hold
-    Meta-SGD's per-entry step sizes under 'inner_lr/<name>' (same shapes as <name>)."""
-    policy = {k: v for k, v in params.items() if not k.startswith(STEP_SIZE_PREFIX)}
+    Meta-SGD's per-entry step sizes under 'inner_lr/<name>' (same shapes as <name>), and a
+    learner's state under 'learner/' (which is neither, and is left out)."""
+    policy = {k: v for k, v in params.items()
+              if not k.startswith(STEP_SIZE_PREFIX) and not k.startswith(LEARNER_PREFIX)}
     sizes = {k[len(STEP_SIZE_PREFIX):]: v for k, v in params.items()
              if k.startswith(STEP_SIZE_PREFIX)}
     return policy, (sizes or None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,6 +44,8 @@ class TaskBatch:
     old_log_prob: Optional[torch.Tensor] = None  # (M, S) under the sampling policy
     old_mean: Optional[torch.Tensor] = None      # (M, S, act_dim)
     old_log_std: Optional[torch.Tensor] = None   # (M, act_dim)
+    old_values: Optional[torch.Tensor] = None    # (M, S) a learned value function's V(s)
+    value_targets: Optional[torch.Tensor] = None  # (M, S) its GAE targets (advantage + V)
 
     @property
     def baseline_carry(self) -> Optional[np.ndarray]:
@@ -62,12 +64,21 @@ def _per_task(x: np.ndarray, ntask: int) -> torch.Tensor:
 
 def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
             normalize: bool = True, carry: Optional[np.ndarray] = None,
-            prior: Optional[np.ndarray] = None) -> TaskBatch:
+            prior: Optional[np.ndarray] = None,
+            value_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> TaskBatch:
     """Advantages of a rollout with the linear feature baseline refit per task (as the MAML
     paper's code): discounted returns, baseline values, GAE with no bootstrap past an episode's
     end, advantages normalised per task. carry and prior: see baseline.fit_linear_baseline; the
     batch's baseline_carry is then the carry of the next batch, its baseline_coeffs the prior
-    of the same tasks' next batch."""
+    of the same tasks' next batch.
+
+    value_fn: a learned value function instead, observations (..., obs_dim) -> values (...)
+    (PPO's critic): GAE bootstraps with it where an episode was cut at the horizon (from
+    the observation it was cut at) and not where it ended in a terminal state; the batch then
+    holds the values (old_values) and the value targets (advantages + values, before the
+    normalisation)."""
+    if value_fn is not None:
+        return _process_with_values(traj, ntask, gamma, gae_lambda, normalize, value_fn)
     valid = traj.valid
     rewards = np.where(valid, traj.rewards, 0.0).astype(np.float64)
     ended = traj.terminated | traj.truncated | ~valid
@@ -82,20 +93,58 @@ def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
     next_values[:-1] = values[1:]
     # the paper's code ends every path at a zero value, truncated or not
     adv = gae(rewards, values, next_values, ended, ended, gamma, gae_lambda)
-    mask = valid.astype(np.float32)
+    return _batch(traj, ntask, adv, normalize, baseline_coeffs=own)
+
+
+def _normalized(adv_t: torch.Tensor, mask_t: torch.Tensor) -> torch.Tensor:
+    """Advantages (M, S) centred and scaled per task over its valid samples."""
+    count = mask_t.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (adv_t * mask_t).sum(1, keepdim=True) / count
+    var = (((adv_t - mean) * mask_t) ** 2).sum(1, keepdim=True) / count
+    return (adv_t - mean) / (var.sqrt() + 1e-8) * mask_t
+
+
+def _batch(traj: Trajectories, ntask: int, adv: np.ndarray, normalize: bool,
+           **extra: Any) -> TaskBatch:
+    """The TaskBatch of a rollout with advantages adv (T, N)."""
+    T, N = traj.valid.shape
+    k = N // ntask
+    mask_t = _per_task(traj.valid.astype(np.float32), ntask)
     adv_t = _per_task(adv.astype(np.float32), ntask)
-    mask_t = _per_task(mask, ntask)
     if normalize:
-        count = mask_t.sum(1, keepdim=True).clamp_min(1.0)
-        mean = (adv_t * mask_t).sum(1, keepdim=True) / count
-        var = (((adv_t - mean) * mask_t) ** 2).sum(1, keepdim=True) / count
-        adv_t = (adv_t - mean) / (var.sqrt() + 1e-8) * mask_t
-    ep_returns = np.where(valid, traj.rewards, 0.0).sum(0).reshape(ntask, k).mean(1)
+        adv_t = _normalized(adv_t, mask_t)
+    ep_returns = np.where(traj.valid, traj.rewards, 0.0).sum(0).reshape(ntask, k).mean(1)
     return TaskBatch(obs=_per_task(traj.observations, ntask),
                      actions=_per_task(traj.actions, ntask),
                      advantages=adv_t, mask=mask_t,
                      returns=torch.from_numpy(ep_returns.astype(np.float64)), horizon=T,
-                     baseline_coeffs=own)
+                     **extra)
+
+
+def _process_with_values(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
+                         normalize: bool, value_fn: Callable[[np.ndarray], np.ndarray]
+                         ) -> TaskBatch:
+    """process with a learned value function (see process)."""
+    valid = traj.valid
+    T, N = valid.shape
+    rewards = np.where(valid, traj.rewards, 0.0).astype(np.float64)
+    ended = traj.terminated | traj.truncated | ~valid
+    values = np.where(valid, np.asarray(value_fn(traj.observations), np.float64), 0.0)
+    next_values = np.zeros_like(values)
+    next_values[:-1] = values[1:]
+    # the step an episode was cut at looks ahead to the observation it was cut at (a
+    # terminal step's next value is never read: it does not bootstrap)
+    last = np.clip(traj.lengths.astype(np.int64) - 1, 0, T - 1)
+    cols = np.arange(N)
+    cut = traj.truncated[last, cols] & valid[last, cols]
+    final = np.asarray(value_fn(traj.final_observations), np.float64)
+    next_values[last[cut], cols[cut]] = final[cut]
+    terminal = traj.terminated | ~valid
+    adv = gae(rewards, values, next_values, ended, terminal, gamma, gae_lambda)
+    targets = np.where(valid, adv + values, 0.0)
+    return _batch(traj, ntask, adv, normalize,
+                  old_values=_per_task(values.astype(np.float32), ntask),
+                  value_targets=_per_task(targets.astype(np.float32), ntask))
 
 
 TERMINATIONS = "terminations_per_minute"

@@ -10,10 +10,10 @@ learner's arithmetic does not depend on the threads or workers that compute it, 
 resumed from a checkpoint, on this machine or another with the same versions and CPU
 architecture, continues exactly as the uninterrupted run would have. The per-task work is
 the workers' (metarobot.workers, on Ray: metarobot.cluster); this module holds the
-parameters, takes the outer step and writes the run (metarobot.runs). The non-meta baseline
-(algo trpo, domain randomisation) runs through the same loop: its workers take no
-adaptation steps (TrainConfig.train_inner_steps), so its outer step is TRPO's on the batch
-sampled with theta.
+parameters, takes the outer step and writes the run (metarobot.runs). The non-meta baselines
+(algo trpo and ppo, domain randomisation) run through the same loop: their workers take no
+adaptation steps (TrainConfig.train_inner_steps), so trpo's outer step is TRPO's on the
+batch sampled with theta, and ppo's the epochs of Adam steps of metarobot.ppo.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from . import checkpoint, meta, trpo
+from . import checkpoint, meta, ppo, trpo
 from . import device as device_module
 from .cluster import make_workers
-from .config import TrainConfig, make_policy
+from .config import VALUE_INIT_STREAM, TrainConfig, make_policy, stream_seed
 from .families import TaskFamily, make_family
 from .policy import GaussianMLPPolicy
 from .progress import Progress
@@ -98,6 +98,11 @@ def _iteration(config: TrainConfig, theta: meta.Params, iteration: int,
         new_theta = meta.reptile_update(theta, workers.adapted(), config.epsilon_at(iteration))
         times["outer"] += time.perf_counter() - t0
         return new_theta, IterationResult(pre_return, post_return, times, info, sampled.carry)
+    if config.algo == "ppo":
+        new_theta, info = ppo.update(theta, config.ppo_settings, workers.ppo_gradient,
+                                     report=lambda text: say(f"ppo update: {text}"))
+        times["outer"] += time.perf_counter() - t0
+        return new_theta, IterationResult(pre_return, post_return, times, info, sampled.carry)
 
     # The outer step's losses, gradients and Fisher products are means over tasks: the
     # workers compute them per chunk of tasks (sharding.chunk_bounds), summed with weights
@@ -148,6 +153,9 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
     theta = {n: p.detach().clone() for n, p in policy.params().items()}
     if config.learn_inner_lr:
         theta.update(meta.initial_step_sizes(theta, config.inner_lr))
+    if config.algo == "ppo":  # its value function and optimiser, saved with the policy
+        theta.update(ppo.initial_state(policy, theta, config.ppo_lr,
+                                       stream_seed(config.seed, VALUE_INIT_STREAM)))
     names = sorted(theta)
     if resume:
         check_params(params, theta, latest)

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from . import device as device_module
-from . import meta, trpo
+from . import meta, ppo, trpo
 from .adaptation import Curve, adaptation_curve, sample_and_adapt
 from .batch import BatchSim
-from .config import TRAIN_STREAM, TrainConfig, make_policy, stream_seed
+from .config import PPO_STREAM, TRAIN_STREAM, TrainConfig, make_policy, stream_seed
 from .executors import ChunkExecutors, cpu_count
 from .families import Task, TaskFamily, make_family
 from .policy import GaussianMLPPolicy
@@ -122,19 +122,26 @@ class TaskWorker:
         # Reptile, the log's); trpo takes no steps, so its one batch, sampled with theta, is
         # both the pre-update batch and the outer step's data
         steps = config.train_inner_steps
+        value_fn = None
+        if config.algo == "ppo":  # advantages from its value function, not the baseline
+            def value_fn(obs: np.ndarray) -> np.ndarray:
+                with torch.no_grad():
+                    return ppo.value(theta, torch.from_numpy(obs), self.spec).numpy()
         result = sample_and_adapt(
             sim, self.policy, policy_theta, len(tasks), steps,
             [lr] * steps, update=config.inner_rule, gamma=config.gamma,
             gae_lambda=config.gae_lambda, baseline_fit=config.baseline_fit,
             device=self.device, carry=carry, objective=config.inner_objective,
             keep_batches=True, chunks=[(lo - self.lo, hi - self.lo) for lo, hi in self.chunks],
-            run=self.executors.map, report=say)
+            run=self.executors.map, report=say, value_fn=value_fn)
         batches, post = result.batches[:-1], result.batches[-1]
         times = dict(result.times)
         self._round = {"theta": theta, "batches": batches, "post": post,
-                       "adapted": result.adapted}
+                       "adapted": result.adapted, "iteration": iteration}
         t0 = time.perf_counter()
-        if config.algo != "reptile":
+        if config.algo == "ppo":
+            self._ppo_parts()
+        elif config.algo != "reptile":
             self._outer_parts(theta)
         times["outer"] = time.perf_counter() - t0  # the outer step's set-up on this shard
         return Round(result.batches[0].returns, post.returns, times, result.carry)
@@ -188,9 +195,53 @@ class TaskWorker:
 
         r["parts"] = self.executors.map(build, self.chunks)
 
+    def _ppo_parts(self) -> None:
+        """The per-chunk minibatch gradients of PPO's update (metarobot.ppo): each task's
+        minibatch is drawn from (seed, iteration, epoch, the task's place in the
+        meta-batch)."""
+        config, spec, r = self.config, self.spec, self._round
+        settings = config.ppo_settings
+        post = r["post"]
+
+        def build(chunk: Chunk) -> Dict[str, Any]:
+            a, b = chunk[0] - self.lo, chunk[1] - self.lo
+            part = meta.record_old(spec, {k: v[a:b] for k, v in r["adapted"].items()},
+                                   task_slice(post, a, b))
+            samples = part.mask.shape[1]
+            old_log_std = part.old_log_std
+
+            def task(p, o, act, adv, m, lp, mu, ls, v, tgt):
+                return ppo.task_loss(spec, p, o, act, adv, m, lp, mu, ls, v, tgt, settings)
+
+            def loss(p: meta.Params, index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+                rows = torch.arange(index.shape[0])[:, None]
+                losses, kls = torch.vmap(task, in_dims=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0))(
+                    p, part.obs[rows, index], part.actions[rows, index],
+                    part.advantages[rows, index], part.mask[rows, index],
+                    part.old_log_prob[rows, index], part.old_mean[rows, index], old_log_std,
+                    part.old_values[rows, index], part.value_targets[rows, index])
+                return losses.mean(), kls.mean()
+
+            grad_fn = torch.func.grad_and_value(loss, has_aux=True)
+
+            def gradient(p: meta.Params, epoch: int, minibatch: int
+                         ) -> Tuple[meta.Params, torch.Tensor]:
+                index = torch.stack([ppo.minibatch_indices(
+                    samples, settings.minibatches, minibatch,
+                    stream_seed(config.seed, PPO_STREAM, r["iteration"], epoch, task))
+                    for task in range(chunk[0], chunk[1])])
+                trained = {n: p[n] for n in ppo.trained_names(p)}
+                grads, (value, kl) = grad_fn(trained, index)
+                full = {n: grads[n] if n in grads else torch.zeros_like(v)
+                        for n, v in p.items()}
+                return full, torch.stack([value.detach(), kl]).to(torch.float32)
+            return {"ppo_gradient": gradient}
+
+        r["parts"] = self.executors.map(build, self.chunks)
+
     def _each(self, name: str, *args: Any) -> List[Any]:
         if self._round is None or "parts" not in self._round:
-            raise RuntimeError(f"{name} before a sampling round of a TRPO outer step")
+            raise RuntimeError(f"{name} before a sampling round of a TRPO or PPO outer step")
         with device_module.single_threaded():
             return self.executors.map(lambda part: part[name](*args), self._round["parts"])
 
@@ -207,6 +258,13 @@ class TaskWorker:
     def fisher_product(self, v: meta.Params) -> List[meta.Params]:
         """Per chunk: the Hessian of the chunk's mean KL at the round's theta, times v."""
         return self._each("fisher_product", v)
+
+    def ppo_gradient(self, p: meta.Params, epoch: int, minibatch: int
+                     ) -> List[Tuple[meta.Params, torch.Tensor]]:
+        """Per chunk (ppo): the gradient of the chunk's mean PPO loss on minibatch
+        `minibatch` of pass `epoch` at p (zero for the learner's non-trained entries), and
+        [loss, mean KL from the sampling policy]."""
+        return self._each("ppo_gradient", p, epoch, minibatch)
 
     def loss_kl(self, p: meta.Params) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Per chunk: (mean surrogate loss, mean KL) at candidate parameters p."""
@@ -274,6 +332,10 @@ class WorkerSet:
     def gradient(self, p: meta.Params) -> Tuple[meta.Params, torch.Tensor]:
         return trpo.combine(self._map("gradient", p), self.weights)
 
+    def ppo_gradient(self, p: meta.Params, epoch: int, minibatch: int
+                     ) -> Tuple[meta.Params, torch.Tensor]:
+        return trpo.combine(self._map("ppo_gradient", p, epoch, minibatch), self.weights)
+
     def fisher_product(self, v: meta.Params) -> meta.Params:
         return trpo.combine(self._map("fisher_product", v), self.weights)
 
@@ -292,7 +354,7 @@ class WorkerSet:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _map(self, method: str, p: meta.Params) -> List[Any]:
+    def _map(self, method: str, p: meta.Params, *args: Any) -> List[Any]:
         raise NotImplementedError
 
 
@@ -316,8 +378,8 @@ class InProcessWorkers(WorkerSet):
             carry = rounds[-1].carry
         return merge_rounds(rounds)
 
-    def _map(self, method: str, p: meta.Params) -> List[Any]:
-        return [v for w in self.workers for v in getattr(w, method)(p)]
+    def _map(self, method: str, p: meta.Params, *args: Any) -> List[Any]:
+        return [v for w in self.workers for v in getattr(w, method)(p, *args)]
 
     def close(self) -> None:
         for worker in self.workers:

@@ -308,7 +308,7 @@ def test_ray_connects_from_outside_a_source_tree_that_would_shadow_the_package(t
     assert seen == [imported.parent] and Path.cwd() == clone
 
 
-@pytest.mark.parametrize("algo", ["fomaml-trpo", "reptile", "trpo"])
+@pytest.mark.parametrize("algo", ["fomaml-trpo", "reptile", "trpo", "ppo"])
 def test_the_other_learners_on_two_workers_equal_the_local_run(head, tmp_path, algo):
     extra = dict(algo=algo, iterations=2, **({"inner_steps": 2} if algo == "reptile" else {}))
     local = train(TrainConfig(**SMALL, **extra), tmp_path / "local", progress=False)
