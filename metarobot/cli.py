@@ -361,7 +361,7 @@ def _sim_robot(args: argparse.Namespace) -> int:
 def _hil(args: argparse.Namespace) -> int:
     from metarobot.deploy.controller import Controller
     from metarobot.deploy.protocol import key_file_warning, parse_address, read_key_file
-    from metarobot.deploy.runner import Limits, check_report_dir, run, summary
+    from metarobot.deploy.runner import Limits, check_report_dir, mcap_path, run, summary
     from metarobot.deploy.udp import UdpRobot
     # everything that can be refused is, before the robot hears a word
     unitree = args.robot.startswith("unitree:")
@@ -374,6 +374,10 @@ def _hil(args: argparse.Namespace) -> int:
     else:
         host, port = parse_address(args.robot)
     check_report_dir(args.report, args.overwrite)
+    if args.mcap is not None and args.no_mcap:
+        raise ValueError("--mcap names the MCAP file, --no-mcap writes none: give one")
+    mcap = False if args.no_mcap else (args.mcap if args.mcap is not None else True)
+    mcap_path(args.report, mcap, args.overwrite)
     key = read_key_file(args.key_file) if args.key_file else None
     if args.key_file and key_file_warning(args.key_file):
         print(key_file_warning(args.key_file), file=sys.stderr)
@@ -393,12 +397,14 @@ def _hil(args: argparse.Namespace) -> int:
         report = run(controller, robot, episodes=args.episodes, adapt_steps=args.adapt_steps,
                      report_dir=args.report, rate=args.rate, limits=limits,
                      sample=args.sample, allow_mismatch=args.allow_mismatch,
-                     overwrite=args.overwrite, progress=True)
+                     overwrite=args.overwrite, mcap=mcap, progress=True)
     finally:
         robot.close()
     print("\n".join(summary(report)))
     if args.report:
         print(f"  report: {args.report}/report.json, report.png, cycles.csv")
+    if report["mcap"]:
+        print(f"  cycles as MCAP (Foxglove): {report['mcap']}")
     return 0 if report["stopped"] == "completed" else 1
 
 
@@ -604,6 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "cycles.csv (a new or empty one)")
     p.add_argument("--overwrite", action="store_true",
                    help="write the report into a folder that holds an earlier run")
+    p.add_argument("--mcap", default=None, metavar="PATH",
+                   help="the cycles as an MCAP file (JSON messages, for Foxglove and mcap's "
+                        "readers; default: run.mcap in the --report folder)")
+    p.add_argument("--no-mcap", action="store_true", help="write no MCAP file")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="run even when the robot's family, names, motor order or control "
                         "period differ from the deployment config's (recorded in the report)")

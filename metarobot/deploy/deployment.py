@@ -17,6 +17,7 @@ The runner refuses a robot that disagrees with it before the first command
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -362,3 +363,59 @@ def same_policy_interface(config: Dict[str, Any], reference: Dict[str, Any]) -> 
         walk({k: v for k, v in m.items() if k != "motor"},
              {k: v for k, v in ref.items() if k != "motor"}, f"motors[{m['name']}]")
     return out
+
+
+# ------------------------------------------------------------------- what the robot measured
+
+@dataclasses.dataclass(frozen=True)
+class Sensors:
+    """What a robot measured, in raw units, for the logs: q (n,) rad (m for a slide joint)
+    and dq (n,) rad/s per motor in the robot's order (the motor's joint; NaN where the
+    robot gives none); gravity (3,) the unit gravity vector in the body frame and
+    angular_velocity (3,) rad/s in the body frame, None where the robot gives none."""
+
+    q: np.ndarray
+    dq: np.ndarray
+    gravity: Optional[np.ndarray] = None
+    angular_velocity: Optional[np.ndarray] = None
+
+
+def sensors_from_observation(config: Dict[str, Any], obs: Sequence[float]) -> Sensors:
+    """The raw readings back from an observation (obs_dim,) by the config's rule inverted,
+    raw = obs / scale + offset, for the motors' joints (Qpos, Qvel terms), the projected
+    gravity and the body's angular velocity; for a robot that sends only observations (the
+    UDP protocol). An entry at its term's clip bound reads the bound; an entry of scale 0,
+    or a joint no term observes, reads NaN."""
+    obs = np.asarray(obs, np.float64).reshape(-1)
+    if obs.size != config["observation"]["size"]:
+        raise ValueError(f"obs should hold {config['observation']['size']} values, got "
+                         f"{obs.size}")
+    motor_of_joint = {m["joint"]: i for i, m in enumerate(config["motors"])}
+    n = len(config["motors"])
+    q, dq = np.full(n, np.nan), np.full(n, np.nan)
+    imu: Dict[str, np.ndarray] = {}
+    for t in config["observation"]["terms"]:
+        if t["scale"] == 0:
+            continue
+        offset = np.asarray(t["offset"], np.float64) if t["offset"] else 0.0
+        raw = obs[t["start"]:t["start"] + t["size"]] / t["scale"] + offset
+        if t.get("source") in ("qpos", "qvel"):
+            out = q if t["source"] == "qpos" else dq
+            for joint, value in zip(t["joints"], raw):
+                if joint in motor_of_joint:
+                    out[motor_of_joint[joint]] = value
+        elif t["kind"] in ("ProjectedGravity", "BodyAngularVelocity"):
+            imu[t["kind"]] = raw
+    return Sensors(q, dq, imu.get("ProjectedGravity"), imu.get("BodyAngularVelocity"))
+
+
+def motor_targets(config: Dict[str, Any], controls_motor: np.ndarray) -> Optional[np.ndarray]:
+    """Servo families: each motor's position target q* (n,) rad in the robot's order, from
+    the controls in the robot's order (as the runner sends them), by joint_targets' rule;
+    None for torque families (their controls are the motors' commands)."""
+    if config["action"]["kind"] != "servo":
+        return None
+    c = np.asarray(controls_motor, np.float64)
+    policy_order = np.empty_like(c)
+    policy_order[motor_from_policy(config)] = c
+    return joint_targets(config, policy_order)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..families import TaskFamily
 from . import policy
+from .deployment import Sensors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +71,10 @@ class Reading:
     when the robot does not compute one; ret: the robot's own return of the episode up to
     here (every step's reward, also of observations that never reached the runner), NaN when
     none. done / terminated: the episode ended here (terminated: in a terminal state, no
-    bootstrap). safe: the robot is in its safe state and no longer obeys controls."""
+    bootstrap). safe: the robot is in its safe state and no longer obeys controls.
+    sensors: the robot's own raw readings where it gives them (a Unitree LowState's motors and
+    IMU); None: the logs read them back from the observation
+    (deployment.sensors_from_observation)."""
 
     obs: np.ndarray
     step: int
@@ -81,6 +85,7 @@ class Reading:
     terminated: bool = False
     ret: float = float("nan")
     safe: bool = False
+    sensors: Optional[Sensors] = None
 
 
 class Robot(Protocol):

@@ -40,8 +40,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
+import numpy as np
+
 from .controller import Controller, Episode
-from .deployment import motor_names
+from .deployment import Sensors, motor_names, motor_targets, sensors_from_observation
+from .mcap_log import MCAP_FILE, McapLog
 from .report import (Cycle, CycleLog, json_safe, Tally, check_report_dir, plot_report,
                      summary)
 from .robot import Reading, Robot, RobotSpec
@@ -103,6 +106,65 @@ class _Signals:
                 signal.signal(sig, old)
 
 
+# --------------------------------------------------------------------------------- logs
+
+class _Logs:
+    """Where the cycles go: cycles.csv (every row) and the MCAP file (acted and stale
+    cycles, the robot's safety transitions, episodes, swaps); either may be absent."""
+
+    def __init__(self, csv: Optional[CycleLog], mcap: Optional[McapLog], robot: Robot):
+        self.csv, self.mcap, self.robot = csv, mcap, robot
+        self._transitions = 0  # the robot's safety transitions written so far
+
+    def row(self, row: Cycle, action: Optional[np.ndarray] = None,
+            targets: Optional[np.ndarray] = None, sensors: Optional[Sensors] = None,
+            cycle: bool = True) -> None:
+        """A row of cycles.csv; with cycle (an acted or stale cycle) in the MCAP too."""
+        if self.csv:
+            self.csv.write(row)
+        if self.mcap and cycle:
+            self.mcap.cycle(row, action, targets, sensors)
+        self.transitions()
+
+    def transitions(self, final: Optional[tuple] = None) -> None:
+        """The robot's safety transitions not written yet (a Unitree robot's machine), and
+        final: the run's own stop (time, reason), in time order."""
+        if not self.mcap:
+            return
+        new = list(getattr(self.robot, "transitions", ()))[self._transitions:]
+        self._transitions += len(new)
+        records = [(t.time, t.source.value, t.target.value, t.reason) for t in new]
+        if final is not None:
+            records.append((final[0], "run", "stopped", final[1]))
+        for record in sorted(records, key=lambda r: r[0]):
+            self.mcap.transition(*record)
+
+    def close(self) -> None:
+        for log in (self.csv, self.mcap):
+            if log:
+                log.close()
+
+
+def mcap_path(report_dir: Optional[Union[str, Path]], mcap: Union[str, Path, bool, None],
+              overwrite: bool = False) -> Optional[Path]:
+    """Where the run's MCAP file goes: mcap True -> beside the report (report_dir/run.mcap;
+    none without a report), False or None -> none, a path -> there. ValueError before any
+    work for a path whose folder does not exist or that holds a file (unless overwrite)."""
+    if mcap is True:
+        return Path(report_dir) / MCAP_FILE if report_dir is not None else None
+    if mcap is False or mcap is None:
+        return None
+    path = Path(mcap)
+    if path.is_dir():
+        raise ValueError(f"the MCAP path {str(path)!r} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise ValueError(f"the MCAP file {str(path)!r} exists; give --overwrite "
+                         f"(overwrite=True) or another path")
+    if not path.parent.is_dir():
+        raise ValueError(f"the MCAP file's folder {str(path.parent)!r} does not exist")
+    return path
+
+
 # ---------------------------------------------------------------------------------- run
 
 def _wait_until(deadline: float) -> float:
@@ -122,12 +184,14 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
         limits: Limits = Limits(), sample: Optional[bool] = None, lr: Any = None,
         max_cycles: Optional[int] = None, reset_timeout: float = 2.0,
         allow_mismatch: bool = False, overwrite: bool = False,
+        mcap: Union[str, Path, bool, None] = True,
         progress: bool = False) -> Dict[str, Any]:
     """Runs the controller on the robot; returns the report (also report.json, report.png
-    and cycles.csv in report_dir). rate: the loop's frequency (Hz), default the robot's
-    control period. sample: sample actions (default: when adapting). lr: the inner steps'
-    size (default the controller's rule). max_cycles: end each episode after so many cycles
-    (loop benchmarks). allow_mismatch: run a robot whose spec differs from the policy's
+    and cycles.csv in report_dir, and the cycles as MCAP: mcap True beside them as
+    run.mcap, a path there, False none; mcap_log.py has its topics). rate: the loop's
+    frequency (Hz), default the robot's control period. sample: sample actions (default:
+    when adapting). lr: the inner steps' size (default the controller's rule). max_cycles:
+    end each episode after so many cycles (loop benchmarks). allow_mismatch: run a robot whose spec differs from the policy's
     interface (the differences go into the report). Bad arguments, a mismatch or an
     unusable report folder raise ValueError before any command reaches the robot."""
     spec = robot.spec()
@@ -153,12 +217,15 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
                        + (f" (and {len(differences) - 1} more)" if len(differences) > 1
                           else "") + "; --allow-mismatch (allow_mismatch=True) runs anyway")
     check_report_dir(report_dir, overwrite)
+    mcap_file = mcap_path(report_dir, mcap, overwrite)
     sample = adapt_steps > 0 if sample is None else sample
     out = Path(report_dir) if report_dir is not None else None
-    log = None
+    csv_log = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        log = CycleLog(out / "cycles.csv", spec.obs_dim, spec.act_dim)
+        csv_log = CycleLog(out / "cycles.csv", spec.obs_dim, spec.act_dim)
+    log = _Logs(csv_log, McapLog(mcap_file, controller.deploy, spec)
+                if mcap_file is not None else None, robot)
     joints = controller.joint_checks()
     tally = Tally()
     stages = tally.stages
@@ -186,6 +253,10 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
                                      sample=sample, max_cycles=max_cycles,
                                      reset_timeout=reset_timeout, log=log, tally=tally,
                                      started=started)
+                    if log.mcap:
+                        log.mcap.episode(time.monotonic(), stage, ep, {
+                            "return": episode.ret, "steps": episode.steps,
+                            "complete": episode.complete, "terminated": episode.terminated})
                     if progress:
                         ret = f"{episode.ret:.2f}" if math.isfinite(episode.ret) else "none"
                         print(f"stage {stage} episode {ep}: return {ret} ({episode.steps} "
@@ -198,9 +269,10 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
             reason, detail = "interrupted", "SIGINT"
         finally:
             signals.armed = False
+            stopped_at = time.monotonic()
             acknowledged = robot.stop()
-            if log:
-                log.close()
+            log.transitions(final=(stopped_at, f"{reason}: {detail}" if detail else reason))
+            log.close()
         # the report is written while the handlers still hold signals (only noted now), so
         # that a second SIGTERM cannot cut it short
         report = json_safe({
@@ -225,6 +297,7 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
             "robot_errors": list(robot.robot_errors)[-5:],
             # what the robot's side logged (a Unitree robot's safety transitions), if any
             "robot_log": list(getattr(robot, "events", []))[-50:],
+            "mcap": str(mcap_file) if mcap_file is not None else None,
         })
         if out is not None:
             (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
@@ -235,7 +308,7 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
 def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Episode, *,
              stage: int, ep: int, cycle: int, period: float, limits: Limits,
              joints: Sequence[tuple], sample: bool, max_cycles: Optional[int],
-             reset_timeout: float, log: Optional[CycleLog], tally: Tally,
+             reset_timeout: float, log: _Logs, tally: Tally,
              started: float) -> int:
     """One episode of the loop; returns the next cycle number. Raises Stop."""
     counts, jitter, latency = tally.counts, tally.jitter, tally.latency
@@ -274,8 +347,7 @@ def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Epi
             row.stale = True
             if last_sent is not None:  # they may have been lost: again
                 robot.send(*last_sent)
-            if log:
-                log.write(row)
+            log.row(row)
             check_stale(read_at, last_fresh, limits)
             k += 1
             continue
@@ -286,15 +358,13 @@ def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Epi
         row.done, row.safe, row.obs = reading.done, reading.safe, reading.obs
         if reading.done:
             episode.terminated, episode.complete = reading.terminated, True
-            if log:
-                log.write(row)
+            log.row(row, cycle=False)
             return cycle
         try:
             check_safe(reading, spec)
             check_observation(reading, joints, limits)
         except Stop:
-            if log:  # the observation that stopped the run is in the log
-                log.write(row)
+            log.row(row, cycle=False)  # the observation that stopped the run is in the log
             raise
         action, controls = controller.act(reading.obs, sample)
         check_controls(controls, reading.step)
@@ -312,8 +382,9 @@ def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Epi
             row.miss = True
         else:
             consecutive = 0
-        if log:
-            log.write(row)
+        sensors = (reading.sensors if reading.sensors is not None
+                   else sensors_from_observation(controller.deploy, reading.obs))
+        log.row(row, action, motor_targets(controller.deploy, controls), sensors)
         counts["cycles"] += 1
         reading = None
         check_misses(consecutive, limits)
