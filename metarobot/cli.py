@@ -13,6 +13,7 @@
   metarobot export runs/cheetah-dir --format onnx --out cheetah.onnx     a policy for a robot
   metarobot sim-robot HalfCheetahDir --task '{"direction": 1}' --port 9870  a simulated robot
   metarobot hil runs/cheetah-dir --robot udp://127.0.0.1:9870 --episodes 4 --adapt-steps 1
+  metarobot hil-compare hil-sim hil-robot --out cmp.png   two runs' joints, RMS difference
 """
 
 from __future__ import annotations
@@ -408,6 +409,16 @@ def _hil(args: argparse.Namespace) -> int:
     return 0 if report["stopped"] == "completed" else 1
 
 
+def _hil_compare(args: argparse.Namespace) -> int:
+    from metarobot.deploy.compare import compare_runs, rms_table
+    result = compare_runs(args.a, args.b, out=args.out, json_path=args.json,
+                          stage=args.stage, episode=args.episode)
+    print("\n".join(rms_table(result)))
+    json_path = args.json or Path(args.out).with_suffix(".json")
+    print(f"plot: {args.out}; RMS differences: {json_path}")
+    return 0
+
+
 def _unitree_robot(args: argparse.Namespace, deploy: Dict[str, Any]):
     """hil's Unitree robot: the flags' values, checked by UnitreeRobot before a word is sent."""
     from metarobot.deploy.unitree.robot import UnitreeRobot, safety_limits
@@ -643,6 +654,19 @@ def build_parser() -> argparse.ArgumentParser:
                    default=2.0, help="seconds to wait for the robot's spec")
     p.add_argument("--seed", type=SEED.parse, default=0, help="seeds the sampled actions")
     p.set_defaults(func=_hil)
+    p = sub.add_parser("hil-compare", help="two hil runs of the same policy: per joint the "
+                                           "measured positions on one time axis, and their "
+                                           "RMS difference")
+    p.add_argument("a", help="a run: its report folder, report.json or .mcap file")
+    p.add_argument("b", help="the other run")
+    p.add_argument("--out", required=True, help="the plot (PNG)")
+    p.add_argument("--json", default=None,
+                   help="the RMS differences as JSON (default: --out with .json)")
+    p.add_argument("--stage", type=NONNEGATIVE_INT.parse, default=0,
+                   help="the adaptation stage of the episode compared (default 0)")
+    p.add_argument("--episode", type=NONNEGATIVE_INT.parse, default=0,
+                   help="the episode compared within the stage (default 0)")
+    p.set_defaults(func=_hil_compare)
     p = sub.add_parser("families", help="list the task families")
     p.set_defaults(func=_families)
     p = sub.add_parser("render", help="render a frame of a family's task as PNG")

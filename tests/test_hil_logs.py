@@ -120,3 +120,58 @@ def test_the_hil_command_writes_the_mcap_where_asked_or_none(tmp_path):
         assert not (tmp_path / "c" / "report.json").exists()
     finally:
         server.close()
+
+
+def test_hil_compare_two_runs_of_different_latency(tmp_path):
+    """Two short runs of the cheetah against sim-robots whose links differ only in latency:
+    the traces differ (RMS > 0 on every joint), a run against itself by exactly 0; the RMS
+    against a reference computed here from the two MCAP files by mcap's reader."""
+    runs = {}
+    for name, latency in (("fast", "0"), ("slow", "30")):
+        server = Server("--latency-ms", latency, "--obs-noise-scale", "0", horizon=40)
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "metarobot.cli", "hil", CHEETAH, "--robot", server.url,
+                 "--report", str(tmp_path / name), *HIL_TOLERANT],
+                capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+        finally:
+            server.close()
+        runs[name] = tmp_path / name
+    command = [sys.executable, "-m", "metarobot.cli", "hil-compare", str(runs["fast"]),
+               str(runs["slow"] / "report.json"), "--out", str(tmp_path / "cmp.png")]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "cmp.png").stat().st_size > 10_000
+    result = json.loads((tmp_path / "cmp.json").read_text())
+    rms = result["rms_rad"]
+    assert list(rms) == ["bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot"]
+    assert all(np.isfinite(v) and v > 1e-3 for v in rms.values()), rms
+    for name in rms:  # the table on stdout says the same
+        assert f"| {name} | {rms[name]:.4f} |" in out.stdout
+    # the reference: both runs' /joints read here, b interpolated at a's times
+    (a, _), (b, _) = read_mcap(runs["fast"] / "run.mcap"), read_mcap(runs["slow"] / "run.mcap")
+    ta = np.array([m[0] for m in a["/joints"] if m[2]["episode"] == 0]) * 1e-9
+    tb = np.array([m[0] for m in b["/joints"] if m[2]["episode"] == 0]) * 1e-9
+    qa = np.array([m[2]["position"] for m in a["/joints"] if m[2]["episode"] == 0])
+    qb = np.array([m[2]["position"] for m in b["/joints"] if m[2]["episode"] == 0])
+    ta, tb = ta - ta[0], tb - tb[0]
+    keep = ta <= min(ta[-1], tb[-1])
+    for j, name in enumerate(rms):
+        want = np.sqrt(np.mean((qa[keep, j] - np.interp(ta[keep], tb, qb[:, j])) ** 2))
+        assert rms[name] == pytest.approx(want, rel=1e-9)
+    same = subprocess.run(
+        [sys.executable, "-m", "metarobot.cli", "hil-compare", str(runs["fast"] / "run.mcap"),
+         str(runs["fast"]), "--out", str(tmp_path / "self.png"), "--json",
+         str(tmp_path / "self.json")], capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0, same.stderr
+    assert all(v == 0.0 for v in json.loads((tmp_path / "self.json").read_text())[
+        "rms_rad"].values())
+    # a run without an MCAP log is named, nothing written
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "report.json").write_text('{"mcap": null}')
+    bad = subprocess.run(command[:5] + [str(tmp_path / "bare"), "--out",
+                                        str(tmp_path / "bad.png")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "has no MCAP log" in bad.stderr
+    assert not (tmp_path / "bad.png").exists()

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..deployment import check_deployment_config, observation_from_readings
+from ..deployment import Sensors, check_deployment_config, observation_from_readings
 from ..robot import Reading, RobotSpec
 from ..safety import MotorState, Phase, SafetyLimits, SafetyMachine, gravity_from_quaternion
 from . import messages as M
@@ -298,8 +298,15 @@ class UnitreeRobot:
         self._step += 1
         done = (self.episode_s is not None and self._policy_since is not None
                 and now - self._policy_since >= self.episode_s)
-        return Reading(self._observation(), step, self._state.tick * 1e-3, now, done=done,
-                       safe=self.machine.phase is Phase.STOP)
+        s = self._state
+        n = len(self.default_pose)
+        # the LowState's own readings for the logs: motors in the Go2's order, the IMU
+        sensors = Sensors(np.array([s.motor_state[i].q for i in range(n)], np.float64),
+                          np.array([s.motor_state[i].dq for i in range(n)], np.float64),
+                          gravity_from_quaternion(s.imu_state.quaternion),
+                          np.array(s.imu_state.gyroscope, np.float64))
+        return Reading(self._observation(), step, s.tick * 1e-3, now, done=done,
+                       safe=self.machine.phase is Phase.STOP, sensors=sensors)
 
     def reset(self, timeout: float = 2.0) -> Reading:
         """To the default pose: after at least passive_s in PASSIVE, the ramp (stand_s), then
