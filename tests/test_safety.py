@@ -211,3 +211,23 @@ def test_limits_refuse_bad_input():
         limits(max_clamped_steps=0)
     with pytest.raises(ValueError, match="kp should be 3 finite"):
         SafetyMachine(limits(), DEFAULT, [20.0] * 2, [0.5] * 3, 0.0)
+
+
+def test_a_policy_is_swapped_in_hold_only_and_recorded():
+    m = machine()
+    with pytest.raises(ValueError, match="swapped in HOLD only, the robot is in PASSIVE"):
+        m.swap_policy(0.0, "adapted")
+    t = to_policy(m)
+    with pytest.raises(ValueError, match="the robot is in POLICY"):
+        m.swap_policy(t, "adapted")
+    m.start_stand(t + 0.1, state(t + 0.1))
+    with pytest.raises(ValueError, match="the robot is in STAND"):
+        m.swap_policy(t + 0.2, "adapted")
+    m.command(t + 1.2, state(t + 1.2))
+    m.swap_policy(t + 1.3, "adapted policy swapped in (adaptation step 1)")
+    last = m.transitions[-1]
+    assert (last.source, last.target) == (Phase.HOLD, Phase.HOLD) and m.phase is Phase.HOLD
+    assert last.reason == "adapted policy swapped in (adaptation step 1)"
+    np.testing.assert_allclose(m.command(t + 1.4, state(t + 1.4)).q, DEFAULT)  # still held
+    m.start_policy(t + 1.5)  # the new policy takes over from HOLD as the first did
+    assert m.phase is Phase.POLICY

@@ -5,6 +5,7 @@ from Unitree's IDL alone."""
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import struct
@@ -96,7 +97,8 @@ def test_passive_stand_policy_stop_against_the_sim_robot(checkpoint, sim_domain,
     finally:
         robot.close()
     assert report["stopped"] == "completed", report["detail"]
-    assert phases(robot) == [Phase.STAND, Phase.HOLD, Phase.POLICY, Phase.STOP]
+    # the episode's end (episode_s) stands the robot again before the stop
+    assert phases(robot) == [Phase.STAND, Phase.HOLD, Phase.POLICY, Phase.STAND, Phase.STOP]
     assert robot.transitions[-1].reason == "stop requested by the controller"
     assert report["timing"]["cycles"] >= 10 and report["robot_acknowledged_stop"]
     assert any("hold -> policy" in e for e in report["robot_log"])
@@ -331,3 +333,46 @@ def test_independent_subscriber_reads_our_lowcmd(checkpoint, sim_domain):
     np.testing.assert_allclose([m.q for m in held.motor_cmd[:12]],
                                [r["default_pose"] for r in home], atol=1e-6)
     assert [m.kp for m in held.motor_cmd[:12]] == [20.0] * 12
+
+
+def test_episode_end_holds_the_pose_and_adaptation_needs_a_reward_source(checkpoint,
+                                                                          sim_domain,
+                                                                          tmp_path):
+    """--adapt-steps over DDS: at the episode's end the robot stands and holds its pose
+    (no policy timeout while the runner adapts); a LowState carries no reward, so the
+    adaptation step stops the run from HOLD, naming the missing reward. The MCAP log holds
+    the LowState's own joints and IMU and every safety transition."""
+    from mcap.reader import make_reader
+    controller = Controller.from_checkpoint(checkpoint)
+    # the untrained policy's sampled actions jump: not what this test is about
+    robot = robot_for(controller, sim_domain, max_target_step=10.0)
+    try:
+        report = run(controller, robot, episodes=1, adapt_steps=1,
+                     report_dir=tmp_path / "report")
+    finally:
+        robot.close()
+    assert report["stopped"] == "no reward to adapt on", (report["detail"], report["robot_log"])
+    assert "does the robot report rewards" in report["detail"]
+    # the episode's end sent the robot back to its pose, and the stop came from there
+    assert phases(robot) == [Phase.STAND, Phase.HOLD, Phase.POLICY, Phase.STAND, Phase.STOP]
+    assert report["swaps"] == []
+    by_topic = {}
+    with open(tmp_path / "report" / "run.mcap", "rb") as f:
+        for _, channel, message in make_reader(f).iter_messages():
+            by_topic.setdefault(channel.topic, []).append(json.loads(message.data))
+    assert len(by_topic["/imu"]) == len(by_topic["/joints"]) == report["timing"]["cycles"]
+    assert [(m["source"], m["target"]) for m in by_topic["/safety"]][1:] == [
+        ("passive", "stand"), ("stand", "hold"), ("hold", "policy"), ("policy", "stand"),
+        ("run", "stopped"), ("stand", "stop")]  # the run stops, then the robot damps
+    first = by_topic["/joints"][0]
+    assert first["name"] == list(M.GO2_MOTOR_NAMES)
+    # the LowState's joints against the same cycle's observation: its Qpos term reads
+    # q - default_pose per joint (in the model's joint order), as the family defines it
+    obs = np.array(by_topic["/observation"][0]["obs"])
+    term = next(t for t in controller.deploy["observation"]["terms"] if t["kind"] == "Qpos")
+    motor = {m["joint"]: i for i, m in enumerate(controller.deploy["motors"])}
+    for k, joint in enumerate(term["joints"]):
+        assert first["position"][motor[joint]] == pytest.approx(
+            obs[term["start"] + k] + term["offset"][k], abs=1e-5)
+    # standing: gravity about straight down in the body frame
+    np.testing.assert_allclose(by_topic["/imu"][0]["projected_gravity"], [0, 0, -1], atol=0.2)

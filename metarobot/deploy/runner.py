@@ -230,6 +230,7 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
     tally = Tally()
     stages = tally.stages
     reason, detail = "completed", ""
+    swaps: List[Dict[str, Any]] = []  # adapted policies swapped in
     cycle = 0
     started = time.monotonic()
     signals = _Signals()
@@ -244,6 +245,21 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
                         controller.adapt(stages[-1], stage - 1, lr)
                     except ValueError as exc:
                         raise Stop("no reward to adapt on", str(exc)) from None
+                    # between episodes; a robot with a safety machine takes it in HOLD only
+                    # and records it among its transitions
+                    swapped = getattr(robot, "policy_swapped", None)
+                    phase = None
+                    if swapped is not None:
+                        try:
+                            phase = swapped(f"adapted policy swapped in (adaptation step "
+                                            f"{stage})")
+                        except ValueError as exc:
+                            raise Stop("robot safe state", str(exc)) from None
+                    at = time.monotonic()
+                    swaps.append({"step": stage - 1, "time_s": at - started,
+                                  "robot_phase": phase})
+                    if log.mcap:
+                        log.mcap.swap(at, stage - 1, tally.sizes[-1], phase)
                 stages.append([])
                 for ep in range(episodes):
                     episode = Episode()
@@ -292,7 +308,7 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
                       "reality_gap": spec.reality_gap},
             "control_period_s": period, "duration_s": time.monotonic() - started,
             "episodes_per_stage": episodes, "adapt_steps": adapt_steps,
-            "sampled_actions": sample, **tally.summary(),
+            "sampled_actions": sample, **tally.summary(), "swaps": swaps,
             "rejected_packets": dict(robot.rejected),
             "robot_errors": list(robot.robot_errors)[-5:],
             # what the robot's side logged (a Unitree robot's safety transitions), if any

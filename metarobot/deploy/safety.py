@@ -7,6 +7,7 @@ clock, and sends what it answers (the Unitree link does at its command rate; any
                               |  from the measured pose  at the default  (each change
                               |  to the default pose     pose            clamped)
     STAND / HOLD / POLICY --start_stand--> STAND (between episodes: back to the default pose)
+    HOLD --swap_policy--> HOLD (an adapted policy swapped in, recorded with its reason)
     every phase --stop--> STOP: damping (kp 0, kd > 0), final; a new machine leaves it
 
 Stop triggers, checked at every command (command()):
@@ -228,6 +229,15 @@ class SafetyMachine:
                              f"{self.phase.value.upper()}")
         self._policy_at = now
         self._go(now, Phase.POLICY, "the policy takes over")
+
+    def swap_policy(self, now: float, reason: str) -> None:
+        """Records a new policy swapped in (an adapted one) as a transition HOLD -> HOLD
+        with the reason. Only in HOLD, where the motors hold the default pose and no policy
+        target is in force; ValueError in any other phase."""
+        if self.phase is not Phase.HOLD:
+            raise ValueError(f"a policy is swapped in HOLD only, the robot is in "
+                             f"{self.phase.value.upper()}")
+        self._go(now, Phase.HOLD, reason)
 
     def stop(self, now: float, reason: str) -> None:
         """Into STOP (damping) from any phase; a second stop keeps the first reason."""

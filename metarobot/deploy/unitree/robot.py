@@ -298,6 +298,10 @@ class UnitreeRobot:
         self._step += 1
         done = (self.episode_s is not None and self._policy_since is not None
                 and now - self._policy_since >= self.episode_s)
+        if done and self.machine.phase is Phase.POLICY:
+            # the episode's end: back to the default pose at once, so that the robot holds
+            # it (no policy timeout) while the runner adapts or starts the next episode
+            self.machine.start_stand(now, self._motor_state())
         s = self._state
         n = len(self.default_pose)
         # the LowState's own readings for the logs: motors in the Go2's order, the IMU
@@ -363,6 +367,18 @@ class UnitreeRobot:
             self.machine.set_policy_targets(now, self.default_pose + self.action_scale * c)
             self._last_action = np.zeros_like(c)
             self._last_action[self.policy_index] = c
+
+    def policy_swapped(self, reason: str, timeout: float = 5.0) -> str:
+        """Records a new policy (adapted between episodes) in the safety machine's
+        transitions; waits up to timeout seconds for the stand to reach HOLD. The phase it
+        was swapped in ("hold"); ValueError when the robot is not holding its pose."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self.machine.phase is Phase.HOLD or time.monotonic() > deadline:
+                    self.machine.swap_policy(time.monotonic(), reason)
+                    return self.machine.phase.value
+            time.sleep(0.005)
 
     def stop(self, timeout: float = 1.0) -> bool:
         """Damping now (the safety machine's STOP); whether a damping LowCmd went out within
