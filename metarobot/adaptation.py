@@ -123,8 +123,7 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
                      run: Optional[Callable[[Callable[[Any], Any], Sequence[Any]], List[Any]]]
                      = None,
                      report: Optional[Callable[[str], None]] = None,
-                     value_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None
-                     ) -> Adaptation:
+                     value_fn: Optional[Callable[..., Any]] = None) -> Adaptation:
     """Samples sim's tasks with theta (the policy's parameters on `device`), then `steps`
     times: advantages, one adaptation step (update's) of lrs[j] per task, sampling with the
     adapted policies. Sampling runs on CPU threads; each batch goes to the device once.

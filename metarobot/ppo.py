@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .batch import Trajectories
+from .families import TaskFamily
 from .meta import LEARNER_PREFIX, Params, PolicySpec
 from .policy import GaussianMLPPolicy, gaussian_kl, mlp_mean
 
@@ -56,18 +58,77 @@ def value_params(params: Params) -> Params:
     return {n[len(VALUE_PREFIX):]: v for n, v in params.items() if n.startswith(VALUE_PREFIX)}
 
 
-def value(params: Params, obs: torch.Tensor, spec: PolicySpec) -> torch.Tensor:
-    """V(obs): (...) from obs (..., obs_dim), with the value MLP in params (full dict)."""
-    return mlp_mean(value_params(params), obs, spec.nlayers, spec.activation)[..., 0]
+def value(params: Params, critic_obs: torch.Tensor, spec: PolicySpec) -> torch.Tensor:
+    """V: (...) from the critic's inputs (..., critic_dim) (critic_features), with the value
+    MLP in params (full dict)."""
+    return mlp_mean(value_params(params), critic_obs, spec.nlayers, spec.activation)[..., 0]
 
 
-def initial_state(policy: GaussianMLPPolicy, params: Params, lr: float, seed: int) -> Params:
+# The critic sees more than the policy (an asymmetric actor-critic, as the legged stacks
+# train blind controllers): besides the policy's observation, the family's metrics measured
+# after the step before (for Go2Walk the velocity tracking errors, which the observation
+# cannot show: the robot has no sensor of its base velocity) and the task's hidden parameters
+# scaled to [-1, 1] over their training ranges. None of it reaches the policy; it only makes
+# the advantages less noisy.
+
+def critic_dim(family: TaskFamily, obs_dim: int) -> int:
+    """Width of critic_features' last axis."""
+    return obs_dim + len(family.metrics) + len(family.parameter_names)
+
+
+def _parameter_scale(family: TaskFamily) -> Tuple[np.ndarray, np.ndarray]:
+    """(centre, half width) per task parameter, from its training range (low and high, or
+    the extreme values it draws; unscaled where it declares neither)."""
+    lo, hi = {}, {}
+    for parameter in family.parameters:
+        if hasattr(parameter, "low") and hasattr(parameter, "high"):
+            values = [float(parameter.low), float(parameter.high)]
+        else:
+            values = [float(v) for v in parameter.extremes()]
+        for name in parameter.names:
+            if values:
+                lo[name], hi[name] = min(values), max(values)
+    names = family.parameter_names
+    low = np.array([lo.get(n, 0.0) for n in names])
+    high = np.array([hi.get(n, 0.0) for n in names])
+    half = (high - low) / 2
+    return (low + high) / 2, np.where(half > 0, half, 1.0)
+
+
+def critic_features(traj: Trajectories, family: TaskFamily) -> Tuple[np.ndarray, np.ndarray]:
+    """The critic's inputs of a rollout: (T, N, critic_dim) at each step's observation and
+    (N, critic_dim) at final_observations, float32. At step t the metrics are those measured
+    after step t - 1 (zeros at t = 0, the robot at rest after its reset): V(s_t) may not see
+    anything of the action taken at t."""
+    T, N = traj.valid.shape
+    parts, final_parts = [traj.observations], [traj.final_observations]
+    if family.metrics:
+        metrics = traj.metrics
+        before = np.zeros_like(metrics)
+        before[1:] = metrics[:-1]
+        last = np.clip(traj.lengths.astype(np.int64) - 1, 0, T - 1)
+        parts.append(before)
+        final_parts.append(metrics[last, np.arange(N)])
+    if family.parameter_names:
+        centre, half = _parameter_scale(family)
+        table = np.array([[task[n] for n in family.parameter_names] for task in traj.tasks])
+        per_sim = ((table[traj.task_index] - centre) / half).astype(np.float32)  # (N, P)
+        parts.append(np.broadcast_to(per_sim[None], (T, N, per_sim.shape[1])))
+        final_parts.append(per_sim)
+    return (np.concatenate(parts, axis=-1).astype(np.float32),
+            np.concatenate(final_parts, axis=-1).astype(np.float32))
+
+
+def initial_state(policy: GaussianMLPPolicy, params: Params, lr: float, seed: int,
+                  critic_inputs: Optional[int] = None) -> Params:
     """The learner entries of a fresh run: a value MLP of the policy's widths and activation
-    (its first weights drawn from seed), Adam's zero moments of every trained entry, step 0,
-    step size lr."""
+    on critic_inputs inputs (default the policy's observation width; see critic_dim), its
+    first weights drawn from seed, Adam's zero moments of every trained entry, step 0, step
+    size lr."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        critic = GaussianMLPPolicy(policy.obs_dim, 1, policy.sizes[1:-1], policy.activation)
+        critic = GaussianMLPPolicy(critic_inputs or policy.obs_dim, 1, policy.sizes[1:-1],
+                                   policy.activation)
     state: Params = {VALUE_PREFIX + n: p.detach().clone()
                      for n, p in critic.params().items() if n != "log_std"}
     full = dict(params, **state)
@@ -92,10 +153,11 @@ class PpoSettings:
     max_grad_norm: float = 1.0
 
 
-def task_loss(spec: PolicySpec, params: Params, obs, actions, advantages, mask, old_log_prob,
-              old_mean, old_log_std, old_values, targets, settings: PpoSettings
+def task_loss(spec: PolicySpec, params: Params, obs, critic_obs, actions, advantages, mask,
+              old_log_prob, old_mean, old_log_std, old_values, targets, settings: PpoSettings
               ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One task's PPO loss on its minibatch ((S, ...) tensors; mask (S,) 1.0 where valid):
+    """One task's PPO loss on its minibatch ((S, ...) tensors; mask (S,) 1.0 where valid;
+    critic_obs the value function's inputs):
     clipped surrogate + value_coef x clipped value loss - entropy_coef x entropy, each a
     masked mean; and the mean KL(sampling policy || params) on the minibatch (a constant)."""
     count = mask.sum().clamp_min(1.0)
@@ -106,7 +168,7 @@ def task_loss(spec: PolicySpec, params: Params, obs, actions, advantages, mask, 
     ratio = torch.exp(log_prob - old_log_prob)
     clipped = torch.clamp(ratio, 1.0 - settings.clip, 1.0 + settings.clip)
     surrogate = -(torch.minimum(ratio * advantages, clipped * advantages) * mask).sum() / count
-    v = value(params, obs, spec)
+    v = value(params, critic_obs, spec)
     v_clipped = old_values + torch.clamp(v - old_values, -settings.clip, settings.clip)
     value_loss = (torch.maximum((v - targets) ** 2, (v_clipped - targets) ** 2)
                   * mask).sum() / count

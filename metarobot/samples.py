@@ -46,6 +46,7 @@ class TaskBatch:
     old_log_std: Optional[torch.Tensor] = None   # (M, act_dim)
     old_values: Optional[torch.Tensor] = None    # (M, S) a learned value function's V(s)
     value_targets: Optional[torch.Tensor] = None  # (M, S) its GAE targets (advantage + V)
+    critic_obs: Optional[torch.Tensor] = None    # (M, S, F) its inputs
 
     @property
     def baseline_carry(self) -> Optional[np.ndarray]:
@@ -65,18 +66,21 @@ def _per_task(x: np.ndarray, ntask: int) -> torch.Tensor:
 def process(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
             normalize: bool = True, carry: Optional[np.ndarray] = None,
             prior: Optional[np.ndarray] = None,
-            value_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> TaskBatch:
+            value_fn: Optional[Callable[[Trajectories], Tuple[np.ndarray, np.ndarray,
+                                                              np.ndarray]]] = None
+            ) -> TaskBatch:
     """Advantages of a rollout with the linear feature baseline refit per task (as the MAML
     paper's code): discounted returns, baseline values, GAE with no bootstrap past an episode's
     end, advantages normalised per task. carry and prior: see baseline.fit_linear_baseline; the
     batch's baseline_carry is then the carry of the next batch, its baseline_coeffs the prior
     of the same tasks' next batch.
 
-    value_fn: a learned value function instead, observations (..., obs_dim) -> values (...)
-    (PPO's critic): GAE bootstraps with it where an episode was cut at the horizon (from
-    the observation it was cut at) and not where it ended in a terminal state; the batch then
-    holds the values (old_values) and the value targets (advantages + values, before the
-    normalisation)."""
+    value_fn: a learned value function instead (PPO's critic), traj -> (values (T, N) at
+    each step's state, values (N,) at the final observations, the critic's inputs (T, N, F)):
+    GAE bootstraps with it where an episode was cut at the horizon (from the state it was
+    cut at) and not where it ended in a terminal state; the batch then holds the values
+    (old_values), the value targets (advantages + values, before the normalisation) and the
+    critic's inputs (critic_obs)."""
     if value_fn is not None:
         return _process_with_values(traj, ntask, gamma, gae_lambda, normalize, value_fn)
     valid = traj.valid
@@ -122,14 +126,14 @@ def _batch(traj: Trajectories, ntask: int, adv: np.ndarray, normalize: bool,
 
 
 def _process_with_values(traj: Trajectories, ntask: int, gamma: float, gae_lambda: float,
-                         normalize: bool, value_fn: Callable[[np.ndarray], np.ndarray]
-                         ) -> TaskBatch:
+                         normalize: bool, value_fn: Callable[..., Any]) -> TaskBatch:
     """process with a learned value function (see process)."""
     valid = traj.valid
     T, N = valid.shape
     rewards = np.where(valid, traj.rewards, 0.0).astype(np.float64)
     ended = traj.terminated | traj.truncated | ~valid
-    values = np.where(valid, np.asarray(value_fn(traj.observations), np.float64), 0.0)
+    step_values, final_values, critic_obs = value_fn(traj)
+    values = np.where(valid, np.asarray(step_values, np.float64), 0.0)
     next_values = np.zeros_like(values)
     next_values[:-1] = values[1:]
     # the step an episode was cut at looks ahead to the observation it was cut at (a
@@ -137,14 +141,15 @@ def _process_with_values(traj: Trajectories, ntask: int, gamma: float, gae_lambd
     last = np.clip(traj.lengths.astype(np.int64) - 1, 0, T - 1)
     cols = np.arange(N)
     cut = traj.truncated[last, cols] & valid[last, cols]
-    final = np.asarray(value_fn(traj.final_observations), np.float64)
+    final = np.asarray(final_values, np.float64)
     next_values[last[cut], cols[cut]] = final[cut]
     terminal = traj.terminated | ~valid
     adv = gae(rewards, values, next_values, ended, terminal, gamma, gae_lambda)
     targets = np.where(valid, adv + values, 0.0)
     return _batch(traj, ntask, adv, normalize,
                   old_values=_per_task(values.astype(np.float32), ntask),
-                  value_targets=_per_task(targets.astype(np.float32), ntask))
+                  value_targets=_per_task(targets.astype(np.float32), ntask),
+                  critic_obs=_per_task(np.ascontiguousarray(critic_obs, np.float32), ntask))
 
 
 TERMINATIONS = "terminations_per_minute"

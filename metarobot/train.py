@@ -155,7 +155,8 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
         theta.update(meta.initial_step_sizes(theta, config.inner_lr))
     if config.algo == "ppo":  # its value function and optimiser, saved with the policy
         theta.update(ppo.initial_state(policy, theta, config.ppo_lr,
-                                       stream_seed(config.seed, VALUE_INIT_STREAM)))
+                                       stream_seed(config.seed, VALUE_INIT_STREAM),
+                                       ppo.critic_dim(family, policy.obs_dim)))
     names = sorted(theta)
     if resume:
         check_params(params, theta, latest)

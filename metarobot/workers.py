@@ -124,9 +124,12 @@ class TaskWorker:
         steps = config.train_inner_steps
         value_fn = None
         if config.algo == "ppo":  # advantages from its value function, not the baseline
-            def value_fn(obs: np.ndarray) -> np.ndarray:
+            def value_fn(traj: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                inputs, final = ppo.critic_features(traj, self.family)
                 with torch.no_grad():
-                    return ppo.value(theta, torch.from_numpy(obs), self.spec).numpy()
+                    return (ppo.value(theta, torch.from_numpy(inputs), self.spec).numpy(),
+                            ppo.value(theta, torch.from_numpy(final), self.spec).numpy(),
+                            inputs)
         result = sample_and_adapt(
             sim, self.policy, policy_theta, len(tasks), steps,
             [lr] * steps, update=config.inner_rule, gamma=config.gamma,
@@ -210,13 +213,14 @@ class TaskWorker:
             samples = part.mask.shape[1]
             old_log_std = part.old_log_std
 
-            def task(p, o, act, adv, m, lp, mu, ls, v, tgt):
-                return ppo.task_loss(spec, p, o, act, adv, m, lp, mu, ls, v, tgt, settings)
+            def task(p, o, c, act, adv, m, lp, mu, ls, v, tgt):
+                return ppo.task_loss(spec, p, o, c, act, adv, m, lp, mu, ls, v, tgt, settings)
 
             def loss(p: meta.Params, index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
                 rows = torch.arange(index.shape[0])[:, None]
-                losses, kls = torch.vmap(task, in_dims=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0))(
-                    p, part.obs[rows, index], part.actions[rows, index],
+                losses, kls = torch.vmap(task, in_dims=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))(
+                    p, part.obs[rows, index], part.critic_obs[rows, index],
+                    part.actions[rows, index],
                     part.advantages[rows, index], part.mask[rows, index],
                     part.old_log_prob[rows, index], part.old_mean[rows, index], old_log_std,
                     part.old_values[rows, index], part.value_targets[rows, index])

@@ -69,7 +69,8 @@ def plain_mlp(params, obs, prefix=""):
     return h
 
 
-def plain_ppo_loss(p, old, obs, actions, adv, mask, old_v, targets, clip, vcoef, ecoef):
+def plain_ppo_loss(p, old, obs, critic_obs, actions, adv, mask, old_v, targets, clip, vcoef,
+                   ecoef):
     """One task's PPO loss written out (rsl_rl's form), masked means over its samples."""
     n = mask.sum().clamp_min(1.0)
 
@@ -78,7 +79,7 @@ def plain_ppo_loss(p, old, obs, actions, adv, mask, old_v, targets, clip, vcoef,
         return (-0.5 * z ** 2 - q["log_std"] - 0.5 * math.log(2 * math.pi)).sum(-1)
     ratio = torch.exp(log_prob(p) - log_prob(old).detach())
     surr = -(torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv) * mask).sum() / n
-    v = plain_mlp(p, obs, ppo.VALUE_PREFIX)[:, 0]
+    v = plain_mlp(p, critic_obs, ppo.VALUE_PREFIX)[:, 0]
     vc = old_v + (v - old_v).clamp(-clip, clip)
     vloss = (torch.max((v - targets) ** 2, (vc - targets) ** 2) * mask).sum() / n
     entropy = (p["log_std"] + 0.5 + 0.5 * math.log(2 * math.pi)).sum()
@@ -110,7 +111,10 @@ def test_value_advantages_bootstrap_at_the_horizon_not_at_a_fall():
     def value_fn(obs):
         return obs.astype(np.float64) @ weights
 
-    batch = process(traj, 2, 0.9, 0.8, normalize=False, value_fn=value_fn)
+    def critic(t):
+        return value_fn(t.observations), value_fn(t.final_observations), t.observations
+
+    batch = process(traj, 2, 0.9, 0.8, normalize=False, value_fn=critic)
     want = plain_advantages(traj, lambda o: float(o.astype(np.float64) @ weights), 0.9, 0.8)
     values = np.where(valid, value_fn(traj.observations), 0.0)
     per_task = lambda x: np.moveaxis(x.reshape(T, 2, 2), 1, 0).reshape(2, T * 2)
@@ -118,6 +122,7 @@ def test_value_advantages_bootstrap_at_the_horizon_not_at_a_fall():
     np.testing.assert_allclose(batch.old_values.numpy(), per_task(values), atol=1e-5)
     np.testing.assert_allclose(batch.value_targets.numpy(), per_task((want + values) * valid),
                                atol=1e-5)
+    assert batch.critic_obs.shape == (2, T * 2, D)
     # the truncated episode looked ahead to its cut observation, the fallen one did not
     assert want[6, 0] != pytest.approx(traj.rewards[6, 0] - value_fn(traj.observations[6, 0]))
     assert want[6, 2] == pytest.approx(traj.rewards[6, 2] - value_fn(traj.observations[6, 2]))
@@ -152,7 +157,8 @@ def test_minibatch_gradient_is_autograd_of_the_plain_ppo_loss():
     family = metarobot.make_family(config.family, **config.family_overrides)
     policy = make_policy(config, family)
     theta = {n: p.detach().clone() for n, p in policy.params().items()}
-    theta.update(ppo.initial_state(policy, theta, 1e-3, 5))
+    theta.update(ppo.initial_state(policy, theta, 1e-3, 5,
+                                   ppo.critic_dim(family, policy.obs_dim)))
     g = torch.Generator().manual_seed(1)
     p = {n: v + 0.3 * torch.randn(v.shape, generator=g) if n in ppo.trained_names(theta)
          else v for n, v in theta.items()}
@@ -169,7 +175,8 @@ def test_minibatch_gradient_is_autograd_of_the_plain_ppo_loss():
         assert len(idx) == S // 2
         sel = lambda x: x[task][idx]
         total = total + plain_ppo_loss(
-            leaves, theta, sel(post.obs), sel(post.actions), sel(post.advantages),
+            leaves, theta, sel(post.obs), sel(post.critic_obs), sel(post.actions),
+            sel(post.advantages),
             sel(post.mask), sel(post.old_values), sel(post.value_targets), 0.1,
             config.ppo_value_coef, config.ppo_entropy_coef) / M
         with torch.no_grad():
@@ -214,7 +221,8 @@ def test_ppo_trains_resumes_bit_for_bit_at_any_thread_count_and_sharding(tmp_pat
     family = metarobot.make_family(config.family, **config.family_overrides)
     policy = make_policy(config, family)
     theta = {n: v.detach().clone() for n, v in policy.params().items()}
-    theta.update(ppo.initial_state(policy, theta, config.ppo_lr, 3))
+    theta.update(ppo.initial_state(policy, theta, config.ppo_lr, 3,
+                                   ppo.critic_dim(family, policy.obs_dim)))
     news = []
     for shards in (1, 2):
         with InProcessWorkers(config, family, policy, shards=shards) as workers:
@@ -261,3 +269,29 @@ def test_ppo_refuses_the_settings_of_meta_training(setting, value):
 def test_ppo_settings_out_of_range_are_refused(setting, value):
     with pytest.raises(ValueError, match=setting):
         small(**{setting: value})
+
+
+def test_the_critic_sees_the_metrics_of_the_step_before_and_the_scaled_task():
+    """critic_features on a Go2Walk rollout: the observation, then the tracking errors
+    measured after the previous step (zero at the first), then the hidden parameters scaled
+    to [-1, 1] over their ranges; at the final observation, the last step's metrics."""
+    family = metarobot.make_family("Go2Walk", horizon=6)
+    tasks = family.sample_tasks(2, 3)
+    from metarobot.batch import BatchSim
+    from metarobot.policy import GaussianMLPPolicy
+    sim = BatchSim(family, tasks, 2, seed=1, num_threads=1)
+    policy = GaussianMLPPolicy(sim.observation_dim, family.load_model().nu, (8,))
+    traj = sim.rollout(policy)
+    feats, final = ppo.critic_features(traj, family)
+    D, K, P = sim.observation_dim, len(family.metrics), len(family.parameter_names)
+    assert feats.shape == (6, 4, ppo.critic_dim(family, D)) == (6, 4, D + K + P)
+    np.testing.assert_array_equal(feats[..., :D], traj.observations)
+    assert np.all(feats[0, :, D:D + K] == 0)
+    np.testing.assert_array_equal(feats[1:, :, D:D + K], traj.metrics[:-1])
+    last = traj.lengths - 1
+    np.testing.assert_array_equal(final[:, D:D + K], traj.metrics[last, np.arange(4)])
+    payload = family.parameter_names.index("payload")  # U[0, 3] kg -> [-1, 1]
+    for n in range(4):
+        want = tasks[traj.task_index[n]]["payload"] / 1.5 - 1.0
+        assert feats[3, n, D + K + payload] == pytest.approx(want, abs=1e-6)
+    assert np.all(np.abs(feats[..., D + K:]) <= 1.0 + 1e-6)
