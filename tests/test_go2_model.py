@@ -39,7 +39,8 @@ def test_joint_limits_and_motor_properties_are_the_published_ones(model):
         np.testing.assert_allclose(model.joint(f"{leg}_calf_joint").range, [-2.7227, -0.83776])
         for part, effort in (("hip", 23.7), ("thigh", 23.7), ("calf", 45.43)):
             j = model.joint(f"{leg}_{part}_joint")
-            assert (j.damping[0], j.armature[0], j.frictionloss[0]) == (2.0, 0.01, 0.2)
+            # no passive damping (unitree_rl_gym's URDF): the PD's kd is the only damping
+            assert (j.damping[0], j.armature[0], j.frictionloss[0]) == (0.0, 0.01, 0.2)
             np.testing.assert_allclose(model.actuator(f"{leg}_{part}").ctrlrange,
                                        [-effort, effort])
     np.testing.assert_allclose(model.body("FR_hip").pos, [0.1934, -0.0465, 0])
