@@ -277,6 +277,12 @@ BatchEngine::BatchEngine(const std::vector<const mjModel*>& models, const Family
       case kRewardTorqueCost:
       case kRewardActionRate:
         break;
+      case kRewardJointLimitCost:
+        if (!(t.scale > 0 && t.scale <= 1)) {
+          throw std::invalid_argument("joint limit cost: the soft range (scale) should be in "
+                                      "(0, 1], got " + Str(t.scale));
+        }
+        break;
       case kRewardJointAccCost:
         if (t.axis < 0 || t.axis > nv_) {
           throw std::invalid_argument("joint acceleration cost: first dof " + Str(t.axis) +
@@ -890,6 +896,16 @@ double BatchEngine::TermValue(const RewardTerm& t, const mjModel* m, const mjDat
       }
       break;
     }
+    case kRewardJointLimitCost:
+      for (int j = 0; j < m->njnt; ++j) {
+        const int type = m->jnt_type[j];
+        if (!m->jnt_limited[j] || (type != mjJNT_HINGE && type != mjJNT_SLIDE)) continue;
+        const double lo = m->jnt_range[2 * j], hi = m->jnt_range[2 * j + 1];
+        const double mid = 0.5 * (lo + hi), half = 0.5 * (hi - lo) * t.scale;
+        const double q = d->qpos[m->jnt_qposadr[j]];
+        value += std::max(0.0, (mid - half) - q) + std::max(0.0, q - (mid + half));
+      }
+      break;
     case kRewardActionRate: {
       const double* last = slots_[sim].last_action.data();
       for (int i = 0; i < act_dim_; ++i) value += (action[i] - last[i]) * (action[i] - last[i]);

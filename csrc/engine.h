@@ -85,6 +85,9 @@ enum RewardKind : int {
                                // hi), s; 0 when ||c[0:2]|| <= scale (legged_gym's air time)
   kRewardTrackLinVelError = 16,  // ||c[0:2] - (v_x, v_y)|| (flag 0) or |c[0] - v_x| (flag 1),
                                  // m/s: how far the body's velocity is from the command
+  kRewardJointLimitCost = 17,  // sum over limited hinge and slide joints of how far qpos is
+                               // outside the soft range, the middle `scale` of the joint's
+                               // range (legged_gym's dof_pos_limits), rad or m
 };
 
 struct RewardTerm {

@@ -244,6 +244,7 @@ def _go2_walk():
                 T.TorqueCost("torques", -2e-4 * GO2_DT),
                 T.JointAccelerationCost("dof_acc", 6, -2.5e-7 * GO2_DT),
                 T.ActionRateCost("action_rate", -0.01 * GO2_DT),
+                T.JointLimitCost("dof_pos_limits", 0.9, -10.0 * GO2_DT),
                 T.BodyContactCost("collision", limbs, 1.0, -1.0 * GO2_DT),
                 T.FeetAirTime("feet_air_time", feet, 0.5, 0.1, 1.0, 1.0 * GO2_DT)),
         termination=(T.BodyContact(("base",)), T.Tilt("base", 60.0), T.NonFiniteState()),

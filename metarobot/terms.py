@@ -27,7 +27,7 @@ from .parameters import (DYNAMICS_FIELDS, ActuatorRange, Choice, Disc,  # noqa: 
 (_R_CONSTANT, _R_FORWARD_VELOCITY, _R_VELOCITY_ERROR, _R_GOAL_DISTANCE, _R_CONTROL_COST,
  _R_CONTACT_COST, _R_QPOS_RATE, _R_BODY_DISTANCE, _R_TRACK_LIN_VEL, _R_TRACK_YAW_RATE,
  _R_BODY_VEL_SQUARED, _R_TORQUE_COST, _R_JOINT_ACC_COST, _R_ACTION_RATE, _R_BODY_CONTACTS,
- _R_FEET_AIR_TIME, _R_TRACK_LIN_VEL_ERROR) = range(17)
+ _R_FEET_AIR_TIME, _R_TRACK_LIN_VEL_ERROR, _R_JOINT_LIMIT_COST) = range(18)
 (_T_QPOS_OUTSIDE, _T_NON_FINITE, _T_STATE_BOUND, _T_HEIGHT_ABOVE_TERRAIN, _T_BODY_CONTACT,
  _T_TILT) = range(6)
 
@@ -566,6 +566,23 @@ class JointAccelerationCost:
         if not 0 <= self.start <= model.nv:
             raise ValueError(f"{self.name}: start {self.start} is not in [0, {model.nv}]")
         return (_R_JOINT_ACC_COST, float(self.weight), 0, self.start, -1, 1.0, 0.0, 0.0, 0, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class JointLimitCost:
+    """weight * sum over the model's limited hinge and slide joints of how far each is
+    outside its soft range, the middle `soft` fraction of its range (rad or m; legged_gym's
+    dof_pos_limits with soft_dof_pos_limit 0.9): joints kept off their stops."""
+
+    name: str
+    soft: float = 0.9
+    weight: float = -10.0
+
+    def compile(self, model, index):
+        soft = finite(self.soft, f"{self.name} soft")
+        if not 0 < soft <= 1:
+            raise ValueError(f"{self.name}: soft should be in (0, 1], got {soft}")
+        return (_R_JOINT_LIMIT_COST, float(self.weight), 0, 0, -1, soft, 0.0, 0.0, 0, -1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -105,6 +105,17 @@ class PlainGo2:
                + read(self.last_action, 0.0))
         return np.array(obs, np.float32)
 
+    def outside_soft_limits(self):
+        """legged_gym's dof_pos_limits: how far each joint is outside the middle 90 % of its
+        range, summed over the 12 joints (rad)."""
+        total = 0.0
+        for i in range(12):
+            lo, hi = (float(x) for x in self.m.jnt_range[self.m.actuator_trnid[i, 0]])
+            mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo) * 0.9
+            q = float(self.d.qpos[self.qadr[i]])
+            total += max(0.0, (mid - half) - q) + max(0.0, q - (mid + half))
+        return total
+
     def step(self, action):
         m, d = self.m, self.d
         action = [float(a) for a in action]
@@ -149,6 +160,7 @@ class PlainGo2:
             (-4e-6, sum(float(d.qfrc_applied[i]) ** 2 for i in self.dof)),
             (-5e-9, sum(a * a for a in acc)),
             (-0.0002, sum((a - b) ** 2 for a, b in zip(action, self.last_action))),
+            (-0.2, self.outside_soft_limits()),
             (-0.02, float(sum(self.force(b) > 1.0 for b in self.limbs))),
             (0.02, air_reward)]
         reward = 0.0
@@ -171,7 +183,7 @@ def test_weights_are_legged_gyms_times_the_policy_step():
     family = metarobot.make_family("Go2Walk")
     weights = [t.weight for t in family.reward]
     np.testing.assert_allclose(weights, [0.02, 0.01, -0.04, -0.001, -4e-6, -5e-9, -0.0002,
-                                         -0.02, 0.02], rtol=1e-12)
+                                         -0.2, -0.02, 0.02], rtol=1e-12)
     assert family.frame_skip * family.load_model().opt.timestep == pytest.approx(0.02)
 
 
@@ -186,7 +198,7 @@ def test_go2walk_matches_a_plain_mj_step_loop_bit_for_bit():
         np.testing.assert_array_equal(obs[i], plain.reset())
     assert len({p.delay for p in plains}) > 1
     rng = np.random.default_rng(0)
-    seen = {"resampled": 0, "ended": 0, "landed": 0, "terminated": 0}
+    seen = {"resampled": 0, "ended": 0, "landed": 0, "terminated": 0, "off_limits": 0}
     # the first two simulations fold their thighs up (targets 2 rad past the standing pose)
     # and drop onto the base: terminations and resets
     fold = np.zeros((sim.num_envs, 12))
@@ -199,6 +211,7 @@ def test_go2walk_matches_a_plain_mj_step_loop_bit_for_bit():
             expected, expected_reward, expected_term = plain.step(actions[i])
             seen["resampled"] += plain.command != before
             seen["landed"] += any(plain.touched) and plain.t > 1
+            seen["off_limits"] += plain.outside_soft_limits() > 0
             where = f"step {t}, sim {i}"
             assert bool(term[i]) == expected_term, where
             assert reward[i] == expected_reward, where
@@ -210,7 +223,7 @@ def test_go2walk_matches_a_plain_mj_step_loop_bit_for_bit():
                 expected = plain.reset()
             np.testing.assert_array_equal(obs[i], expected, err_msg=where)
     assert seen["resampled"] > 0 and seen["ended"] > 0 and seen["landed"] > 0
-    assert seen["terminated"] > 0
+    assert seen["terminated"] > 0 and seen["off_limits"] > 0
 
 
 def test_rollouts_match_steps_and_any_thread_count_or_split():
@@ -297,6 +310,7 @@ def test_observation_terms_read_what_an_imu_and_encoders_would():
     (T.BodyVelocityCost("v", "base", ("vq",)), "components should be"),
     (T.TrackLinearVelocity("t", "base", sigma=0.0), "sigma should be > 0"),
     (T.Tilt("base", 0.0), "max_degrees should be in"),
+    (T.JointLimitCost("l", soft=1.5), "soft should be in"),
 ])
 def test_bad_terms_are_refused_naming_what_was_expected(term, message):
     family = metarobot.make_family("Go2Walk")
