@@ -79,10 +79,10 @@ def sim_domain():
             proc.wait()
 
 
-def robot_for(controller, domain, **limits):
+def robot_for(controller, domain, command_hz=None, **limits):
     return UnitreeRobot(controller.deploy, interface="lo", domain=domain, episode_s=0.4,
                         limits=safety_limits(controller.deploy, stand_s=0.5, **limits),
-                        passive_s=0.2, settle_s=0.2, verbose=False)
+                        passive_s=0.2, settle_s=0.2, verbose=False, command_hz=command_hz)
 
 
 def phases(robot):
@@ -114,7 +114,11 @@ def test_passive_stand_policy_stop_against_the_sim_robot(checkpoint, sim_domain,
 ])
 def test_every_stop_trigger(checkpoint, sim_domain, trigger, limits, reason):
     controller = Controller.from_checkpoint(checkpoint)
-    robot = robot_for(controller, sim_domain, **limits)
+    # the stale-state trigger: LowCmds at 1 kHz against LowStates at 200 Hz, so that most
+    # command ticks find no new state (at equal rates a loaded machine can deliver a fresh
+    # one to every tick)
+    robot = robot_for(controller, sim_domain, command_hz=1000.0 if trigger == "stale" else None,
+                      **limits)
     try:
         report = run(controller, robot, episodes=1)
     finally:
