@@ -273,7 +273,7 @@ class TrainConfig:
                 raise ValueError(
                     f"algo {self.algo!r} trains one policy without adapting it in training, so "
                     f"{name} ({what}) should be its default {defaults[name]!r}, got {value!r}; "
-                    f"evaluate, adapt and hil adapt a trpo checkpoint afterwards (--steps or "
+                    f"evaluate, adapt and hil adapt a {self.algo} checkpoint afterwards (--steps or "
                     f"--adapt-steps, --lr), or train a meta-learner (algo maml-trpo, "
                     f"fomaml-trpo or reptile)")
 

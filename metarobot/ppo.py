@@ -30,7 +30,7 @@ import torch
 from .batch import Trajectories
 from .families import TaskFamily
 from .meta import LEARNER_PREFIX, Params, PolicySpec
-from .policy import GaussianMLPPolicy, gaussian_kl, mlp_mean
+from .policy import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob, mlp_mean
 
 VALUE_PREFIX = LEARNER_PREFIX + "value/"
 ADAM_M = LEARNER_PREFIX + "adam_m/"
@@ -163,9 +163,7 @@ def task_loss(spec: PolicySpec, params: Params, obs, critic_obs, actions, advant
     count = mask.sum().clamp_min(1.0)
     mean = spec.mean(params, obs)
     log_std = params["log_std"]
-    z = (actions - mean) * torch.exp(-log_std)
-    log_prob = (-0.5 * z * z - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-    ratio = torch.exp(log_prob - old_log_prob)
+    ratio = torch.exp(gaussian_log_prob(mean, log_std, actions) - old_log_prob)
     clipped = torch.clamp(ratio, 1.0 - settings.clip, 1.0 + settings.clip)
     surrogate = -(torch.minimum(ratio * advantages, clipped * advantages) * mask).sum() / count
     v = value(params, critic_obs, spec)

@@ -19,6 +19,7 @@ from metarobot.runs import load_policy
 from metarobot.samples import process
 from metarobot.train import meta_iteration, train
 from metarobot.workers import InProcessWorkers
+from test_trpo_baseline import plain_mean
 
 
 def small(**kw):
@@ -59,14 +60,10 @@ def plain_advantages(traj, value, gamma, lam):
 
 
 def plain_mlp(params, obs, prefix=""):
-    layers = sum(1 for n in params if n.startswith(prefix + "layers.") and
-                 n.endswith(".weight"))
-    h = obs
-    for i in range(layers):
-        h = h @ params[f"{prefix}layers.{i}.weight"].T + params[f"{prefix}layers.{i}.bias"]
-        if i + 1 < layers:
-            h = torch.relu(h)
-    return h
+    """The MLP of the entries under prefix (the policy's, or the value network's), written
+    out as test_trpo_baseline's plain_mean."""
+    return plain_mean({k[len(prefix):]: v for k, v in params.items()
+                       if k.startswith(prefix + "layers.")}, obs)
 
 
 def plain_ppo_loss(p, old, obs, critic_obs, actions, adv, mask, old_v, targets, clip, vcoef,
