@@ -28,4 +28,8 @@ step tests python3 -P -m pytest -q -rs tests/test_gpu.py tests/test_returns.py
 step gae python3 -P benchmarks/gae.py --device cuda --repeats 200
 step outer python3 -P benchmarks/outer_step.py --compare device --repeats 2 \
   --families HalfCheetahDir HalfCheetahVel AntDir
+# the Go2 controller's learner (ppo, the committed run's settings): sampling on every core
+step outer_go2 python3 -P benchmarks/outer_step.py --compare device --repeats 2 --no-profile \
+  --families Go2Walk --set algo=ppo meta_batch_size=20 trajectories_per_task=10 \
+  'hidden_sizes=[128,128]' activation=tanh gae_lambda=0.95
 cat "$out/summary.txt"

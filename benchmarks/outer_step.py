@@ -13,6 +13,7 @@ first variant, and how far apart the variants' new parameters are.
 """
 
 import argparse
+import json
 import time
 from typing import Callable, Dict, List, Tuple
 
@@ -21,7 +22,7 @@ import torch
 from metarobot import policy as policy_module
 from metarobot.families import make_family
 from metarobot.config import TrainConfig, make_policy
-from metarobot.train import meta_iteration
+from metarobot.train import initial_theta, meta_iteration
 
 PHASES = ("sampling", "returns", "inner", "outer")
 
@@ -69,16 +70,17 @@ def launches_and_syncs(config: TrainConfig, family, policy, theta, iteration: in
 
 
 def run(family_name: str, variants, repeats: int, iteration: int, threads: int,
-        profile: bool) -> List[str]:
-    base_config = TrainConfig(family=family_name, iterations=iteration + 1, threads=threads)
+        profile: bool, settings: Dict[str, object]) -> List[str]:
+    base_config = TrainConfig(**{"family": family_name, "iterations": iteration + 1,
+                                 "threads": threads, **settings})
     family = make_family(base_config.family, **base_config.family_overrides)
     policy = make_policy(base_config, family)
-    theta0 = {n: p.detach().clone() for n, p in policy.params().items()}
+    theta0 = initial_theta(base_config, family, policy)
     times = {name: {k: [] for k in PHASES + ("total",)} for name in variants}
     results, counts = {}, {}
     for _ in range(repeats):
-        for name, (settings, setup, teardown) in variants.items():
-            config = TrainConfig(**{**base_config.to_dict(), **settings})
+        for name, (variant, setup, teardown) in variants.items():
+            config = TrainConfig(**{**base_config.to_dict(), **variant})
             theta = {k: v.to(config.device) for k, v in theta0.items()}
             setup()
             try:
@@ -125,9 +127,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="simulation threads; 0: all")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip counting CUDA launches and synchronisations")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
+                        help="TrainConfig settings, e.g. algo='\"ppo\"' meta_batch_size=20")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats should be >= 1, got {args.repeats}")
+    settings: Dict[str, object] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes KEY=JSON, got {item!r}")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value  # a bare word: a string
+    print("settings:", settings or "defaults (the paper's)")
     variants = relu_variants() if args.compare == "relu" else device_variants()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {gpu}")
@@ -136,7 +150,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for family in args.families:
         for row in run(family, variants, args.repeats, args.iteration, args.threads,
-                       not args.no_profile):
+                       not args.no_profile, settings):
             print(row, flush=True)
 
 

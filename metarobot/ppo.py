@@ -243,7 +243,7 @@ def update(theta: Params, settings: PpoSettings,
             p = adam_step(p, grads, names, lr)
             losses.append(loss)
             norms.append(norm)
-    p[STEP_SIZE] = torch.full((1,), lr, dtype=torch.float32)
+    p[STEP_SIZE] = torch.full((1,), lr, dtype=torch.float32, device=theta[STEP_SIZE].device)
     p = {n: v.detach() for n, v in p.items()}
     return p, {"loss": float(np.mean(losses)), "kl": kl, "lr": lr,
                "grad_norm": float(np.mean(norms))}

@@ -125,6 +125,21 @@ def _iteration(config: TrainConfig, theta: meta.Params, iteration: int,
     return new_theta, IterationResult(pre_return, post_return, times, info, sampled.carry)
 
 
+def initial_theta(config: TrainConfig, family: TaskFamily,
+                  policy: GaussianMLPPolicy) -> meta.Params:
+    """What a run's first iteration starts from, on the CPU: the policy's parameters, and
+    with them Meta-SGD's step sizes (learn_inner_lr) or ppo's value function and optimiser
+    state (saved with the policy)."""
+    theta = {n: p.detach().clone() for n, p in policy.params().items()}
+    if config.learn_inner_lr:
+        theta.update(meta.initial_step_sizes(theta, config.inner_lr))
+    if config.algo == "ppo":
+        theta.update(ppo.initial_state(policy, theta, config.ppo_lr,
+                                       stream_seed(config.seed, VALUE_INIT_STREAM),
+                                       ppo.critic_dim(family, policy.obs_dim)))
+    return theta
+
+
 def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
           progress: bool = True) -> Path:
     """Meta-trains a policy; returns the path of the final checkpoint.
@@ -150,13 +165,7 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
                          f"another directory")
     family = make_family(config.family, **config.family_overrides)
     policy = make_policy(config, family)
-    theta = {n: p.detach().clone() for n, p in policy.params().items()}
-    if config.learn_inner_lr:
-        theta.update(meta.initial_step_sizes(theta, config.inner_lr))
-    if config.algo == "ppo":  # its value function and optimiser, saved with the policy
-        theta.update(ppo.initial_state(policy, theta, config.ppo_lr,
-                                       stream_seed(config.seed, VALUE_INIT_STREAM),
-                                       ppo.critic_dim(family, policy.obs_dim)))
+    theta = initial_theta(config, family, policy)
     names = sorted(theta)
     if resume:
         check_params(params, theta, latest)

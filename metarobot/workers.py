@@ -126,10 +126,12 @@ class TaskWorker:
         if config.algo == "ppo":  # advantages from its value function, not the baseline
             def value_fn(traj: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
                 inputs, final = ppo.critic_features(traj, self.family)
+                device = next(iter(theta.values())).device
                 with torch.no_grad():
-                    return (ppo.value(theta, torch.from_numpy(inputs), self.spec).numpy(),
-                            ppo.value(theta, torch.from_numpy(final), self.spec).numpy(),
-                            inputs)
+                    values, finals = (ppo.value(theta, torch.from_numpy(x).to(device),
+                                                self.spec).cpu().numpy()
+                                      for x in (inputs, final))
+                return values, finals, inputs
         result = sample_and_adapt(
             sim, self.policy, policy_theta, len(tasks), steps,
             [lr] * steps, update=config.inner_rule, gamma=config.gamma,

@@ -11,7 +11,7 @@ from metarobot import device as device_module
 from metarobot.families import make_family
 from metarobot.returns import cuda_available
 from metarobot.config import TrainConfig, make_policy
-from metarobot.train import meta_iteration, train
+from metarobot.train import initial_theta, meta_iteration, train
 
 GPU = torch.cuda.is_available() and cuda_available()
 needs_gpu = pytest.mark.skipif(not GPU, reason="needs a GPU")
@@ -112,7 +112,7 @@ def small_config(**kw):
 
 
 @needs_gpu
-@pytest.mark.parametrize("algo", ["maml-trpo", "fomaml-trpo", "reptile", "trpo"])
+@pytest.mark.parametrize("algo", ["maml-trpo", "fomaml-trpo", "reptile", "trpo", "ppo"])
 def test_an_iteration_on_cuda_equals_the_cpu_iteration(algo):
     """Same tasks, same samples (sampling is on CPU threads from the same parameters): the new
     parameters agree to float32 rounding, relative to the size of the step."""
@@ -121,7 +121,7 @@ def test_an_iteration_on_cuda_equals_the_cpu_iteration(algo):
         config = small_config(algo=algo, device=device)
         family = make_family(config.family, **config.family_overrides)
         policy = make_policy(config, family)
-        theta = {n: p.detach().clone().to(device) for n, p in policy.params().items()}
+        theta = {n: p.to(device) for n, p in initial_theta(config, family, policy).items()}
         new, result = meta_iteration(config, family, policy, theta, 0)
         results[device] = (theta, new, result)
     theta, cpu, r_cpu = results["cpu"]
