@@ -5,7 +5,10 @@
 //   2. one thread per column scans the K maps from the last chunk backwards, leaving each
 //      chunk the value that follows it;
 //   3. each thread replays its chunk from that value, writing the outputs.
-// K = 1 (large B: the GPU is full with one thread per column) is a plain backward walk.
+// K = 1 (large B: the GPU is full with one thread per column) is a plain backward walk. Chunks
+// of at most 32 steps (16 in double) keep their steps in registers between passes 1 and 3
+// (CachedScanKernel), so that the inputs are read once, as in a plain walk; longer chunks read
+// them twice (ScanKernel).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -52,6 +55,47 @@ __global__ void ScanKernel(GaeInputs<T> in, int64_t chunk, T* out) {
   }
 }
 
+// at most 8192 / L threads a block: the L steps' registers of a block fit the register file
+template <typename T, int L>
+__global__ void __launch_bounds__(8192 / L) CachedScanKernel(GaeInputs<T> in, T* out) {
+  extern __shared__ unsigned char shared_bytes[];
+  Affine<T>* maps = reinterpret_cast<Affine<T>*>(shared_bytes);  // [K][C]
+  const int c = threadIdx.x, k = threadIdx.y;
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + c;
+  const bool live = b < in.batch;
+  const int64_t t0 = static_cast<int64_t>(k) * L;
+  // steps past the end (and dead columns) are the identity map, which composes exactly
+  Affine<T> steps[L];
+  Affine<T> f{T(1), T(0)};
+#pragma unroll
+  for (int i = L - 1; i >= 0; --i) {
+    const int64_t t = t0 + i;
+    steps[i] = (live && t < in.steps) ? in.Step(t, b) : Affine<T>{T(1), T(0)};
+    f = Compose(steps[i], f);
+  }
+  maps[k * blockDim.x + c] = f;
+  __syncthreads();
+  if (k == 0) {
+    T after = T(0);
+    for (int j = static_cast<int>(blockDim.y) - 1; j >= 0; --j) {
+      const Affine<T> g = maps[j * blockDim.x + c];
+      maps[j * blockDim.x + c].d = after;
+      after = Apply(g, after);
+    }
+  }
+  __syncthreads();
+  if (!live) return;
+  T x = maps[k * blockDim.x + c].d;
+#pragma unroll
+  for (int i = L - 1; i >= 0; --i) {
+    const int64_t t = t0 + i;
+    if (t < in.steps) {
+      x = Apply(steps[i], x);
+      out[t * in.batch + b] = x;
+    }
+  }
+}
+
 // Resident threads of the device, queried once per device (an attribute query per call costs
 // host time).
 int64_t ResidentThreads() {
@@ -94,8 +138,35 @@ const char* GaeCuda(const GaeInputs<T>& in, T* out, void* stream_ptr) {
   while (columns > 8 && chunks > kMaxThreads / columns) columns /= 2;
   columns = static_cast<int>(std::min<int64_t>(columns, in.batch));
   chunks = std::min<int64_t>(chunks, kMaxThreads / columns);
-  const int64_t chunk = (in.steps + chunks - 1) / chunks;
+  int64_t chunk = (in.steps + chunks - 1) / chunks;
   chunks = (in.steps + chunk - 1) / chunk;
+  if (chunks > 1) {
+    // chunks of a register-sized power of two (fewer, longer chunks need no more threads);
+    // up to twice the chunk length asked for, so that inputs are read once
+    constexpr int kMaxCached = sizeof(T) <= 4 ? 32 : 16;
+    int cached = 8;
+    while (cached < chunk && cached < kMaxCached) cached *= 2;
+    if (chunk <= 2 * cached) {
+      const int64_t k = (in.steps + cached - 1) / cached;
+      const int64_t most = 8192 / cached;  // CachedScanKernel's launch bound
+      int c = columns;
+      while (c > 1 && c * k > most) c /= 2;
+      if (c * k <= most && k > 1) {
+        const dim3 block(static_cast<unsigned>(c), static_cast<unsigned>(k));
+        const unsigned grid = static_cast<unsigned>((in.batch + c - 1) / c);
+        const size_t shared = sizeof(Affine<T>) * c * k;
+        if (cached == 8) {
+          CachedScanKernel<T, 8><<<grid, block, shared, stream>>>(in, out);
+        } else if (cached == 16) {
+          CachedScanKernel<T, 16><<<grid, block, shared, stream>>>(in, out);
+        } else {
+          CachedScanKernel<T, kMaxCached><<<grid, block, shared, stream>>>(in, out);
+        }
+        const cudaError_t err = cudaGetLastError();
+        return err == cudaSuccess ? "" : cudaGetErrorString(err);
+      }
+    }
+  }
   const dim3 block(static_cast<unsigned>(columns), static_cast<unsigned>(chunks));
   const unsigned grid = static_cast<unsigned>((in.batch + columns - 1) / columns);
   const size_t shared = chunks > 1 ? sizeof(Affine<T>) * columns * chunks : 0;

@@ -143,6 +143,8 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
     on_cpu = device.type == "cpu"
     split = chunks is not None and len(chunks) > 1 and baseline_fit != "previous"
     each = run or (lambda fn, items: [fn(x) for x in items])
+    # the inner steps' chunks on a GPU: one after the other on the caller's stream
+    step_each = each if on_cpu else (lambda fn, items: [fn(x) for x in items])
     per_task = sim.num_envs // ntask
 
     def advantages(traj: Any, carry: Optional[np.ndarray],
@@ -157,7 +159,7 @@ def sample_and_adapt(sim: BatchSim, policy: GaussianMLPPolicy, theta: Params, nt
     def adaptation_step(source: Params, batch: TaskBatch, lr: Any, batched: bool) -> Params:
         if not split:
             return update.step(spec, source, batch, lr, batched, objective)
-        parts = each(lambda c: update.step(
+        parts = step_each(lambda c: update.step(
             spec, {k: v[c[0]:c[1]] for k, v in source.items()} if batched else source,
             task_slice(batch, c[0], c[1]), lr, batched, objective), chunks)
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

@@ -281,9 +281,26 @@ def _go2_walk_terrain(walk: TaskFamily) -> TaskFamily:
                     "without a height scan")
 
 
+def _go2_walk_nominal(walk: TaskFamily) -> TaskFamily:
+    """Go2Walk with the robot close to its nominal build (no payload to speak of, motors within
+    5 %, gains within 2.5 %, at most 5 ms of delay): a curriculum's first stage, whose
+    controller starts Go2Walk's training (train --init), and a check of the learner on the
+    robot without its variations. The same observation, actions and rewards as Go2Walk."""
+    return dataclasses.replace(
+        walk, name="Go2WalkNominal",
+        parameters=(P.Uniform("payload", 0.0, 0.5), P.Uniform("com_shift_x", -0.01, 0.01),
+                    P.Uniform("friction", 0.8, 1.25),
+                    P.ActuatorRange("strength", 0.95, 1.05, motors=12),
+                    P.ActuatorRange("kp", 19.5, 20.5), P.ActuatorRange("kd", 0.49, 0.51),
+                    P.ActuatorRange("command_delay_ms", 0.0, 5.0)),
+        description="Go2Walk close to the nominal robot: payload 0-0.5 kg, motor strength "
+                    "0.95-1.05, kp/kd within 2.5 %, command delay 0-5 ms (a curriculum's "
+                    "first stage)")
+
+
 _GO2_WALK = _go2_walk()
 for _family in (*_terrain_families, _arm_reach(), _arm_push(), _cheetah_servo(), _GO2_WALK,
-                _go2_walk_terrain(_GO2_WALK)):
+                _go2_walk_nominal(_GO2_WALK), _go2_walk_terrain(_GO2_WALK)):
     _FAMILIES[_family.name] = _family
 
 

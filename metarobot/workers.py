@@ -84,6 +84,12 @@ class TaskWorker:
         self.device = device_module.resolve(config.device)
         # the chunks of the outer step's calls, side by side (one per CPU unless set)
         self.executors = ChunkExecutors(self.threads or cpu_count())
+        # the learner's chunks: side by side on the CPU; on a GPU one after the other in the
+        # caller, so that their kernels queue on the caller's stream (which a CUDA graph
+        # captures; an executor thread would launch on its own default stream) and the GPU,
+        # not the host threads, runs them in parallel
+        self.learner_map = (self.executors.map if self.device.type == "cpu"
+                            else lambda fn, items: [fn(x) for x in items])
         self._round: Optional[Dict[str, Any]] = None
 
     # -------------------------------------------------------------------- the sampling round
@@ -198,7 +204,7 @@ class TaskWorker:
                     "kl_gradient": torch.func.grad(lambda p: loss_kl(p)[1]),
                     "loss_kl": loss_kl, "fisher_product": product}
 
-        r["parts"] = self.executors.map(build, self.chunks)
+        r["parts"] = self.learner_map(build, self.chunks)
 
     def _ppo_parts(self) -> None:
         """The per-chunk minibatch gradients of PPO's update (metarobot.ppo): each task's
@@ -243,13 +249,13 @@ class TaskWorker:
                 return full, torch.stack([value.detach(), kl]).to(torch.float32)
             return {"ppo_gradient": gradient}
 
-        r["parts"] = self.executors.map(build, self.chunks)
+        r["parts"] = self.learner_map(build, self.chunks)
 
     def _each(self, name: str, *args: Any) -> List[Any]:
         if self._round is None or "parts" not in self._round:
             raise RuntimeError(f"{name} before a sampling round of a TRPO or PPO outer step")
         with device_module.single_threaded():
-            return self.executors.map(lambda part: part[name](*args), self._round["parts"])
+            return self.learner_map(lambda part: part[name](*args), self._round["parts"])
 
     def close(self) -> None:
         """Ends the chunk executors' threads."""

@@ -141,7 +141,8 @@ def test_cuda_available_is_a_bool():
 @pytest.mark.skipif(not (torch.cuda.is_available() and cuda_available()), reason="needs a GPU")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("T, B", [(1, 1), (7, 3), (1000, 64), (200, 1024), (64, 5000),
-                                  (100_000, 1), (1000, 4096), (513, 33), (9, 17)])
+                                  (100_000, 1), (1000, 4096), (513, 33), (9, 17),
+                                  (256, 65536), (40, 100), (3000, 2)])
 def test_gae_cuda_matches_reference(dtype, T, B):
     rng = np.random.default_rng(T + B)
     r, v, nv, d, term = random_inputs(T, B, rng)
