@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -111,8 +112,10 @@ std::unique_ptr<BatchEngine> MakeEngine(const std::vector<uintptr_t>& model_addr
                                         const SuccessTuple& success, uint64_t first_stream,
                                         const py::dict& actuators,
                                         const CommandsTuple& commands,
-                                        const std::vector<RewardTuple>& metrics) {
+                                        const std::vector<RewardTuple>& metrics,
+                                        double reward_floor) {
   metarobot::FamilySpec spec;
+  spec.reward_floor = reward_floor;
   for (const RewardTuple& r : metrics) spec.metrics.push_back(ToRewardTerm(r));
   for (const auto& [kind, id, start, size, lo, hi, geom, columns, noise, delay, scale, offset] :
        obs) {
@@ -214,7 +217,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("nthread"), py::arg("autoreset"), py::arg("success") = py::none(),
            py::arg("first_stream") = 0, py::arg("actuators") = py::dict(),
            py::arg("commands") = py::none(),
-           py::arg("metric_terms") = std::vector<RewardTuple>())
+           py::arg("metric_terms") = std::vector<RewardTuple>(),
+           py::arg("reward_floor") = -std::numeric_limits<double>::infinity())
       .def_property_readonly("nmetric", &BatchEngine::nmetric)
       .def_property_readonly("nsim", &BatchEngine::nsim)
       .def_property_readonly("obs_dim", &BatchEngine::obs_dim)

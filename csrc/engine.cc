@@ -927,7 +927,8 @@ double BatchEngine::Reward(const mjModel* m, const mjData* d, int sim, const dou
   for (const RewardTerm& t : spec_.reward) {
     reward += t.weight * TermValue(t, m, d, sim, action, qpos_before);
   }
-  return reward;
+  // NaN stays NaN (a diverged step is caught as one)
+  return reward < spec_.reward_floor ? spec_.reward_floor : reward;
 }
 
 void BatchEngine::Measure(const mjModel* m, const mjData* d, int sim, const double* action,

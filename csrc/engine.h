@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -184,6 +185,9 @@ struct FamilySpec {
   // actions in [-1, 1] map affinely onto each actuator's control range (then clipped), as
   // rllab's normalize(); control costs then see the applied controls
   bool normalized_actions = false;
+  // a step's reward is max(sum of the terms, reward_floor) (legged_gym's only_positive_rewards
+  // with 0: while penalties outweigh the rewards, ending the episode early gains nothing)
+  double reward_floor = -std::numeric_limits<double>::infinity();
   int nparam = 0;          // task parameters per simulation
   // success: the value of success_term (a distance reward term, weight ignored) is below
   // success_threshold after a step

@@ -182,8 +182,11 @@ class TrainConfig:
     Sampling stays on CPU threads; each sampled batch goes to the device once, and the inner
     and outer steps run there, all tasks in one batch. On CUDA the results agree with the
     CPU's to float32 rounding. A resumed run may change device."""
-    cuda_graphs: bool = True
-    """On CUDA: replay the Fisher-vector product of the conjugate gradient as one CUDA graph."""
+    cuda_graphs: bool = False
+    """On CUDA: try to replay the Fisher-vector product of the conjugate gradient as one CUDA
+    graph (it runs eagerly, with a warning, where it cannot be captured). Off by default: on
+    an H200 the capture of MAML's product fails and the eager outer step is the faster
+    (BENCHMARKS.md, "The learner on a GPU")."""
     cluster: str = "local"
     """Where the per-task work runs: local (this process) or ray (one Ray actor per shard of
     the meta-batch; see docs/cluster.md). The results are the same bit for bit (device cpu

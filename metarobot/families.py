@@ -248,6 +248,9 @@ def _go2_walk():
                 T.BodyContactCost("collision", limbs, 1.0, -1.0 * GO2_DT),
                 T.FeetAirTime("feet_air_time", feet, 0.5, 0.1, 1.0, 1.0 * GO2_DT)),
         termination=(T.BodyContact(("base",)), T.Tilt("base", 60.0), T.NonFiniteState()),
+        # legged_gym's only_positive_rewards: a fresh policy's penalties outweigh its
+        # tracking rewards, and without the floor falling early pays
+        reward_floor=0.0,
         motor_order=tuple(f"{leg}_{part}" for leg in _LEGS for part in ("hip", "thigh", "calf")),
         metrics=(T.VelocityTrackingError("tracking_error", "base"),
                  T.VelocityTrackingError("forward_error", "base", forward_only=True)),

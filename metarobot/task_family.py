@@ -141,6 +141,10 @@ class TaskFamily:
     # the policy's actions are in the model's actuator order, and the deployment config maps
     # one onto the other. None: the robot's order is the model's
     motor_order: Optional[Tuple[str, ...]] = None
+    # a step's reward is max(sum of the reward terms, reward_floor); None: no floor. 0 is
+    # legged_gym's only_positive_rewards: while a clumsy policy's penalties outweigh its
+    # rewards, ending the episode early (falling) would otherwise pay
+    reward_floor: Optional[float] = None
 
     def __post_init__(self):
         for field in ("frame_skip", "horizon"):
@@ -158,6 +162,12 @@ class TaskFamily:
         if not isinstance(self.normalize_actions, bool):
             raise ValueError(f"{self.name}: normalize_actions should be True or False, got "
                              f"{self.normalize_actions!r}")
+        if self.reward_floor is not None and (
+                isinstance(self.reward_floor, bool)
+                or not isinstance(self.reward_floor, (int, float))
+                or not math.isfinite(self.reward_floor)):
+            raise ValueError(f"{self.name}: reward_floor should be a finite number or None, "
+                             f"got {self.reward_floor!r}")
         if self.reset_noise not in ("normal", "uniform"):
             raise ValueError(f"{self.name}: reset_noise should be 'normal' or 'uniform', got "
                              f"{self.reset_noise!r}")
@@ -342,6 +352,7 @@ class TaskFamily:
             qvel_noise=float(self.reset_qvel_noise),
             uniform_noise=self.reset_noise == "uniform",
             normalized_actions=bool(self.normalize_actions),
+            reward_floor=-math.inf if self.reward_floor is None else float(self.reward_floor),
             init_key=init_key,
             nparam=len(index),
             success=None if self.success is None else self.success.compile(model, index),
@@ -443,6 +454,7 @@ _TOP_OVERRIDES = {
     "reset_noise": "'normal' or 'uniform' reset noise",
     "init_keyframe": "the model keyframe episodes start from; None: the model's qpos0",
     "normalize_actions": "True maps actions in [-1, 1] onto the actuators' control ranges",
+    "reward_floor": "a step's reward is max(sum of the reward terms, this); None: no floor",
     "actuators": "how actions reach the joints: None (the model's actuators, at once) or "
                  "{'kind': 'torque' or 'servo', 'delay_ms', 'kp', 'kd', 'action_scale', ...} "
                  "(metarobot.actuators.Actuators)",

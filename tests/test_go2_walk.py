@@ -23,11 +23,11 @@ SAT = (23.7, 23.7, 45.43) * 4
 WMAX = (30.1, 30.1, 20.07) * 4
 
 
-def short_family(resample=7, horizon=40):
+def short_family(resample=7, horizon=40, reward_floor=0.0):
     """Go2Walk with short episodes and quick command changes, so that a short test sees
     resampling, resets and every term at work."""
     base = metarobot.make_family("Go2Walk")
-    return dataclasses.replace(base, horizon=horizon,
+    return dataclasses.replace(base, horizon=horizon, reward_floor=reward_floor,
                                commands=dataclasses.replace(base.commands,
                                                             resample_steps=resample))
 
@@ -166,6 +166,9 @@ class PlainGo2:
         reward = 0.0
         for weight, value in values:
             reward += weight * value
+        self.floored = self.f.reward_floor is not None and reward < self.f.reward_floor
+        if self.floored:
+            reward = self.f.reward_floor
         terminated = (self.force(self.base) > 1.0
                       or not d.xmat[self.base][8] >= math.cos(math.radians(60.0))
                       or not np.all(np.isfinite(d.qpos)))
@@ -184,11 +187,16 @@ def test_weights_are_legged_gyms_times_the_policy_step():
     weights = [t.weight for t in family.reward]
     np.testing.assert_allclose(weights, [0.02, 0.01, -0.04, -0.001, -4e-6, -5e-9, -0.0002,
                                          -0.2, -0.02, 0.02], rtol=1e-12)
+    assert family.reward_floor == 0.0  # legged_gym's only_positive_rewards
     assert family.frame_skip * family.load_model().opt.timestep == pytest.approx(0.02)
 
 
-def test_go2walk_matches_a_plain_mj_step_loop_bit_for_bit():
-    family = short_family()
+@pytest.mark.parametrize("floor", [None, -0.05])
+def test_go2walk_matches_a_plain_mj_step_loop_bit_for_bit(floor):
+    """floor: the sums of the terms as they are, and with a floor that random actions'
+    rewards fall below at some steps and not at others (Go2Walk's own floor, 0, is below
+    nearly all of them)."""
+    family = short_family(reward_floor=floor)
     tasks = family.sample_tasks(3, seed=3)
     sim = metarobot.BatchSim(family, tasks, envs_per_task=2, seed=11, num_threads=2)
     plains = [PlainGo2(family, tasks[sim.task_index[i]], sim.models[sim.task_index[i]],
@@ -198,7 +206,8 @@ def test_go2walk_matches_a_plain_mj_step_loop_bit_for_bit():
         np.testing.assert_array_equal(obs[i], plain.reset())
     assert len({p.delay for p in plains}) > 1
     rng = np.random.default_rng(0)
-    seen = {"resampled": 0, "ended": 0, "landed": 0, "terminated": 0, "off_limits": 0}
+    seen = {"resampled": 0, "ended": 0, "landed": 0, "terminated": 0, "off_limits": 0,
+            "floored": 0, "above": 0}
     # the first two simulations fold their thighs up (targets 2 rad past the standing pose)
     # and drop onto the base: terminations and resets
     fold = np.zeros((sim.num_envs, 12))
@@ -212,6 +221,8 @@ def test_go2walk_matches_a_plain_mj_step_loop_bit_for_bit():
             seen["resampled"] += plain.command != before
             seen["landed"] += any(plain.touched) and plain.t > 1
             seen["off_limits"] += plain.outside_soft_limits() > 0
+            seen["floored"] += plain.floored
+            seen["above"] += not plain.floored
             where = f"step {t}, sim {i}"
             assert bool(term[i]) == expected_term, where
             assert reward[i] == expected_reward, where
@@ -224,6 +235,7 @@ def test_go2walk_matches_a_plain_mj_step_loop_bit_for_bit():
             np.testing.assert_array_equal(obs[i], expected, err_msg=where)
     assert seen["resampled"] > 0 and seen["ended"] > 0 and seen["landed"] > 0
     assert seen["terminated"] > 0 and seen["off_limits"] > 0
+    assert seen["above"] > 0 and (floor is None or seen["floored"] > 0), seen
 
 
 def test_rollouts_match_steps_and_any_thread_count_or_split():
@@ -384,3 +396,9 @@ def test_evaluate_reports_tracking_error_and_falls_per_step(tmp_path, capsys):
     with Image.open(gif) as image:
         assert (image.n_frames, image.size) == (4, (96, 64))
     assert main(["video", str(run), "--out", str(gif), "--task", '{"strength": [1, 2]}']) == 2
+
+
+@pytest.mark.parametrize("floor", ["0", float("nan"), True])
+def test_a_bad_reward_floor_is_refused(floor):
+    with pytest.raises(ValueError, match="reward_floor should be a finite number or None"):
+        metarobot.make_family("Go2Walk", reward_floor=floor)
