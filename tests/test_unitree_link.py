@@ -27,7 +27,7 @@ from cyclonedds.sub import DataReader  # noqa: E402
 from cyclonedds.topic import Topic  # noqa: E402
 
 from metarobot.deploy.controller import Controller  # noqa: E402
-from metarobot.deploy.deployment import deployment_config  # noqa: E402
+from metarobot.deploy.deployment import deployment_config, motor_targets  # noqa: E402
 from metarobot.deploy.runner import run  # noqa: E402
 from metarobot.deploy.safety import Phase  # noqa: E402
 from metarobot.deploy.unitree import idl as ours  # noqa: E402
@@ -103,6 +103,31 @@ def test_passive_stand_policy_stop_against_the_sim_robot(checkpoint, sim_domain,
     assert report["timing"]["cycles"] >= 10 and report["robot_acknowledged_stop"]
     assert any("hold -> policy" in e for e in report["robot_log"])
     assert robot.sent > 100 and not robot.rejected
+
+
+def test_the_log_records_the_clamped_targets_the_motors_got(checkpoint, sim_domain, tmp_path):
+    """With a tight target-step limit the safety machine clamps the policy's targets; the
+    MCAP's position_target is what the motors were given (each step within the limit), not
+    the policy's own targets."""
+    from mcap.reader import make_reader
+    controller = Controller.from_checkpoint(checkpoint)
+    step = 0.01
+    robot = robot_for(controller, sim_domain, max_target_step=step, max_clamped_steps=10**6)
+    try:
+        report = run(controller, robot, episodes=1, report_dir=tmp_path / "report")
+    finally:
+        robot.close()
+    assert report["stopped"] == "completed", report["detail"]
+    assert robot.machine.clamped_total > 0  # the policy asked for larger steps
+    with open(tmp_path / "report" / "run.mcap", "rb") as f:
+        actions = [json.loads(m.data) for _, channel, m in make_reader(f).iter_messages()
+                   if channel.topic == "/action"]
+    targets = np.array([a["position_target"] for a in actions], np.float64)
+    asked = np.array([motor_targets(controller.deploy, np.asarray(a["controls"]))
+                      for a in actions])
+    assert len(targets) > 5
+    assert np.abs(np.diff(targets, axis=0)).max() <= step + 1e-9
+    assert np.abs(targets - asked).max() > step  # the policy's own targets were not sent
 
 
 @pytest.mark.parametrize("trigger,limits,reason", [

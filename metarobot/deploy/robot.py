@@ -92,7 +92,10 @@ class Robot(Protocol):
     """A robot the runner drives: every method and attribute the runner uses.
 
     rejected: packets (or readings) the robot's side refused, by reason -> count;
-    robot_errors: the messages the robot sent back about what it refused (newest last)."""
+    robot_errors: the messages the robot sent back about what it refused (newest last).
+    Optional: commanded_targets() -> the joint targets (n,) rad in motor order that the last
+    send() put on the motors after the robot's own safety clamp, or None; the logs record
+    those where a robot has it (else default_pose + action_scale * controls)."""
 
     rejected: Dict[str, int]
     robot_errors: List[str]

@@ -400,7 +400,12 @@ def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Epi
             consecutive = 0
         sensors = (reading.sensors if reading.sensors is not None
                    else sensors_from_observation(controller.deploy, reading.obs))
-        log.row(row, action, motor_targets(controller.deploy, controls), sensors)
+        # what the motors were given: the robot's own clamped targets where it reports them
+        commanded = getattr(robot, "commanded_targets", None)
+        targets = commanded() if commanded is not None else None
+        if targets is None:
+            targets = motor_targets(controller.deploy, controls)
+        log.row(row, action, targets, sensors)
         counts["cycles"] += 1
         reading = None
         check_misses(consecutive, limits)

@@ -246,6 +246,12 @@ class SafetyMachine:
         self.stop_reason = reason
         self._go(now, Phase.STOP, reason)
 
+    @property
+    def policy_targets(self) -> Optional[np.ndarray]:
+        """The policy's targets as held for the motors (n,) rad, after the clamp; None before
+        the policy's first in this POLICY phase."""
+        return None if self._policy_targets is None else self._policy_targets.copy()
+
     def set_policy_targets(self, now: float, targets: Sequence[float]) -> None:
         """The policy's new joint targets (n,) rad in the robot's motor order, held until the
         next; in POLICY only (ignored otherwise). A non-finite target stops; each target

@@ -368,6 +368,12 @@ class UnitreeRobot:
             self._last_action = np.zeros_like(c)
             self._last_action[self.policy_index] = c
 
+    def commanded_targets(self) -> Optional[np.ndarray]:
+        """The joint targets (12,) rad in motor order that the last send() put on the motors,
+        after the safety machine's clamp (what the MCAP log records); None outside POLICY."""
+        with self._lock:
+            return self.machine.policy_targets if self.machine.phase is Phase.POLICY else None
+
     def policy_swapped(self, reason: str, timeout: float = 5.0) -> str:
         """Records a new policy (adapted between episodes) in the safety machine's
         transitions; waits up to timeout seconds for the stand to reach HOLD. The phase it
