@@ -228,7 +228,10 @@ def _go2_walk():
     limbs = tuple(f"{leg}_{part}" for leg in _LEGS for part in ("thigh", "calf"))
     return TaskFamily(
         name="Go2Walk", model_file="go2.xml", frame_skip=4, horizon=500,
-        init_keyframe="home", reset_qpos_noise=0.02, reset_qvel_noise=0.05,
+        # episodes start with the base moving at up to 0.5 m/s and 0.5 rad/s about each axis
+        # (legged_gym's reset): a policy that only stands falls, one that steps recovers
+        init_keyframe="home", reset_qpos_noise=0.02, reset_qvel_noise=0.5,
+        reset_noise="uniform",
         # what the robot's own sensors give: IMU gyroscope and orientation, joint encoders,
         # the operator's command and the last action; scales and noise as unitree_rl_gym's
         observation=(T.BodyAngularVelocity("base", noise=0.2, scale=0.25),

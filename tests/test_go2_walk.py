@@ -62,10 +62,12 @@ class PlainGo2:
     def reset(self):
         m, d = self.m, self.d
         mujoco.mj_resetDataKeyframe(m, d, m.key("home").id)
+        # Go2Walk's reset: uniform noise, +-0.02 on every qpos, +-0.5 on every qvel
+        assert self.f.reset_noise == "uniform"
         for i in range(m.nq):
-            d.qpos[i] += 0.02 * self.rng.normal()
+            d.qpos[i] += self.f.reset_qpos_noise * (2 * self.rng.uniform() - 1)
         for i in range(m.nv):
-            d.qvel[i] += 0.05 * self.rng.normal()
+            d.qvel[i] += self.f.reset_qvel_noise * (2 * self.rng.uniform() - 1)
         self.draw_command()
         self.last_action = [0.0] * 12
         self.air = [0.0] * 4
