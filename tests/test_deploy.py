@@ -341,6 +341,9 @@ def test_the_loop_end_to_end_over_udp(server, tmp_path):
         last = [r for r in rows if r["episode"] == str(ep) and r["ret"] != ""][-1]
         assert last["done"] == "1" and float(last["ret"]) == pytest.approx(e["return"])
     assert (tmp_path / "report.png").stat().st_size > 10_000
+    from PIL import Image
+    with Image.open(tmp_path / "report.png") as png:  # four panels: the joints' traces too
+        assert png.size[0] == round(17 * 110)
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["timing"]["period_jitter_us"]["count"] > 20
     assert saved == report

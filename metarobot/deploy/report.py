@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -148,6 +149,9 @@ def _stage_summary(j: int, eps: Sequence[Episode], step_size: Any) -> Dict[str, 
             "mean_return": float(np.mean(rewarded)) if rewarded else None}
 
 
+TRACE_CYCLES = 3000  # a minute at 50 Hz
+
+
 @dataclasses.dataclass
 class Tally:
     """What a run has measured so far: per cycle jitter and read-to-send latency (us), when
@@ -161,6 +165,10 @@ class Tally:
         default_factory=lambda: {"cycles": 0, "misses": 0, "stale": 0})
     stages: List[List[Episode]] = dataclasses.field(default_factory=list)
     sizes: List[Any] = dataclasses.field(default_factory=lambda: [None])
+    # the last TRACE_CYCLES acted cycles' (s since the start, measured q (n,), target q* (n,)
+    # or None) for the report's joint panel
+    traces: Deque[Tuple[float, np.ndarray, Optional[np.ndarray]]] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=TRACE_CYCLES))
 
     def summary(self) -> Dict[str, Any]:
         episodes = [e for eps in self.stages for e in eps]
@@ -173,6 +181,21 @@ class Tally:
                            "cycles": self.counts["cycles"]},
                 "observations_missed": sum(e.missed for e in episodes),
                 "deadline_miss_times_s": self.misses_at[:1000]}
+
+
+def _plot_joints(ax: Any, traces: Sequence[Tuple[float, np.ndarray, Optional[np.ndarray]]],
+                 names: Sequence[str]) -> None:
+    t = np.array([c[0] for c in traces])
+    q = np.array([c[1] for c in traces], np.float64)
+    for j in range(min(3, q.shape[1])):
+        label = names[j] if j < len(names) else f"motor {j}"
+        ax.plot(t, q[:, j], color=f"C{j}", lw=1, label=label)
+        target = [np.nan if c[2] is None else c[2][j] for c in traces]
+        ax.plot(t, target, color=f"C{j}", lw=1, ls="--")
+    ax.set_xlabel("time since the run started (s)")
+    ax.set_ylabel("rad")
+    ax.set_title("joints: measured (solid), targets (dashed)")
+    ax.legend(fontsize=7, loc="best")
 
 
 def _fmt(value: Optional[float], unit: str = "") -> str:
@@ -209,13 +232,21 @@ def summary(report: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def plot_report(report: Dict[str, Any], latency_us: Sequence[float], path: Path) -> None:
+def plot_report(report: Dict[str, Any], latency_us: Sequence[float], path: Path,
+                traces: Sequence[Tuple[float, np.ndarray, Optional[np.ndarray]]] = (),
+                names: Sequence[str] = ()) -> None:
     """Returns per episode by stage (complete filled, interrupted hollow), the read-to-send
-    latency histogram, deadline misses over the whole run."""
+    latency histogram, deadline misses over the whole run; with traces ((s, q, q*) per
+    acted cycle) a fourth panel of the first leg's joints (its first three motors, names in
+    motor order) measured against their targets, the robot's motion where it gives no
+    return."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=110)
+    fig, axes = plt.subplots(1, 4 if len(traces) else 3, figsize=(17 if len(traces) else 13,
+                                                                   3.6), dpi=110)
+    if len(traces):
+        _plot_joints(axes[3], traces, names)
     ax = axes[0]
     for stage in report["stages"]:
         eps = stage["episodes"]

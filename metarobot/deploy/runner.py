@@ -317,7 +317,8 @@ def run(controller: Controller, robot: Robot, *, episodes: int = 1, adapt_steps:
         })
         if out is not None:
             (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
-            plot_report(report, tally.latency, out / "report.png")
+            plot_report(report, tally.latency, out / "report.png", tally.traces,
+                        motor_names(controller.deploy))
     return report
 
 
@@ -406,6 +407,7 @@ def _episode(controller: Controller, robot: Robot, spec: RobotSpec, episode: Epi
         if targets is None:
             targets = motor_targets(controller.deploy, controls)
         log.row(row, action, targets, sensors)
+        tally.traces.append((sent - started, np.asarray(sensors.q, np.float64), targets))
         counts["cycles"] += 1
         reading = None
         check_misses(consecutive, limits)
