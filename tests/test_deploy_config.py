@@ -84,7 +84,7 @@ def test_go2walk_config_lists_its_observation_actions_motors_rates_and_limits():
     assert motor_names(config) == MOTORS
     assert [m["policy_index"] for m in motors] == list(range(12))
     assert [m["default_pose"] for m in motors] == list(GO2_HOME)
-    assert all(m["kp"] == 20.0 and m["kd"] == 0.5 and m["action_scale"] == 0.25
+    assert all(m["kp"] == 25.0 and m["kd"] == 0.5 and m["action_scale"] == 0.25
                for m in motors)
     assert [m["saturation_torque"] for m in motors] == [23.7, 23.7, 45.43] * 4
     assert [m["max_velocity"] for m in motors] == [30.1, 30.1, 20.07] * 4
@@ -93,8 +93,8 @@ def test_go2walk_config_lists_its_observation_actions_motors_rates_and_limits():
     for m in motors:
         assert m["joint"] == m["name"] + "_joint"
         assert m["joint_range"] == pytest.approx(list(model.joint(m["joint"]).range))
-    assert config["commands"] == {"names": ["vx", "vy", "yaw_rate"], "low": [-0.5, -0.3, -0.5],
-                                  "high": [1.0, 0.3, 0.5], "resample_steps": 250}
+    assert config["commands"] == {"names": ["vx", "vy", "yaw_rate"], "low": [-1.0, -0.5, -1.0],
+                                  "high": [1.0, 0.5, 1.0], "resample_steps": 250}
     assert config["limits"] == {"tilt_max_degrees": 60.0, "tilt_body": "base"}
 
 
@@ -254,9 +254,9 @@ def test_a_robot_that_numbers_its_motors_otherwise_is_refused_or_driven_by_the_m
 
 def test_a_config_of_another_policy_is_refused(go2_checkpoint, tmp_path):
     config = deployment_config(metarobot.make_family("Go2Walk"))
-    config["motors"][4]["kp"] = 25.0
-    with pytest.raises(ValueError, match=r"not this policy's: motors\[FL_thigh\].kp: 25.0 "
-                                         r"here, 20.0 for the policy"):
+    config["motors"][4]["kp"] = 20.0
+    with pytest.raises(ValueError, match=r"not this policy's: motors\[FL_thigh\].kp: 20.0 "
+                                         r"here, 25.0 for the policy"):
         Controller.from_checkpoint(go2_checkpoint, deploy=config)
     other = deployment_config(metarobot.make_family("HalfCheetahVelServo"))
     with pytest.raises(ValueError, match="not this policy's: family: 'HalfCheetahVelServo' here, "

@@ -299,7 +299,7 @@ def test_observation_terms_read_what_an_imu_and_encoders_would():
         metarobot.make_family("Go2Walk"), reset_qpos_noise=0.0, reset_qvel_noise=0.0,
         observation=(T.ProjectedGravity("base"), T.BodyAngularVelocity("base"),
                      T.Qpos(7, offset=GO2_HOME), T.Command(0, 3), T.LastAction()))
-    task = family.task(**{n: 1.0 if n.startswith("strength") else 20.0 if n == "kp" else
+    task = family.task(**{n: 1.0 if n.startswith("strength") else 25.0 if n == "kp" else
                           0.5 if n == "kd" else 0.8 if n == "friction" else 0.0
                           for n in family.parameter_names})
     sim = metarobot.BatchSim(family, [task], seed=0)
@@ -393,7 +393,7 @@ def test_evaluate_reports_tracking_error_and_falls_per_step(tmp_path, capsys):
     assert main(["video", str(run), "--out", str(gif), "--seconds", "0.4", "--fps", "10",
                  "--width", "96", "--height", "64", "--task", json.dumps(
                      {"payload": 1.0, "com_shift_x": 0.0, "friction": 0.8, "strength": 0.9,
-                      "kp": 20.0, "kd": 0.5, "command_delay_ms": 0.0})]) == 0
+                      "kp": 25.0, "kd": 0.5, "command_delay_ms": 0.0})]) == 0
     from PIL import Image
     with Image.open(gif) as image:
         assert (image.n_frames, image.size) == (4, (96, 64))
