@@ -1,10 +1,12 @@
 """Go2Walk controllers on held-out conditions: nominal, a 3 kg payload, one leg at 60 %
 strength, a 20 ms command delay, low friction and rough ground (Go2WalkTerrain's, the same
-robot and observation). For each checkpoint and condition: mean
-return, velocity tracking error (m/s) and falls per minute after 0, 1 and 2 adaptation steps
-(the checkpoint's step sizes) and the same with step size 0 (the control: what sampling again
+robot and observation). For each checkpoint and condition: mean return, forward speed error
+|c_vx - v_x| (m/s; the JSON also has the planar tracking error) and falls per minute after 0,
+1 and 2 adaptation steps (the checkpoint's step sizes) and the same with step size 0 (the control: what sampling again
 alone changes), each over tasks with standard errors. Every task of a condition has the same
-hidden parameters; they differ in the commands drawn and the simulations' streams.
+hidden parameters; they differ in the commands drawn and the simulations' streams. The
+commands are forward speeds, vx ~ U[-0.5, 1] m/s with vy and the yaw rate 0, drawn at reset
+and every 5 s (--commands family: the family's own ranges instead).
 
     python benchmarks/go2_conditions.py --checkpoint meta=checkpoints/Go2Walk.safetensors \\
         --checkpoint dr=checkpoints/Go2Walk-dr.safetensors --tasks 10 --trajectories 10
@@ -15,6 +17,7 @@ Writes benchmarks/results/go2_conditions.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -28,7 +31,7 @@ from metarobot.families import make_family
 from metarobot.runs import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
-NOMINAL = {"payload": 0.0, "com_shift_x": 0.0, "friction": 0.8, "kp": 20.0, "kd": 0.5,
+NOMINAL = {"payload": 0.0, "com_shift_x": 0.0, "friction": 0.8, "kp": 25.0, "kd": 0.5,
            "command_delay_ms": 0.0, **{f"strength[{i}]": 1.0 for i in range(12)}}
 CONDITIONS: Dict[str, Dict[str, float]] = {
     "nominal": {},
@@ -38,7 +41,14 @@ CONDITIONS: Dict[str, Dict[str, float]] = {
     "low friction (0.4)": {"friction": 0.4},
     "rough ground (difficulty 0.5)": {"terrain": 1.0, "difficulty": 0.5, "terrain_seed": 7.0},
 }
-MEASURES = ("tracking_error", "terminations_per_minute")
+MEASURES = ("tracking_error", "forward_error", "terminations_per_minute")
+FORWARD = ((-0.5, 0.0, 0.0), (1.0, 0.0, 0.0))  # (low, high) of (vx, vy, yaw rate)
+
+
+def forward_commands(family):
+    """The family with forward-speed commands only (FORWARD), resampled as its own."""
+    return dataclasses.replace(family, commands=dataclasses.replace(
+        family.commands, low=FORWARD[0], high=FORWARD[1]))
 
 
 def main() -> None:
@@ -47,6 +57,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10, help="per condition")
     parser.add_argument("--trajectories", type=int, default=10, help="per task and step")
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--commands", choices=("forward", "family"), default="forward",
+                        help="forward: vx ~ U[-0.5, 1] m/s, no sideways or turning command")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
@@ -68,6 +80,8 @@ def main() -> None:
         for c, (name, change) in enumerate(CONDITIONS.items()):
             # terrains are Go2WalkTerrain's: Go2Walk's robot, observation and terms
             where = make_family("Go2WalkTerrain") if "terrain" in change else family
+            if args.commands == "forward":
+                where = forward_commands(where)
             task = where.task(**dict(NOMINAL, **change))
             for lr in (sizes, (0.0,)):
                 start = time.monotonic()
@@ -84,7 +98,7 @@ def main() -> None:
                 key = "control" if control else "adapted"
                 out.setdefault(name, {})[key] = row
                 cells = [f"{row['return'][0][j]:.2f} +- {row['return'][1][j]:.2f} / "
-                         f"{row['tracking_error'][0][j]:.3f} +- {row['tracking_error'][1][j]:.3f}"
+                         f"{row['forward_error'][0][j]:.3f} +- {row['forward_error'][1][j]:.3f}"
                          f" / {row['terminations_per_minute'][0][j]:.1f} +- "
                          f"{row['terminations_per_minute'][1][j]:.1f}" for j in steps]
                 shown = "0 (control)" if control else ", ".join(f"{x:g}" for x in sizes)

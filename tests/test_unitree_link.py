@@ -34,7 +34,7 @@ from metarobot.deploy.unitree import idl as ours  # noqa: E402
 from metarobot.deploy.unitree import messages as M  # noqa: E402
 from metarobot.deploy.unitree.dds import DdsLink  # noqa: E402
 from metarobot.deploy.unitree.robot import RobotBusy, UnitreeRobot, safety_limits  # noqa: E402
-from metarobot.deploy.unitree.sim import UnitreeSimRobot  # noqa: E402
+from metarobot.deploy.unitree.sim import UnitreeSimRobot, base_track  # noqa: E402
 from metarobot.families import make_family  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -414,3 +414,9 @@ def test_episode_end_holds_the_pose_and_adaptation_needs_a_reward_source(checkpo
                                scale * gravity - scale * np.asarray(term.get("offset") or 0.0),
                                atol=1e-5)
     assert gravity[2] < -0.5 and abs(np.linalg.norm(gravity) - 1.0) < 1e-3
+
+
+def test_the_sim_robot_says_where_its_base_went():
+    line = base_track([(0.0, 0.0, 0.0, 0.30), (1.0, 0.5, 0.0, 0.30), (2.0, 1.5, 0.0, 0.28)])
+    assert "moved 1.50 m in 2 s, fastest 1.00 m/s over a second, height 0.28-0.30 m" in line
+    assert base_track([(0.0, 0.0, 0.0, 0.3)]) == "base track: under a second served"

@@ -298,6 +298,7 @@ class UnitreeSimRobot:
         Ctrl-C."""
         start = time.monotonic()
         next_tick = start
+        self.track = [(0.0, *map(float, self.data.qpos[:3]))]
         try:
             while not self._shutdown and (duration is None
                                           or time.monotonic() - start < duration):
@@ -306,6 +307,8 @@ class UnitreeSimRobot:
                     time.sleep(min(next_tick - now, 0.002))
                     continue
                 self.step(now)
+                if now - start >= len(self.track):  # the base's position each second
+                    self.track.append((now - start, *map(float, self.data.qpos[:3])))
                 next_tick += self.dt
                 if next_tick < now - 10 * self.dt:  # a stall: skip ahead
                     next_tick = now + self.dt
@@ -314,6 +317,21 @@ class UnitreeSimRobot:
         finally:
             self.event(f"stopped: {self.counts} rejected {self.rejected}")
             self.link.close()
+            print(base_track(self.track), flush=True)
+
+
+def base_track(track: List[Tuple[float, float, float, float]]) -> str:
+    """A line on where the simulated robot's base went: its world position (x, y, z) m each
+    second and its fastest speed over any second (what tells a walking controller from a
+    standing one; a real robot's lowstate has no base position)."""
+    if len(track) < 2:
+        return "base track: under a second served"
+    t, x, y, z = (np.array(c) for c in zip(*track))
+    speed = np.hypot(np.diff(x), np.diff(y)) / np.maximum(np.diff(t), 1e-9)
+    cells = " ".join(f"({a:.2f},{b:.2f},{c:.2f})" for a, b, c in zip(x, y, z))
+    return (f"base track: moved {math.hypot(x[-1] - x[0], y[-1] - y[0]):.2f} m in "
+            f"{t[-1]:.0f} s, fastest {speed.max():.2f} m/s over a second, height "
+            f"{z.min():.2f}-{z.max():.2f} m; (x,y,z) each second: {cells}")
 
 
 def make_base_names(family: str, overrides: Optional[Dict[str, Any]]) -> List[str]:
