@@ -361,7 +361,7 @@ def test_independent_subscriber_reads_our_lowcmd(checkpoint, sim_domain):
     home = controller.deploy["motors"]
     np.testing.assert_allclose([m.q for m in held.motor_cmd[:12]],
                                [r["default_pose"] for r in home], atol=1e-6)
-    assert [m.kp for m in held.motor_cmd[:12]] == [20.0] * 12
+    assert [m.kp for m in held.motor_cmd[:12]] == [25.0] * 12  # Go2Walk's kp
 
 
 def test_episode_end_holds_the_pose_and_adaptation_needs_a_reward_source(checkpoint,
