@@ -311,6 +311,29 @@ PYBIND11_MODULE(_core, m) {
              py::gil_scoped_release release;
              e.Rollout(converted, index, horizon, deterministic, out);
            })
+      .def_property_readonly("ncommand", &BatchEngine::ncommand)
+      .def("evaluate",
+           [](BatchEngine& e, py::object before, py::object qpos, py::object qvel,
+              py::object actions, py::object commands, py::object torques, py::object reward,
+              py::object terminated, py::object metrics) {
+             const py::ssize_t n = e.nsim();
+             const double* b = Checked<double>(before, "before", {n, e.nq() + e.nv()}, false);
+             const double* q = Checked<double>(qpos, "qpos", {n, e.nq()}, false);
+             const double* v = Checked<double>(qvel, "qvel", {n, e.nv()}, false);
+             const double* a = Checked<double>(actions, "actions", {n, e.act_dim()}, false);
+             const double* c = commands.is_none()
+                                   ? nullptr
+                                   : Checked<double>(commands, "commands", {n, e.ncommand()},
+                                                     false);
+             const double* t = torques.is_none()
+                                   ? nullptr
+                                   : Checked<double>(torques, "torques", {n, e.act_dim()}, false);
+             float* r = Checked<float>(reward, "reward", {n}, true);
+             uint8_t* term = Checked<uint8_t>(terminated, "terminated", {n}, true);
+             float* mt = Checked<float>(metrics, "metrics", {n, e.nmetric()}, true);
+             py::gil_scoped_release release;
+             e.Evaluate(b, q, v, a, c, t, r, term, mt);
+           })
       .def("get_state",
            [](const BatchEngine& e, py::object qpos, py::object qvel) {
              double* q = Checked<double>(qpos, "qpos", {e.nsim(), e.nq()}, true);

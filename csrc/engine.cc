@@ -677,19 +677,7 @@ bool BatchEngine::Advance(const mjModel* m, mjData* d, int sim, const double* ac
                           bool carry) {
   const ActuatorSpec& a = spec_.actuators;
   SimSlot& s = slots_[sim];
-  if (a.mode == kActuatorsNone) {
-    ActionToCtrl(m, action, d->ctrl);
-  } else {
-    double* command = s.commands.data() + (s.commands_issued % ncommand_) * act_dim_;
-    if (a.mode == kActuatorsServo) {
-      for (int i = 0; i < act_dim_; ++i) {
-        command[i] = a.q_default[i] + a.action_scale[i] * action[i];
-      }
-    } else {
-      ActionToCtrl(m, action, command);
-    }
-    ++s.commands_issued;
-  }
+  IssueCommand(m, d, sim, action);
   const int warnings = DivergenceWarnings(d);
   for (int k = 0; k < spec_.frame_skip; ++k) {
     // the PD loop runs at the physics rate: its torque is recomputed before every step
@@ -1216,7 +1204,101 @@ void RolloutFunc(const mjModel* m, mjData* d, int sim, void* arg) {
   s.ended = true;
 }
 
+struct EvaluateArgs {
+  BatchEngine* engine;
+  const double* before;
+  const double* actions;
+  const double* commands;
+  const double* torques;
+  float* reward;
+  uint8_t* terminated;
+  float* metrics;
+};
+
+void EvaluateFunc(const mjModel* m, mjData* d, int sim, void* arg) {
+  auto* a = static_cast<EvaluateArgs*>(arg);
+  BatchEngine* e = a->engine;
+  const int ad = e->act_dim();
+  const double* action = a->actions + static_cast<size_t>(sim) * ad;
+  const double* before = a->before + static_cast<size_t>(sim) * (m->nq + m->nv);
+  BatchEngine::SimSlot& s = e->slot(sim);
+  if (a->commands) {
+    const double* c = a->commands + static_cast<size_t>(sim) * e->ncommand();
+    std::copy(c, c + e->ncommand(), s.command.begin());
+  }
+  e->IssueCommand(m, d, sim, action);
+  if (a->torques) e->ApplyTorques(d, a->torques + static_cast<size_t>(sim) * ad);
+  // the stages a simulated step ends with, at the measured state and torques
+  e->ComputeStages(m, d, false);
+  s.t += 1;
+  e->BeginStepRecord(m, d, sim);
+  const double reward = e->Reward(m, d, sim, action, before);
+  a->reward[sim] = static_cast<float>(reward);
+  a->terminated[sim] = e->Terminated(m, d);
+  if (a->metrics) {
+    e->Measure(m, d, sim, action, before, a->metrics + static_cast<size_t>(sim) * e->nmetric());
+  }
+  // the last action, without the command's resampling: the robot's operator owns the command
+  std::copy(action, action + ad, s.last_action.begin());
+  s.ret += reward;
+}
+
 }  // namespace
+
+void BatchEngine::IssueCommand(const mjModel* m, mjData* d, int sim, const double* action) {
+  const ActuatorSpec& a = spec_.actuators;
+  SimSlot& s = slots_[sim];
+  if (a.mode == kActuatorsNone) {
+    ActionToCtrl(m, action, d->ctrl);
+    return;
+  }
+  double* command = s.commands.data() + (s.commands_issued % ncommand_) * act_dim_;
+  if (a.mode == kActuatorsServo) {
+    for (int i = 0; i < act_dim_; ++i) command[i] = a.q_default[i] + a.action_scale[i] * action[i];
+  } else {
+    ActionToCtrl(m, action, command);
+    std::memcpy(d->ctrl, command, sizeof(double) * act_dim_);
+  }
+  ++s.commands_issued;
+}
+
+void BatchEngine::ApplyTorques(mjData* d, const double* torques) const {
+  const ActuatorSpec& a = spec_.actuators;
+  if (a.mode != kActuatorsServo) return;  // the model's own motors: their force is ctrl's
+  for (int i = 0; i < act_dim_; ++i) d->qfrc_applied[a.dof_adr[i]] = torques[i];
+}
+
+void BatchEngine::Evaluate(const double* before, const double* qpos, const double* qvel,
+                           const double* actions, const double* commands,
+                           const double* torques, float* reward, uint8_t* terminated,
+                           float* metrics) {
+  for (int i = 0; i < nsim_; ++i) {
+    if (slots_[i].ended) {
+      throw std::runtime_error("simulation " + Str(i) +
+                               " has no episode running: call reset() first");
+    }
+  }
+  if (commands && command_dim_ == 0) {
+    throw std::invalid_argument("the family has no commands, got some");
+  }
+  if (torques && spec_.actuators.mode != kActuatorsServo) {
+    throw std::invalid_argument("torques are for servo families (the model's motors' force is "
+                                "their control)");
+  }
+  mjtNum* state = mjb_state(batch_);
+  for (int i = 0; i < nsim_; ++i) {
+    mjtNum* row = state + static_cast<size_t>(i) * nstate_;
+    std::memcpy(row + qpos_offset_, qpos + static_cast<size_t>(i) * nq_, sizeof(double) * nq_);
+    std::memcpy(row + qvel_offset_, qvel + static_cast<size_t>(i) * nv_, sizeof(double) * nv_);
+  }
+  EvaluateArgs args{this, before, actions, commands, torques, reward, terminated, metrics};
+  std::vector<int> failed;
+  Apply(nullptr, 0, EvaluateFunc, &args, &failed);
+  if (!failed.empty()) {
+    throw std::runtime_error("MuJoCo failed on the state given to simulation " + Str(failed[0]) +
+                             ": " + mjb_error(batch_, failed[0]));
+  }
+}
 
 void BatchEngine::Reset(const int* ids, int nid, float* obs) {
   ResetArgs args{this, obs};

@@ -352,6 +352,52 @@ class BatchSim:
                                np.ascontiguousarray(v), obs)
         return obs[sel]
 
+    def evaluate(self, before: Tuple[Any, Any], after: Tuple[Any, Any], actions: Any,
+                 commands: Any = None, torques: Any = None
+                 ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """The family's reward of steps taken outside the engine (a robot's, measured): each
+        simulation's step from before = (qpos (N, nq), qvel (N, nv)) to after (the same) under
+        actions (N, act_dim), the policy's actions as step() takes them.
+
+        commands: (N, ncommand) the command in force during the step (vx, vy m/s, yaw rate
+        rad/s for Go2Walk), default each simulation's own. torques: (N, act_dim) Nm, the
+        servo motors' torques at the step's end (a robot's torque estimates; servo families
+        only), default none. The terms read the state as they read a simulated one's (a
+        forward pass at `after` with those torques), with the episode's carry: the last
+        action and the feet's air time, so steps go in order from reset(); the simulations'
+        states become `after`. Returns reward (N,) float32, terminated (N,) bool (the family's
+        terminations at `after`) and the metrics (N, K) float32 or None.
+        """
+        if not self._started:
+            raise RuntimeError("call reset() before evaluate()")
+        n, e = self.num_envs, self._engine
+        if not (isinstance(before, tuple) and isinstance(after, tuple)
+                and len(before) == 2 and len(after) == 2):
+            raise ValueError("before and after should be (qpos, qvel) pairs, as get_state() "
+                             "gives")
+        q0 = _float_array(before[0], "qpos before", (n, e.nq))
+        v0 = _float_array(before[1], "qvel before", (n, e.nv))
+        q1 = _float_array(after[0], "qpos", (n, e.nq))
+        v1 = _float_array(after[1], "qvel", (n, e.nv))
+        a = _float_array(actions, "actions", (n, self.action_dim))
+        c = None
+        if commands is not None:
+            if not e.ncommand:
+                raise ValueError(f"{self.family.name} has no commands, got some")
+            c = _float_array(commands, "commands", (n, e.ncommand))
+        t = None
+        if torques is not None:
+            if self.family.actuators is None or self.family.actuators.kind != "servo":
+                raise ValueError(f"torques are for servo families; {self.family.name}'s "
+                                 f"motors' force is their control")
+            t = _float_array(torques, "torques", (n, self.action_dim))
+        reward = np.empty(n, np.float32)
+        terminated = np.empty(n, np.bool_)
+        metrics = np.zeros((n, e.nmetric), np.float32)
+        e.evaluate(np.ascontiguousarray(np.concatenate([q0, v0], axis=1)), q1, v1, a, c, t,
+                   reward, terminated.view(np.uint8), metrics)
+        return reward, terminated, (metrics if e.nmetric else None)
+
     def observation_space(self):
         import gymnasium as gym
         return gym.spaces.Box(-np.inf, np.inf, (self.observation_dim,), np.float32)

@@ -404,3 +404,59 @@ def test_evaluate_reports_tracking_error_and_falls_per_step(tmp_path, capsys):
 def test_a_bad_reward_floor_is_refused(floor):
     with pytest.raises(ValueError, match="reward_floor should be a finite number or None"):
         metarobot.make_family("Go2Walk", reward_floor=floor)
+
+
+def test_evaluate_gives_the_plain_loops_rewards_for_outside_states():
+    """BatchSim.evaluate, the reward of a robot's measured steps: fed the plain loop's states,
+    actions, commands and final torques, it gives the plain loop's rewards, terminations and
+    metrics bit for bit (the engine's own stepping plays no part). Commands change within the run and
+    the feet land, so the carry (last action, air time) is at work."""
+    family = short_family(resample=7, horizon=1000)
+    task = family.sample_tasks(1, seed=5)[0]
+    evaluator = metarobot.BatchSim(family, [task], seed=0, autoreset=False)
+    plain = PlainGo2(family, task, evaluator.models[0], Rng(4, 0))
+    plain.reset()
+    evaluator.reset()
+    rng = np.random.default_rng(2)
+    landed = commands = 0
+    for t in range(60):
+        action = rng.uniform(-1.0, 1.0, 12)
+        before = (plain.d.qpos.copy()[None], plain.d.qvel.copy()[None])
+        command = list(plain.command)
+        _, expected, expected_term = plain.step(action)
+        torques = np.array([plain.d.qfrc_applied[i] for i in plain.dof])[None]
+        reward, term, metrics = evaluator.evaluate(
+            before, (plain.d.qpos.copy()[None], plain.d.qvel.copy()[None]), action[None],
+            commands=np.array([command]), torques=torques)
+        where = f"step {t}"
+        assert reward[0] == expected, where
+        assert bool(term[0]) == expected_term, where
+        np.testing.assert_array_equal(metrics[0], plain.metrics, err_msg=where)
+        landed += any(plain.touched) and t > 0
+        commands += plain.command != command
+        if expected_term:
+            break
+    assert landed > 0 and commands > 0
+
+
+def test_evaluate_refuses_bad_input_before_any_work():
+    family = metarobot.make_family("Go2Walk")
+    sim = metarobot.BatchSim(family, family.sample_tasks(1, seed=0), autoreset=False)
+    qpos, qvel = sim.get_state()
+    with pytest.raises(RuntimeError, match="reset"):
+        sim.evaluate((qpos, qvel), (qpos, qvel), np.zeros((1, 12)))
+    sim.reset()
+    with pytest.raises(ValueError, match=r"commands should have shape \(1, 3\)"):
+        sim.evaluate((qpos, qvel), (qpos, qvel), np.zeros((1, 12)), commands=np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="qpos should be finite"):
+        bad = qpos.copy()
+        bad[0, 3] = np.nan
+        sim.evaluate((qpos, qvel), (bad, qvel), np.zeros((1, 12)))
+    cheetah = metarobot.BatchSim("HalfCheetahVel",
+                                 metarobot.make_family("HalfCheetahVel").sample_tasks(1, 0))
+    cheetah.reset()
+    q, v = cheetah.get_state()
+    with pytest.raises(ValueError, match="no commands"):
+        cheetah.evaluate((q, v), (q, v), np.zeros((1, 6)), commands=np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="servo families"):
+        cheetah.evaluate((q, v), (q, v), np.zeros((1, 6)), torques=np.zeros((1, 6)))
