@@ -67,7 +67,9 @@ def fit_linear_baseline(obs: np.ndarray, t_index: np.ndarray, returns: np.ndarra
     T, N = returns.shape
     k = N // ntask
     def per_task(x):
-        x = torch.as_tensor(np.ascontiguousarray(x))
+        x = np.ascontiguousarray(x)
+        # a read-only view (a broadcast one) would be shared with torch: copy it
+        x = torch.as_tensor(x if x.flags.writeable else x.copy())
         x = x.reshape(T, ntask, k, *x.shape[2:]).movedim(1, 0)
         return x.reshape(ntask, T * k, *x.shape[3:])
     feats = features(per_task(obs).double(), per_task(t_index).double())

@@ -372,6 +372,9 @@ def _hil(args: argparse.Namespace) -> int:
         if args.key_file:
             raise ValueError("--key-file is the UDP robot's: DDS to a Unitree robot carries "
                              "no MAC (keep it on its own cable)")
+    elif args.odometry is not None:
+        raise ValueError("--odometry is a Unitree robot's (a UDP robot sends its reward "
+                         "with every observation)")
     else:
         host, port = parse_address(args.robot)
     check_report_dir(args.report, args.overwrite)
@@ -391,7 +394,7 @@ def _hil(args: argparse.Namespace) -> int:
     controller = Controller.from_checkpoint(args.checkpoint, lr=args.lr, seed=args.seed,
                                             deploy=deploy)
     if unitree:
-        robot = _unitree_robot(args, controller.deploy)
+        robot = _unitree_robot(args, controller.deploy, controller.family)
     else:
         robot = UdpRobot(host, port, timeout=args.connect_timeout, key=key)
     try:
@@ -419,7 +422,7 @@ def _hil_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unitree_robot(args: argparse.Namespace, deploy: Dict[str, Any]):
+def _unitree_robot(args: argparse.Namespace, deploy: Dict[str, Any], family=None):
     """hil's Unitree robot: the flags' values, checked by UnitreeRobot before a word is sent."""
     from metarobot.deploy.unitree.robot import UnitreeRobot, safety_limits
     commands = ()
@@ -429,10 +432,13 @@ def _unitree_robot(args: argparse.Namespace, deploy: Dict[str, Any]):
         except ValueError:
             raise ValueError(f"--command should be numbers separated by commas (e.g. "
                              f"0.5,0,0), got {args.command!r}") from None
-    limits = safety_limits(deploy, stand_s=args.stand_s, state_timeout=args.stale_ms * 1e-3)
+    extra = {} if args.max_target_step is None else {"max_target_step": args.max_target_step}
+    limits = safety_limits(deploy, stand_s=args.stand_s, state_timeout=args.stale_ms * 1e-3,
+                           **extra)
     return UnitreeRobot.from_url(args.robot, deploy, command_hz=args.command_hz,
                                  commands=commands, episode_s=args.episode_s, limits=limits,
-                                 timeout=args.connect_timeout)
+                                 timeout=args.connect_timeout, odometry=args.odometry,
+                                 family=family)
 
 
 def _adapt(args: argparse.Namespace) -> int:
@@ -611,6 +617,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unitree: LowCmds per second (default the training's PD rate)")
     p.add_argument("--stand-s", type=Range(float, low=0.0, open_low=True).parse,
                    default=2.0, help="unitree: seconds of the ramp to the standing pose")
+    p.add_argument("--max-target-step", type=Range(float, low=0.0, open_low=True).parse,
+                   default=None, metavar="RAD",
+                   help="unitree: the safety machine's largest target change per policy step "
+                        "(clamped; 5 clamped steps in a row stop; default 0.5). Sampled "
+                        "actions, adaptation's data, move a walking gait's targets further")
+    p.add_argument("--odometry", default=None, metavar="TOPIC",
+                   help="unitree: the base's motion (SportModeState_ messages, e.g. "
+                        "rt/sportmodestate from sim-robot or unitree_mujoco, or a "
+                        "motion-capture pipeline's): the family's reward on the robot, for "
+                        "--adapt-steps (default none: no reward)")
     p.add_argument("--key-file", default=None,
                    help="the robot's shared key (the same file as the robot's)")
     p.add_argument("--episodes", type=COUNT.parse, default=1,

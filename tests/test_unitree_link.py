@@ -3,6 +3,7 @@ Go2 process, every stop trigger, a second rt/lowcmd publisher refused, bad CRCs 
 counted, a mirrored joint map refused, and our rt/lowcmd read by a subscriber written here
 from Unitree's IDL alone."""
 
+import csv
 import dataclasses
 import itertools
 import json
@@ -79,10 +80,11 @@ def sim_domain():
             proc.wait()
 
 
-def robot_for(controller, domain, command_hz=None, **limits):
+def robot_for(controller, domain, command_hz=None, odometry=None, **limits):
     return UnitreeRobot(controller.deploy, interface="lo", domain=domain, episode_s=0.4,
                         limits=safety_limits(controller.deploy, stand_s=0.5, **limits),
-                        passive_s=0.2, settle_s=0.2, verbose=False, command_hz=command_hz)
+                        passive_s=0.2, settle_s=0.2, verbose=False, command_hz=command_hz,
+                        odometry=odometry, family=controller.family)
 
 
 def phases(robot):
@@ -364,17 +366,19 @@ def test_independent_subscriber_reads_our_lowcmd(checkpoint, sim_domain):
     assert [m.kp for m in held.motor_cmd[:12]] == [25.0] * 12  # Go2Walk's kp
 
 
+@pytest.mark.parametrize("odometry", [None, "rt/no_odometry_here"])
 def test_episode_end_holds_the_pose_and_adaptation_needs_a_reward_source(checkpoint,
                                                                           sim_domain,
-                                                                          tmp_path):
+                                                                          tmp_path, odometry):
     """--adapt-steps over DDS: at the episode's end the robot stands and holds its pose
-    (no policy timeout while the runner adapts); a LowState carries no reward, so the
-    adaptation step stops the run from HOLD, naming the missing reward. The MCAP log holds
-    the LowState's own joints and IMU and every safety transition."""
+    (no policy timeout while the runner adapts); a LowState carries no reward, and without
+    odometry (none asked for, or a topic nobody publishes) there is none, so the adaptation
+    step stops the run from HOLD, naming the missing reward. The MCAP log holds the
+    LowState's own joints and IMU and every safety transition."""
     from mcap.reader import make_reader
     controller = Controller.from_checkpoint(checkpoint)
     # the untrained policy's sampled actions jump: not what this test is about
-    robot = robot_for(controller, sim_domain, max_target_step=10.0)
+    robot = robot_for(controller, sim_domain, odometry=odometry, max_target_step=10.0)
     try:
         report = run(controller, robot, episodes=1, adapt_steps=1,
                      report_dir=tmp_path / "report")
@@ -414,6 +418,37 @@ def test_episode_end_holds_the_pose_and_adaptation_needs_a_reward_source(checkpo
                                scale * gravity - scale * np.asarray(term.get("offset") or 0.0),
                                atol=1e-5)
     assert gravity[2] < -0.5 and abs(np.linalg.norm(gravity) - 1.0) < 1e-3
+
+
+def test_adaptation_on_the_robot_with_odometry(checkpoint, sim_domain, tmp_path):
+    """With the simulated robot's rt/sportmodestate as odometry, every step under the policy
+    carries Go2Walk's reward (the core's terms on the measured state; the floor keeps it
+    >= 0), the running return is their sum, and --adapt-steps runs: the episode's data adapt
+    the policy, swapped in while the robot holds its pose, and the second stage runs the
+    adapted policy."""
+    controller = Controller.from_checkpoint(checkpoint)
+    before = {k: v.clone() for k, v in controller.params.items()}
+    robot = robot_for(controller, sim_domain, odometry="rt/sportmodestate",
+                      max_target_step=10.0)
+    try:
+        report = run(controller, robot, episodes=1, adapt_steps=1,
+                     report_dir=tmp_path / "report")
+    finally:
+        robot.close()
+    assert report["stopped"] == "completed", (report["detail"], report["robot_log"])
+    assert [s["robot_phase"] for s in report["swaps"]] == ["hold"]
+    assert any("adapted policy swapped in" in e for e in report["robot_log"])
+    assert not all(bool((controller.params[k] == before[k]).all()) for k in before)
+    rows = list(csv.DictReader(open(tmp_path / "report" / "cycles.csv")))
+    for stage in ("0", "1"):
+        acted = [r for r in rows if r["stage"] == stage and r["reward"] not in ("", "nan")]
+        rewards = np.array([float(r["reward"]) for r in acted])
+        assert len(rewards) >= 10 and np.all(np.isfinite(rewards)) and rewards.min() >= 0
+        assert rewards.max() > 0  # standing still under a zero command tracks it
+        np.testing.assert_allclose(float(acted[-1]["ret"]), rewards.sum(), rtol=1e-5)
+    returns = [s["mean_return"] for s in report["stages"]]
+    assert len(returns) == 2 and all(r is not None and math.isfinite(r) for r in returns), \
+        report["stages"]
 
 
 def test_the_sim_robot_says_where_its_base_went():

@@ -22,6 +22,9 @@ from . import messages as M
 
 TOPIC_LOW_CMD = "rt/lowcmd"
 TOPIC_LOW_STATE = "rt/lowstate"
+# the robot's own state estimate (its sport service's; unitree_mujoco's bridge publishes it from
+# the simulation): where a motion-capture or estimator pipeline can put the base's motion
+TOPIC_SPORT_STATE = "rt/sportmodestate"
 
 
 def _zeros(n: int, value: Any = 0):
@@ -140,6 +143,37 @@ class LowState_(idl.IdlStruct, typename="unitree_go.msg.dds_.LowState_"):
     fan_frequency: t.array[t.uint16, 4] = _zeros(4)
     reserve: t.uint32 = 0
     crc: t.uint32 = 0
+
+
+@dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class TimeSpec_(idl.IdlStruct, typename="unitree_go.msg.dds_.TimeSpec_"):
+    sec: t.int32 = 0
+    nanosec: t.uint32 = 0
+
+
+@dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class SportModeState_(idl.IdlStruct, typename="unitree_go.msg.dds_.SportModeState_"):
+    """The go-family's high-level state (no CRC): what here reads it is the base's motion,
+    position (m) and velocity (m/s) in the world (odometry) frame, and the IMU."""
+    stamp: TimeSpec_ = field(default_factory=TimeSpec_)
+    error_code: t.uint32 = 0
+    imu_state: IMUState_ = field(default_factory=IMUState_)
+    mode: t.uint8 = 0
+    progress: t.float32 = 0.0
+    gait_type: t.uint8 = 0
+    foot_raise_height: t.float32 = 0.0
+    position: t.array[t.float32, 3] = _zeros(3, 0.0)
+    body_height: t.float32 = 0.0
+    velocity: t.array[t.float32, 3] = _zeros(3, 0.0)
+    yaw_speed: t.float32 = 0.0
+    range_obstacle: t.array[t.float32, 4] = _zeros(4, 0.0)
+    foot_force: t.array[t.int16, 4] = _zeros(4)
+    foot_position_body: t.array[t.float32, 12] = _zeros(12, 0.0)
+    foot_speed_body: t.array[t.float32, 12] = _zeros(12, 0.0)
 
 
 # the IDL struct of each C layout (conversions, the tests' field-by-field check)

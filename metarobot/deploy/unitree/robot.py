@@ -21,7 +21,17 @@ Observations are the deployment config's terms from the LowState: BodyAngularVel
 the IMU's gyroscope, ProjectedGravity from its quaternion (w, x, y, z), Qpos / Qvel from the
 motors (by joint name), Command from the operator's fixed command, LastAction the last
 controls in the policy's order (zeros after a reset); obs = clip(scale * (raw - offset)).
-The robot computes no reward: adaptation on it needs rewards from elsewhere.
+
+A LowState has no base position or linear velocity, so the robot alone gives no reward. With
+`odometry` (a topic of SportModeState_ messages, rt/sportmodestate: the simulated robot's
+and unitree_mujoco's; a motion-capture or estimator pipeline can publish the same), every
+observation under the policy carries the family's reward of the step that led to it, the
+core's own terms (MeasuredReward) on the measured state: the base's position and velocity
+(world) from the odometry, its orientation and angular velocity from the LowState's IMU, the
+joints and torque estimates from its motors, the operator's command and the last action. Its
+running return travels with every reading, so adaptation on the robot (`--adapt-steps`) has
+the reward training had; a step whose odometry is older than `odometry_timeout` has none
+(NaN), and a state the family terminates in (base contact, tilt) ends the episode.
 """
 
 from __future__ import annotations
@@ -33,12 +43,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ...families import TaskFamily, make_family
 from ..deployment import Sensors, check_deployment_config, observation_from_readings
+from ..measured_reward import MeasuredReward
 from ..robot import Reading, RobotSpec
 from ..safety import MotorState, Phase, SafetyLimits, SafetyMachine, gravity_from_quaternion
 from . import messages as M
 from .dds import DdsLink, others_on, parse_unitree_url
-from .idl import LowCmd_, LowState_, MotorCmd_, TOPIC_LOW_CMD, TOPIC_LOW_STATE
+from .idl import (LowCmd_, LowState_, MotorCmd_, SportModeState_, TOPIC_LOW_CMD,
+                  TOPIC_LOW_STATE)
 
 SENSED_TERMS = ("BodyAngularVelocity", "ProjectedGravity", "Command", "Qpos", "Qvel",
                 "LastAction")
@@ -100,14 +113,24 @@ class UnitreeRobot:
     limits: the safety machine's (default safety_limits(config)). passive_s, settle_s (s):
     the least time in PASSIVE before the stand, and in HOLD before the first observation.
     listen (s): how long to listen for another rt/lowcmd publisher; timeout (s): for the
-    first rt/lowstate."""
+    first rt/lowstate. odometry: the topic of the base's motion (SportModeState_), for the
+    family's reward on the robot (module docstring); family: the policy's task family, whose
+    reward that is (default the config's family by name); odometry_timeout (s): an older
+    odometry gives no reward."""
 
     def __init__(self, config: Dict[str, Any], *, interface: str = "lo", domain: int = 0,
                  command_hz: Optional[float] = None, commands: Sequence[float] = (),
                  episode_s: Optional[float] = None, limits: Optional[SafetyLimits] = None,
                  passive_s: float = 0.5, settle_s: float = 0.5, listen: float = 0.2,
-                 timeout: float = 2.0, verbose: bool = True):
+                 timeout: float = 2.0, verbose: bool = True, odometry: Optional[str] = None,
+                 family: Optional[TaskFamily] = None, odometry_timeout: float = 0.05):
         check_go2_config(config)
+        if odometry is not None and not (isinstance(odometry, str) and odometry.strip()):
+            raise ValueError(f"odometry should be a topic name (rt/sportmodestate), got "
+                             f"{odometry!r}")
+        if not (isinstance(odometry_timeout, (int, float)) and odometry_timeout > 0):
+            raise ValueError(f"odometry_timeout should be > 0 seconds, got "
+                             f"{odometry_timeout!r}")
         self.config = config
         motors = config["motors"]
         n = len(motors)
@@ -123,6 +146,23 @@ class UnitreeRobot:
                                           and episode_s > 0):
             raise ValueError(f"episode_s should be > 0 seconds (or None), got {episode_s!r}")
         self.commands = dict(zip(names, commands))
+        self.odometry_topic, self.odometry_timeout = odometry, float(odometry_timeout)
+        self.reward: Optional[MeasuredReward] = None
+        if odometry is not None:
+            self.reward = MeasuredReward(family if family is not None
+                                         else make_family(config["family"]))
+            model = self.reward.sim.models[0]
+            # the full state's layout: the free base, then each motor's joint
+            self._qpos_adr = np.array([model.joint(m["joint"]).qposadr[0] for m in motors])
+            self._dof_adr = np.array([model.joint(m["joint"]).dofadr[0] for m in motors])
+            if model.nq < 7 or model.jnt_type[0] != 0 or model.nq != 7 + n or \
+                    model.nv != 6 + n:
+                raise ValueError(f"{config['family']}'s model is not a free base with the "
+                                 f"{n} motors' joints: no reward from odometry")
+        self._odometry: Optional[Any] = None        # newest SportModeState_
+        self._odometry_at = -math.inf
+        self._return = 0.0
+        self._measuring = False                     # the reward's episode has its first state
         self.command_period = 1.0 / rate
         self.episode_s = episode_s
         self.passive_s, self.settle_s = float(passive_s), float(settle_s)
@@ -163,6 +203,8 @@ class UnitreeRobot:
                                 f"{'; '.join(found)} (the robot's sport controller until "
                                 f"it is released, or another program): nothing sent")
             self.state_reader = self.link.reader(TOPIC_LOW_STATE, LowState_)
+            self.odometry_reader = (self.link.reader(odometry, SportModeState_)
+                                    if odometry is not None else None)
             deadline = time.monotonic() + timeout
             while self._state is None:
                 self._take_states()
@@ -201,7 +243,12 @@ class UnitreeRobot:
             print(f"unitree: {text}", flush=True)
 
     def _take_states(self) -> None:
-        """Takes the waiting LowStates; keeps the newest valid one."""
+        """Takes the waiting LowStates (and odometry); keeps the newest valid one."""
+        if self.odometry_reader is not None:
+            for sample in self.odometry_reader.take(N=64):
+                if isinstance(sample, SportModeState_):
+                    with self._lock:
+                        self._odometry, self._odometry_at = sample, time.monotonic()
         for sample in self.state_reader.take(N=64):
             if not isinstance(sample, LowState_):
                 continue
@@ -291,13 +338,53 @@ class UnitreeRobot:
                 readings.append(self._last_action)
         return observation_from_readings(self.config, readings)
 
+    def _measured_state(self, now: float):
+        """The full state (qpos, qvel) and the torques (policy order) from the newest LowState
+        and odometry; None when the odometry is missing or older than odometry_timeout."""
+        o, s = self._odometry, self._state
+        if o is None or now - self._odometry_at > self.odometry_timeout:
+            return None
+        model = self.reward.sim.models[0]
+        n = len(self.default_pose)
+        ms = s.motor_state
+        qpos, qvel = np.zeros(model.nq), np.zeros(model.nv)
+        qpos[0:3], qpos[3:7] = o.position, s.imu_state.quaternion
+        qvel[0:3], qvel[3:6] = o.velocity, s.imu_state.gyroscope
+        qpos[self._qpos_adr] = [ms[i].q for i in range(n)]
+        qvel[self._dof_adr] = [ms[i].dq for i in range(n)]
+        torques = np.zeros(n)
+        torques[self.policy_index] = [ms[i].tau_est for i in range(n)]
+        return qpos, qvel, torques
+
+    def _measure(self, step: int, now: float):
+        """The family's reward of the step that led to this reading, whether the state is
+        terminal, and the running return (NaN where unknown); under the lock."""
+        if self.reward is None:
+            return math.nan, False, math.nan
+        state = self._measured_state(now)
+        if step == 0:  # the episode's first reading: the reward's episode starts here
+            self._measuring, self._return = state is not None, 0.0
+            if state is not None:
+                self.reward.reset(state[0], state[1])
+            return math.nan, False, (0.0 if self._measuring else math.nan)
+        if state is None or not self._measuring:
+            self._measuring = False  # the episode's rewards end at the first unmeasured step
+            return math.nan, False, math.nan
+        names = (self.config["commands"] or {}).get("names", [])
+        command = [self.commands[c] for c in names] or None
+        reward, terminated, _ = self.reward.step(state[0], state[1], self._last_action,
+                                                 command, state[2])
+        self._return += reward
+        return reward, terminated, self._return
+
     def _reading(self, now: float) -> Reading:
         """The newest state as an observation (under the lock)."""
         self._read_seq = self._state_seq
         step = self._step
         self._step += 1
-        done = (self.episode_s is not None and self._policy_since is not None
-                and now - self._policy_since >= self.episode_s)
+        reward, terminated, ret = self._measure(step, now)
+        done = terminated or (self.episode_s is not None and self._policy_since is not None
+                              and now - self._policy_since >= self.episode_s)
         if done and self.machine.phase is Phase.POLICY:
             # the episode's end: back to the default pose at once, so that the robot holds
             # it (no policy timeout) while the runner adapts or starts the next episode
@@ -309,7 +396,8 @@ class UnitreeRobot:
                           np.array([s.motor_state[i].dq for i in range(n)], np.float64),
                           gravity_from_quaternion(s.imu_state.quaternion),
                           np.array(s.imu_state.gyroscope, np.float64))
-        return Reading(self._observation(), step, s.tick * 1e-3, now, done=done,
+        return Reading(self._observation(), step, s.tick * 1e-3, now, reward=reward,
+                       done=done, terminated=terminated, ret=ret,
                        safe=self.machine.phase is Phase.STOP, sensors=sensors)
 
     def reset(self, timeout: float = 2.0) -> Reading:

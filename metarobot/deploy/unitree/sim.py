@@ -11,7 +11,10 @@ clipped to +-min(effort_limit, saturation_torque (1 - |dq| / max_velocity)) (the
 config's motor records), where kp' and kd' are the message's gains times the task's kp and kd
 errors (task kp / nominal kp), strength the task's; a motor whose mode byte is 0 is off. Then
 the step, and a LowState (IMU quaternion w, x, y, z and gyroscope in the base's frame,
-accelerometer, rpy; per motor q, dq, ddq, tau_est; foot forces; tick in ms; crc).
+accelerometer, rpy; per motor q, dq, ddq, tau_est; foot forces; tick in ms; crc), and a
+SportModeState_ on rt/sportmodestate as unitree_mujoco's bridge publishes it: the base's
+position (m) and linear velocity (m/s) in the world frame, exact, the body height and yaw
+rate, and the same IMU (what a controller needs for the family's reward on the robot).
 
 A LowCmd whose crc is not the robot's CRC, or whose head or level flag is wrong, is ignored
 and counted. Without a valid LowCmd for the command timeout (or before the first) the motors
@@ -24,6 +27,8 @@ a dynamics shift: the UDP simulated robot's RealityGap, read the same way.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -37,8 +42,8 @@ from ..safety import gravity_from_quaternion
 from ..sim_robot import RealityGap, describe_gap, robot_family
 from . import messages as M
 from .dds import DdsLink
-from .idl import (IMUState_, LowCmd_, LowState_, MotorState_, TOPIC_LOW_CMD,
-                  TOPIC_LOW_STATE)
+from .idl import (IMUState_, LowCmd_, LowState_, MotorState_, SportModeState_, TimeSpec_,
+                  TOPIC_LOW_CMD, TOPIC_LOW_STATE, TOPIC_SPORT_STATE)
 
 GRAVITY = 9.81
 
@@ -135,6 +140,7 @@ class UnitreeSimRobot:
         self.link = DdsLink(interface, domain)
         self.cmd_reader = self.link.reader(TOPIC_LOW_CMD, LowCmd_)
         self.state_writer = self.link.writer(TOPIC_LOW_STATE, LowState_)
+        self.sport_writer = self.link.writer(TOPIC_SPORT_STATE, SportModeState_)
         self.rejected: Dict[str, int] = {}
         self.counts = {"commands": 0, "states": 0, "steps": 0, "timeouts": 0,
                        "dropped_in": 0, "dropped_out": 0}
@@ -265,6 +271,18 @@ class UnitreeSimRobot:
         msg.crc = M.message_crc(M.LOW_STATE, msg)
         return msg
 
+    def _sport_state(self, now: float, imu: IMUState_) -> SportModeState_:
+        """The base's motion as the robot's high-level state: position and linear velocity in
+        the world frame (a free joint's qvel[0:3] is the world's), the body's height, the
+        yaw rate (base frame)."""
+        d = self.data
+        elapsed = now - self._start
+        return SportModeState_(
+            stamp=TimeSpec_(sec=int(elapsed), nanosec=int((elapsed % 1.0) * 1e9)),
+            imu_state=imu, position=[float(v) for v in d.qpos[0:3]],
+            body_height=float(d.qpos[2]), velocity=[float(v) for v in d.qvel[0:3]],
+            yaw_speed=float(d.qvel[5]))
+
     def _foot_forces(self) -> List[int]:
         """Normal contact force on each foot (N, int16 as the robot's)."""
         m, d = self.model, self.data
@@ -289,13 +307,17 @@ class UnitreeSimRobot:
         if self.gap.drop and self.rng.random() < self.gap.drop:
             self.counts["dropped_out"] += 1
             return
-        self.state_writer.write(self._state(now))
+        state = self._state(now)
+        self.state_writer.write(state)
+        self.sport_writer.write(self._sport_state(now, state.imu_state))
         self.counts["states"] += 1
 
     def serve(self, duration: Optional[float] = None) -> None:
         """Steps at the physics rate on the monotonic clock (tick k at start + k dt, so no
-        drift; after a stall it resynchronises) until duration seconds, shutdown() or
-        Ctrl-C."""
+        drift; after a stall it resynchronises) until duration seconds, shutdown(), Ctrl-C
+        or SIGTERM (both end it the same way: the counts and the base's track printed)."""
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGTERM, lambda *_: self.shutdown()) if main else None
         start = time.monotonic()
         next_tick = start
         self.track = [(0.0, *map(float, self.data.qpos[:3]))]
@@ -315,6 +337,8 @@ class UnitreeSimRobot:
         except KeyboardInterrupt:
             pass
         finally:
+            if main:
+                signal.signal(signal.SIGTERM, old)
             self.event(f"stopped: {self.counts} rejected {self.rejected}")
             self.link.close()
             print(base_track(self.track), flush=True)
