@@ -34,7 +34,9 @@ from metarobot.deploy.safety import Phase  # noqa: E402
 from metarobot.deploy.unitree import idl as ours  # noqa: E402
 from metarobot.deploy.unitree import messages as M  # noqa: E402
 from metarobot.deploy.unitree.dds import DdsLink  # noqa: E402
-from metarobot.deploy.unitree.robot import RobotBusy, UnitreeRobot, safety_limits  # noqa: E402
+from metarobot.deploy.unitree.robot import (RobotBusy, UnitreeRobot, measured_state,  # noqa: E402
+                                            safety_limits)
+from metarobot.deploy.sim_robot import RealityGap  # noqa: E402
 from metarobot.deploy.unitree.sim import UnitreeSimRobot, base_track  # noqa: E402
 from metarobot.families import make_family  # noqa: E402
 
@@ -418,6 +420,34 @@ def test_episode_end_holds_the_pose_and_adaptation_needs_a_reward_source(checkpo
                                scale * gravity - scale * np.asarray(term.get("offset") or 0.0),
                                atol=1e-5)
     assert gravity[2] < -0.5 and abs(np.linalg.norm(gravity) - 1.0) < 1e-3
+
+
+def test_the_measured_state_is_the_simulated_robots():
+    """What the reward reads on the robot side: the full state rebuilt from the simulated
+    robot's LowState and SportModeState_ messages is its MuJoCo state (to float32, the
+    messages' precision), joints in the model's order, torques in the policy's."""
+    sim = UnitreeSimRobot("Go2Walk", TASK, interface="lo", domain=next(_domains),
+                          gap=RealityGap(obs_noise_scale=0.0), verbose=False)
+    try:
+        for k in range(60):  # no commands: it damps and sags, every joint moving
+            sim.step(time.monotonic())
+        now = time.monotonic()
+        low = sim._state(now)
+        sport = sim._sport_state(now, low.imu_state)
+    finally:
+        sim.link.close()
+    m, motors = sim.model, sim.deploy["motors"]
+    qpos_adr = np.array([m.joint(r["joint"]).qposadr[0] for r in motors])
+    dof_adr = np.array([m.joint(r["joint"]).dofadr[0] for r in motors])
+    policy_index = np.array([r["policy_index"] for r in motors])
+    qpos, qvel, torques = measured_state(low, sport, qpos_adr, dof_adr, policy_index)
+    np.testing.assert_allclose(qpos, sim.data.qpos, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(qvel, sim.data.qvel, rtol=1e-6, atol=1e-5)
+    assert np.abs(sim.data.qvel[6:]).min() > 0 and np.abs(sim.data.qvel[:3]).max() > 1e-3
+    # torques in the policy's (the actuators') order: the sim's per motor, mapped
+    actuator_of_motor = sim.actuator
+    np.testing.assert_allclose(torques[actuator_of_motor], sim._tau, rtol=1e-6, atol=1e-6)
+    assert np.abs(sim._tau).max() > 0
 
 
 def test_adaptation_on_the_robot_with_odometry(checkpoint, sim_domain, tmp_path):

@@ -103,6 +103,26 @@ def safety_limits(config: Dict[str, Any], **overrides: Any) -> SafetyLimits:
     return SafetyLimits(**fields)
 
 
+def measured_state(low: Any, sport: Any, qpos_adr: np.ndarray, dof_adr: np.ndarray,
+                   policy_index: np.ndarray):
+    """A free-base robot's full state from a LowState and a SportModeState_: qpos (7 + n,) =
+    base position (m, world; the odometry's), orientation quaternion w, x, y, z (the IMU's),
+    and each motor's q at qpos_adr[motor]; qvel (6 + n,) = base linear velocity (m/s, world;
+    the odometry's), angular velocity (rad/s, base frame; the gyroscope's), each motor's dq
+    at dof_adr[motor]; and the torque estimates (n,) Nm in the policy's order (motor m is the
+    policy's action policy_index[m])."""
+    n = len(qpos_adr)
+    ms = low.motor_state
+    qpos, qvel = np.zeros(7 + n), np.zeros(6 + n)
+    qpos[0:3], qpos[3:7] = sport.position, low.imu_state.quaternion
+    qvel[0:3], qvel[3:6] = sport.velocity, low.imu_state.gyroscope
+    qpos[qpos_adr] = [ms[i].q for i in range(n)]
+    qvel[dof_adr] = [ms[i].dq for i in range(n)]
+    torques = np.zeros(n)
+    torques[policy_index] = [ms[i].tau_est for i in range(n)]
+    return qpos, qvel, torques
+
+
 class UnitreeRobot:
     """The Go2 over DDS (module docstring). config: the deployment config (the controller's
     deploy); interface, domain: where the robot is (its Ethernet interface and domain 0; the
@@ -341,20 +361,10 @@ class UnitreeRobot:
     def _measured_state(self, now: float):
         """The full state (qpos, qvel) and the torques (policy order) from the newest LowState
         and odometry; None when the odometry is missing or older than odometry_timeout."""
-        o, s = self._odometry, self._state
-        if o is None or now - self._odometry_at > self.odometry_timeout:
+        if self._odometry is None or now - self._odometry_at > self.odometry_timeout:
             return None
-        model = self.reward.sim.models[0]
-        n = len(self.default_pose)
-        ms = s.motor_state
-        qpos, qvel = np.zeros(model.nq), np.zeros(model.nv)
-        qpos[0:3], qpos[3:7] = o.position, s.imu_state.quaternion
-        qvel[0:3], qvel[3:6] = o.velocity, s.imu_state.gyroscope
-        qpos[self._qpos_adr] = [ms[i].q for i in range(n)]
-        qvel[self._dof_adr] = [ms[i].dq for i in range(n)]
-        torques = np.zeros(n)
-        torques[self.policy_index] = [ms[i].tau_est for i in range(n)]
-        return qpos, qvel, torques
+        return measured_state(self._state, self._odometry, self._qpos_adr, self._dof_adr,
+                              self.policy_index)
 
     def _measure(self, step: int, now: float):
         """The family's reward of the step that led to this reading, whether the state is
