@@ -1227,7 +1227,11 @@ void EvaluateFunc(const mjModel* m, mjData* d, int sim, void* arg) {
     std::copy(c, c + e->ncommand(), s.command.begin());
   }
   e->IssueCommand(m, d, sim, action);
-  if (a->torques) e->ApplyTorques(d, a->torques + static_cast<size_t>(sim) * ad);
+  // the servos' torques given, else none (not the previous call's)
+  e->ApplyTorques(d, a->torques ? a->torques + static_cast<size_t>(sim) * ad : nullptr);
+  // the model's own motors: a forward pass makes their force (actuator_force) the action's,
+  // which the stages alone compute only where the terms need accelerations
+  if (!e->servo()) mj_forward(m, d);
   // the stages a simulated step ends with, at the measured state and torques
   e->ComputeStages(m, d, false);
   s.t += 1;
@@ -1265,7 +1269,7 @@ void BatchEngine::IssueCommand(const mjModel* m, mjData* d, int sim, const doubl
 void BatchEngine::ApplyTorques(mjData* d, const double* torques) const {
   const ActuatorSpec& a = spec_.actuators;
   if (a.mode != kActuatorsServo) return;  // the model's own motors: their force is ctrl's
-  for (int i = 0; i < act_dim_; ++i) d->qfrc_applied[a.dof_adr[i]] = torques[i];
+  for (int i = 0; i < act_dim_; ++i) d->qfrc_applied[a.dof_adr[i]] = torques ? torques[i] : 0.0;
 }
 
 void BatchEngine::Evaluate(const double* before, const double* qpos, const double* qvel,

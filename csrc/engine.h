@@ -282,10 +282,11 @@ class BatchEngine {
   // step from the state `before` (nsim, nq + nv: qpos then qvel) to (qpos (nsim, nq), qvel
   // (nsim, nv)) under action (nsim, act_dim), with the command in force (nsim, ncommand; null:
   // the simulation's own) and, for servo families, the motors' torques at the step's end
-  // (nsim, act_dim) Nm. The family's reward terms, metrics and terminations read that state as
-  // they read a simulated one's, with the episode's carry (last action, feet air time); the
-  // simulations' states become the new ones. Outputs: reward (nsim,), terminated (nsim,),
-  // metrics (nsim, nmetric) or null.
+  // (nsim, act_dim) Nm; null: none). A torque-driven family's motors run the action as
+  // issued (no command delay). The family's reward terms, metrics and terminations read that
+  // state as they read a simulated one's, with the episode's carry (last action, feet air
+  // time); the simulations' states become the new ones. Outputs: reward (nsim,), terminated
+  // (nsim,), metrics (nsim, nmetric) or null.
   void Evaluate(const double* before, const double* qpos, const double* qvel,
                 const double* actions, const double* commands, const double* torques,
                 float* reward, uint8_t* terminated, float* metrics);
@@ -340,8 +341,10 @@ class BatchEngine {
   // The env step's command from action: into the motors' command ring (actuator models; a
   // torque motor's also into ctrl, until the delayed one replaces it), else ctrl.
   void IssueCommand(const mjModel* m, mjData* d, int sim, const double* action);
-  // Servo families: torques (act_dim) Nm as the motors' forces (qfrc_applied); else nothing.
+  // Servo families: torques (act_dim) Nm as the motors' forces (qfrc_applied; null: zero);
+  // else nothing.
   void ApplyTorques(mjData* d, const double* torques) const;
+  bool servo() const { return spec_.actuators.mode == kActuatorsServo; }
   // The model controls action stands for (action -> ctrl mapping), ctrl: (act_dim).
   void ActionToCtrl(const mjModel* m, const double* action, double* ctrl) const;
   // The controls the control cost sees for the step just taken with action: the mapped

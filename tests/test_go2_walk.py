@@ -422,7 +422,7 @@ def test_evaluate_gives_the_plain_loops_rewards_for_outside_states():
     for t in range(60):
         action = rng.uniform(-1.0, 1.0, 12)
         before = (plain.d.qpos.copy()[None], plain.d.qvel.copy()[None])
-        command = list(plain.command)
+        command, air = list(plain.command), list(plain.air)
         _, expected, expected_term = plain.step(action)
         torques = np.array([plain.d.qfrc_applied[i] for i in plain.dof])[None]
         reward, term, metrics = evaluator.evaluate(
@@ -432,7 +432,8 @@ def test_evaluate_gives_the_plain_loops_rewards_for_outside_states():
         assert reward[0] == expected, where
         assert bool(term[0]) == expected_term, where
         np.testing.assert_array_equal(metrics[0], plain.metrics, err_msg=where)
-        landed += any(plain.touched) and t > 0
+        # a landing: a foot that was in the air has its air time counted and reset
+        landed += any(a > 0 and b == 0 for a, b in zip(air, plain.air))
         commands += plain.command != command
         if expected_term:
             break
@@ -460,3 +461,39 @@ def test_evaluate_refuses_bad_input_before_any_work():
         cheetah.evaluate((q, v), (q, v), np.zeros((1, 6)), commands=np.zeros((1, 3)))
     with pytest.raises(ValueError, match="servo families"):
         cheetah.evaluate((q, v), (q, v), np.zeros((1, 6)), torques=np.zeros((1, 6)))
+
+
+def test_evaluate_without_torques_is_with_zero_torques():
+    """torques=None is none at all, not the previous call's (no floor: the torque term shows)."""
+    family = short_family(reward_floor=None)
+    task = family.sample_tasks(1, seed=1)[0]
+    sims = [metarobot.BatchSim(family, [task], autoreset=False) for _ in range(2)]
+    for sim in sims:
+        sim.reset()
+    state = sims[0].get_state()
+    action = np.full((1, 12), 0.3)
+    torque = np.full((1, 12), 30.0)
+    with_torques, _, _ = sims[0].evaluate(state, state, action, torques=torque)
+    none, _, _ = sims[0].evaluate(state, state, action)
+    zeros, _, _ = sims[1].evaluate(state, state, action, torques=np.zeros((1, 12)))
+    zeros2, _, _ = sims[1].evaluate(state, state, action, torques=np.zeros((1, 12)))
+    assert none[0] == zeros2[0] and with_torques[0] != zeros[0]
+
+
+def test_evaluate_gives_the_engines_own_rewards_for_a_torque_family():
+    """HalfCheetahVel (the model's own motors, no delay): evaluate on the states a simulation
+    went through, with its actions, gives that simulation's rewards bit for bit."""
+    family = metarobot.make_family("HalfCheetahVel")
+    tasks = family.sample_tasks(3, seed=2)
+    sim = metarobot.BatchSim(family, tasks, seed=3, autoreset=False)
+    evaluator = metarobot.BatchSim(family, tasks, seed=4, autoreset=False)
+    sim.reset()
+    evaluator.reset()
+    rng = np.random.default_rng(5)
+    for t in range(20):
+        before = sim.get_state()
+        actions = rng.uniform(-1, 1, (3, 6))
+        _, reward, term, _, _ = sim.step(actions)
+        got, got_term, _ = evaluator.evaluate(before, sim.get_state(), actions)
+        np.testing.assert_array_equal(got, reward, err_msg=f"step {t}")
+        np.testing.assert_array_equal(got_term, term)

@@ -368,6 +368,83 @@ def test_independent_subscriber_reads_our_lowcmd(checkpoint, sim_domain):
     assert [m.kp for m in held.motor_cmd[:12]] == [25.0] * 12  # Go2Walk's kp
 
 
+# Unitree's SportModeState_ (unitree_go/msg/SportModeState_.idl and its parts), declared here
+# again: a final struct pairs only with its exact twin, so a reader of Unitree's own type must
+# get the simulated robot's messages
+
+@dataclasses.dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class TimeSpec_(idl.IdlStruct, typename="unitree_go.msg.dds_.TimeSpec_"):
+    sec: t.int32
+    nanosec: t.uint32
+
+
+@dataclasses.dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class IMUState_(idl.IdlStruct, typename="unitree_go.msg.dds_.IMUState_"):
+    quaternion: t.array[t.float32, 4]
+    gyroscope: t.array[t.float32, 3]
+    accelerometer: t.array[t.float32, 3]
+    rpy: t.array[t.float32, 3]
+    temperature: t.uint8
+
+
+@dataclasses.dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class PathPoint_(idl.IdlStruct, typename="unitree_go.msg.dds_.PathPoint_"):
+    t_from_start: t.float32
+    x: t.float32
+    y: t.float32
+    yaw: t.float32
+    vx: t.float32
+    vy: t.float32
+    vyaw: t.float32
+
+
+@dataclasses.dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class SportModeState_(idl.IdlStruct, typename="unitree_go.msg.dds_.SportModeState_"):
+    stamp: TimeSpec_
+    error_code: t.uint32
+    imu_state: IMUState_
+    mode: t.uint8
+    progress: t.float32
+    gait_type: t.uint8
+    foot_raise_height: t.float32
+    position: t.array[t.float32, 3]
+    body_height: t.float32
+    velocity: t.array[t.float32, 3]
+    yaw_speed: t.float32
+    range_obstacle: t.array[t.float32, 4]
+    foot_force: t.array[t.int16, 4]
+    foot_position_body: t.array[t.float32, 12]
+    foot_speed_body: t.array[t.float32, 12]
+    path_point: t.array[PathPoint_, 10]
+
+
+def test_unitrees_sportmodestate_type_reads_the_sim_robots_odometry(sim_domain):
+    participant = DomainParticipant(sim_domain)
+    reader = DataReader(participant, Topic(participant, "rt/sportmodestate", SportModeState_))
+    try:
+        got = []
+        deadline = time.monotonic() + 3.0
+        while len(got) < 5 and time.monotonic() < deadline:
+            got += reader.take(N=16)
+            time.sleep(0.01)
+    finally:
+        participant.__del__()
+    assert len(got) >= 5
+    last = got[-1]
+    assert last.body_height == pytest.approx(last.position[2]) and 0.0 < last.body_height < 0.5
+    assert np.isfinite(last.velocity).all()
+    assert abs(np.linalg.norm(last.imu_state.quaternion) - 1.0) < 1e-5
+    assert last.stamp.sec >= 0 and len(last.path_point) == 10
+
+
 @pytest.mark.parametrize("odometry", [None, "rt/no_odometry_here"])
 def test_episode_end_holds_the_pose_and_adaptation_needs_a_reward_source(checkpoint,
                                                                           sim_domain,

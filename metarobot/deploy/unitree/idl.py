@@ -156,9 +156,23 @@ class TimeSpec_(idl.IdlStruct, typename="unitree_go.msg.dds_.TimeSpec_"):
 @dataclass
 @annotate.final
 @annotate.autoid("sequential")
+class PathPoint_(idl.IdlStruct, typename="unitree_go.msg.dds_.PathPoint_"):
+    t_from_start: t.float32 = 0.0
+    x: t.float32 = 0.0
+    y: t.float32 = 0.0
+    yaw: t.float32 = 0.0
+    vx: t.float32 = 0.0
+    vy: t.float32 = 0.0
+    vyaw: t.float32 = 0.0
+
+
+@dataclass
+@annotate.final
+@annotate.autoid("sequential")
 class SportModeState_(idl.IdlStruct, typename="unitree_go.msg.dds_.SportModeState_"):
     """The go-family's high-level state (no CRC): what here reads it is the base's motion,
-    position (m) and velocity (m/s) in the world (odometry) frame, and the IMU."""
+    position (m) and velocity (m/s) in the world (odometry) frame, and the IMU. Every field of
+    Unitree's type, path_point included: a final struct pairs only with its exact twin."""
     stamp: TimeSpec_ = field(default_factory=TimeSpec_)
     error_code: t.uint32 = 0
     imu_state: IMUState_ = field(default_factory=IMUState_)
@@ -174,6 +188,8 @@ class SportModeState_(idl.IdlStruct, typename="unitree_go.msg.dds_.SportModeStat
     foot_force: t.array[t.int16, 4] = _zeros(4)
     foot_position_body: t.array[t.float32, 12] = _zeros(12, 0.0)
     foot_speed_body: t.array[t.float32, 12] = _zeros(12, 0.0)
+    path_point: t.array[PathPoint_, 10] = field(
+        default_factory=lambda: [PathPoint_() for _ in range(10)])
 
 
 # the IDL struct of each C layout (conversions, the tests' field-by-field check)

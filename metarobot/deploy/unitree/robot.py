@@ -30,8 +30,10 @@ core's own terms (MeasuredReward) on the measured state: the base's position and
 (world) from the odometry, its orientation and angular velocity from the LowState's IMU, the
 joints and torque estimates from its motors, the operator's command and the last action. Its
 running return travels with every reading, so adaptation on the robot (`--adapt-steps`) has
-the reward training had; a step whose odometry is older than `odometry_timeout` has none
-(NaN), and a state the family terminates in (base contact, tilt) ends the episode.
+the reward training had. From the first step whose odometry is missing, older than
+`odometry_timeout` or not finite, the episode's rewards end (NaN; said once in the log); a
+state the family terminates in (base contact, tilt) ends the episode. Contacts are the model's
+at the measured state: the odometry's height must be the base's above the ground (z = 0).
 """
 
 from __future__ import annotations
@@ -136,19 +138,22 @@ class UnitreeRobot:
     first rt/lowstate. odometry: the topic of the base's motion (SportModeState_), for the
     family's reward on the robot (module docstring); family: the policy's task family, whose
     reward that is (default the config's family by name); odometry_timeout (s): an older
-    odometry gives no reward."""
+    odometry gives no reward (default the larger of 50 ms and three command periods: the
+    command thread takes the messages in)."""
 
     def __init__(self, config: Dict[str, Any], *, interface: str = "lo", domain: int = 0,
                  command_hz: Optional[float] = None, commands: Sequence[float] = (),
                  episode_s: Optional[float] = None, limits: Optional[SafetyLimits] = None,
                  passive_s: float = 0.5, settle_s: float = 0.5, listen: float = 0.2,
                  timeout: float = 2.0, verbose: bool = True, odometry: Optional[str] = None,
-                 family: Optional[TaskFamily] = None, odometry_timeout: float = 0.05):
+                 family: Optional[TaskFamily] = None,
+                 odometry_timeout: Optional[float] = None):
         check_go2_config(config)
         if odometry is not None and not (isinstance(odometry, str) and odometry.strip()):
             raise ValueError(f"odometry should be a topic name (rt/sportmodestate), got "
                              f"{odometry!r}")
-        if not (isinstance(odometry_timeout, (int, float)) and odometry_timeout > 0):
+        if odometry_timeout is not None and not (isinstance(odometry_timeout, (int, float))
+                                                 and odometry_timeout > 0):
             raise ValueError(f"odometry_timeout should be > 0 seconds, got "
                              f"{odometry_timeout!r}")
         self.config = config
@@ -166,7 +171,9 @@ class UnitreeRobot:
                                           and episode_s > 0):
             raise ValueError(f"episode_s should be > 0 seconds (or None), got {episode_s!r}")
         self.commands = dict(zip(names, commands))
-        self.odometry_topic, self.odometry_timeout = odometry, float(odometry_timeout)
+        self.odometry_topic = odometry
+        self.odometry_timeout = (float(odometry_timeout) if odometry_timeout is not None
+                                 else max(0.05, 3.0 / rate))
         self.reward: Optional[MeasuredReward] = None
         if odometry is not None:
             self.reward = MeasuredReward(family if family is not None
@@ -359,26 +366,38 @@ class UnitreeRobot:
         return observation_from_readings(self.config, readings)
 
     def _measured_state(self, now: float):
-        """The full state (qpos, qvel) and the torques (policy order) from the newest LowState
-        and odometry; None when the odometry is missing or older than odometry_timeout."""
-        if self._odometry is None or now - self._odometry_at > self.odometry_timeout:
-            return None
-        return measured_state(self._state, self._odometry, self._qpos_adr, self._dof_adr,
-                              self.policy_index)
+        """(the full state (qpos, qvel) and the torques (policy order) from the newest LowState
+        and odometry, ""); (None, why) when the odometry is missing or older than
+        odometry_timeout, or a value is not finite."""
+        if self._odometry is None:
+            return None, f"no {self.odometry_topic} message yet"
+        age = now - self._odometry_at
+        if age > self.odometry_timeout:
+            return None, (f"{self.odometry_topic} is {age * 1e3:.0f} ms old (at most "
+                          f"{self.odometry_timeout * 1e3:g} ms)")
+        state = measured_state(self._state, self._odometry, self._qpos_adr, self._dof_adr,
+                               self.policy_index)
+        if not all(np.isfinite(x).all() for x in state):
+            return None, "a non-finite state or torque estimate"
+        return state, ""
 
     def _measure(self, step: int, now: float):
         """The family's reward of the step that led to this reading, whether the state is
         terminal, and the running return (NaN where unknown); under the lock."""
         if self.reward is None:
             return math.nan, False, math.nan
-        state = self._measured_state(now)
+        state, why = self._measured_state(now)
         if step == 0:  # the episode's first reading: the reward's episode starts here
             self._measuring, self._return = state is not None, 0.0
             if state is not None:
                 self.reward.reset(state[0], state[1])
+            else:
+                self._log(f"no reward this episode: {why}")
             return math.nan, False, (0.0 if self._measuring else math.nan)
         if state is None or not self._measuring:
-            self._measuring = False  # the episode's rewards end at the first unmeasured step
+            if self._measuring:  # the episode's rewards end at the first unmeasured step
+                self._log(f"the episode's rewards end at step {step}: {why}")
+            self._measuring = False
             return math.nan, False, math.nan
         names = (self.config["commands"] or {}).get("names", [])
         command = [self.commands[c] for c in names] or None
