@@ -84,10 +84,13 @@ def resumed_config(saved: TrainConfig, given: Mapping[str, Any]) -> TrainConfig:
 
 
 def save_checkpoint(out: Path, theta: meta.Params, config: TrainConfig, iteration: int,
-                    wall: float, keep: bool, carry: Optional[np.ndarray] = None) -> None:
+                    wall: float, keep: bool, carry: Optional[np.ndarray] = None,
+                    model_digest: Optional[str] = None) -> None:
     """out/checkpoints/latest.safetensors after `iteration` (0-based), and a copy of it named
-    by the iteration count when keep."""
+    by the iteration count when keep. model_digest: the family's model the run used
+    (TaskFamily.model_digest), checked when the run resumes."""
     info = {"config": config.to_dict(), "iteration": iteration, "wall_clock": wall,
+            "model_digest": model_digest,
             "baseline_carry": None if carry is None else [float(x) for x in carry],
             "family": config.family, "policy": {
                 "hidden_sizes": list(config.hidden_sizes), "activation": config.activation}}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -221,6 +222,15 @@ class TaskFamily:
         except ValueError as exc:
             raise ValueError(f"{self.name}: cannot load model {str(self.model_path)!r}: {exc}") \
                 from None
+
+    def model_digest(self, model: Optional[mujoco.MjModel] = None) -> str:
+        """A digest (16 hex digits) of the compiled model in MuJoCo's binary form (default
+        load_model()'s): it changes with the model file, anything it includes, or MuJoCo's
+        version; what a run records to tell whether its model changed under it."""
+        model = self.load_model() if model is None else model
+        buffer = np.empty(mujoco.mj_sizeModel(model), np.uint8)
+        mujoco.mj_saveModel(model, None, buffer)
+        return hashlib.sha256(buffer.tobytes()).hexdigest()[:16]
 
     @property
     def dynamics(self) -> Tuple[P.DynamicsScale, ...]:

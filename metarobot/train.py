@@ -164,6 +164,12 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
         raise ValueError(f"{str(out)!r} already holds a run; resume it (--resume) or choose "
                          f"another directory")
     family = make_family(config.family, **config.family_overrides)
+    digest = family.model_digest()
+    if resume and info.get("model_digest") not in (None, digest):
+        print(f"warning: {config.family}'s model ({family.model_path}) is not the one this run "
+              f"was trained on (model digest {digest}, the checkpoint's "
+              f"{info['model_digest']}): the run continues on the model as it is now",
+              file=sys.stderr)
     policy = make_policy(config, family)
     theta = initial_theta(config, family, policy)
     names = sorted(theta)
@@ -183,15 +189,15 @@ def train(config: TrainConfig, out_dir: Union[str, Path], resume: bool = False,
     workers = make_workers(config, family, policy)
     try:
         return _train_loop(config, out, family, policy, theta, workers, start, wall0, carry,
-                           resume, progress)
+                           resume, progress, digest)
     finally:
         workers.close()
 
 
 def _train_loop(config: TrainConfig, out: Path, family: TaskFamily,
                 policy: GaussianMLPPolicy, theta: meta.Params, workers: WorkerSet, start: int,
-                wall0: float, carry: Optional[np.ndarray], resume: bool, progress: bool
-                ) -> Path:
+                wall0: float, carry: Optional[np.ndarray], resume: bool, progress: bool,
+                digest: str) -> Path:
     latest = out / "checkpoints" / "latest.safetensors"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -240,11 +246,20 @@ def _train_loop(config: TrainConfig, out: Path, family: TaskFamily,
                         writer.add_scalar(f"time/{k}", v, iteration)
                 bar.update(iteration + 1, f"return {result.pre_return:.1f} -> "
                                           f"{result.post_return:.1f}")
+                # the simulations read the model file anew: an edit takes effect mid-run
+                now = family.model_digest()
+                if now != digest:
+                    bar.close()
+                    print(f"warning: {config.family}'s model ({family.model_path}) changed "
+                          f"during the run (model digest {digest} -> {now}): iterations from "
+                          f"{iteration + 2} on use the new one", file=sys.stderr)
+                    digest = now
                 last = iteration + 1 == config.iterations
                 over = config.time_budget is not None and \
                     time.perf_counter() - t_start > config.time_budget
                 if last or over or stop["now"] or (iteration + 1) % config.checkpoint_every == 0:
-                    save_checkpoint(out, theta, config, iteration, wall, keep=True, carry=carry)
+                    save_checkpoint(out, theta, config, iteration, wall, keep=True, carry=carry,
+                                    model_digest=digest)
                 if over or stop["now"]:
                     break
     except KeyboardInterrupt:

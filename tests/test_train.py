@@ -520,3 +520,43 @@ def test_the_same_bits_with_another_omp_num_threads(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         out[n] = _bits(tmp_path / n / "checkpoints" / "latest.safetensors")
     assert out["1"] == out["2"]
+
+
+def test_a_changed_model_is_said_on_resume_and_mid_run(tmp_path, capsys):
+    """The checkpoint records the model's digest; resuming on another model warns, naming both
+    digests (a comment changes nothing, so it warns of nothing), and so does a model edited
+    while the run goes on."""
+    xml = tmp_path / "cheetah.xml"
+    text = (Path(metarobot.make_family("HalfCheetahDir").model_path)).read_text()
+    xml.write_text(text)
+    config = tiny(family_overrides={"horizon": 20, "model_file": str(xml)}, iterations=1)
+    saved = train(config, tmp_path / "run", progress=False)
+    digest = checkpoint.load(saved)[1]["model_digest"]
+    assert digest == metarobot.make_family("HalfCheetahDir", model_file=str(xml)).model_digest()
+    xml.write_text(text + "<!-- a comment -->\n")
+    train(tiny(family_overrides={"horizon": 20, "model_file": str(xml)}, iterations=2),
+          tmp_path / "run", resume=True, progress=False)
+    assert "warning" not in capsys.readouterr().err
+    xml.write_text(text.replace('timestep="0.01"', 'timestep="0.011"'))
+    resumed = train(tiny(family_overrides={"horizon": 20, "model_file": str(xml)},
+                         iterations=3), tmp_path / "run", resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert "is not the one this run was trained on" in err and digest in err
+    assert checkpoint.load(resumed)[1]["model_digest"] != digest
+
+
+def test_a_model_edited_during_the_run_is_said(tmp_path, capsys, monkeypatch):
+    xml = tmp_path / "cheetah.xml"
+    text = (Path(metarobot.make_family("HalfCheetahDir").model_path)).read_text()
+    xml.write_text(text)
+    import metarobot.train as train_module
+    real = train_module.meta_iteration
+
+    def iteration_then_edit(*args, **kw):  # the model file changes during iteration 1
+        out = real(*args, **kw)
+        xml.write_text(text.replace('timestep="0.01"', 'timestep="0.012"'))
+        return out
+    monkeypatch.setattr(train_module, "meta_iteration", iteration_then_edit)
+    train(tiny(family_overrides={"horizon": 20, "model_file": str(xml)}, iterations=2),
+          tmp_path / "run", progress=False)
+    assert "changed during the run" in capsys.readouterr().err
