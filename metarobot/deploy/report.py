@@ -236,7 +236,8 @@ def plot_report(report: Dict[str, Any], latency_us: Sequence[float], path: Path,
                 traces: Sequence[Tuple[float, np.ndarray, Optional[np.ndarray]]] = (),
                 names: Sequence[str] = ()) -> None:
     """Returns per episode by stage (complete filled, interrupted hollow), the read-to-send
-    latency histogram, deadline misses over the whole run; with traces ((s, q, q*) per
+    latency histogram, deadline misses over the whole run (with the adapted policies' swaps);
+    with traces ((s, q, q*) per
     acted cycle) a fourth panel of the first leg's joints (its first three motors, names in
     motor order) measured against their targets, the robot's motion where it gives no
     return."""
@@ -273,6 +274,14 @@ def plot_report(report: Dict[str, Any], latency_us: Sequence[float], path: Path,
     ax = axes[2]
     times = report["deadline_miss_times_s"]
     ax.eventplot([times] if times else [[]], colors="tab:red")
+    # the run's timeline: where adapted policies came in
+    for swap in report.get("swaps", []):
+        ax.axvline(swap["time_s"], color="tab:green", lw=1.5)
+        ax.text(swap["time_s"], 0.97, f" adapted (step {swap['step'] + 1})",
+                transform=ax.get_xaxis_transform(), color="tab:green", fontsize=8, va="top")
+    if not times:
+        ax.text(0.5, 0.5, "no deadline misses", transform=ax.transAxes, ha="center",
+                va="center", color="0.4")
     ax.set_xlim(0, max(report["duration_s"], 1e-3))
     ax.set_xlabel("time since the run started (s)")
     j = report["timing"]["period_jitter_us"]
