@@ -337,17 +337,23 @@ def _independent_crc(cmd):
     return crc
 
 
+def take_some(reader, count, timeout=3.0):
+    """At least count samples from reader (fewer if timeout seconds pass first)."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        got += reader.take(N=16)
+        time.sleep(0.01)
+    return got
+
+
 def test_independent_subscriber_reads_our_lowcmd(checkpoint, sim_domain):
     controller = Controller.from_checkpoint(checkpoint)
     participant = DomainParticipant(sim_domain)  # the domain the sim's link made on lo
     reader = DataReader(participant, Topic(participant, "rt/lowcmd", LowCmd_))
     robot = robot_for(controller, sim_domain)
     try:
-        got = []
-        deadline = time.monotonic() + 3.0
-        while len(got) < 5 and time.monotonic() < deadline:
-            got += reader.take(N=16)
-            time.sleep(0.01)
+        got = take_some(reader, 5)
         robot.reset(2.0)
         time.sleep(0.05)
         got_stand = reader.take(N=64)
@@ -430,11 +436,7 @@ def test_unitrees_sportmodestate_type_reads_the_sim_robots_odometry(sim_domain):
     participant = DomainParticipant(sim_domain)
     reader = DataReader(participant, Topic(participant, "rt/sportmodestate", SportModeState_))
     try:
-        got = []
-        deadline = time.monotonic() + 3.0
-        while len(got) < 5 and time.monotonic() < deadline:
-            got += reader.take(N=16)
-            time.sleep(0.01)
+        got = take_some(reader, 5)
     finally:
         participant.__del__()
     assert len(got) >= 5
