@@ -23,7 +23,6 @@ pytest.importorskip("cyclonedds", reason="cyclonedds is not installed (pip insta
 import cyclonedds.idl as idl  # noqa: E402
 import cyclonedds.idl.annotations as annotate  # noqa: E402
 import cyclonedds.idl.types as t  # noqa: E402
-from cyclonedds.domain import DomainParticipant  # noqa: E402
 from cyclonedds.sub import DataReader  # noqa: E402
 from cyclonedds.topic import Topic  # noqa: E402
 
@@ -349,7 +348,11 @@ def take_some(reader, count, timeout=3.0):
 
 def test_independent_subscriber_reads_our_lowcmd(checkpoint, sim_domain):
     controller = Controller.from_checkpoint(checkpoint)
-    participant = DomainParticipant(sim_domain)  # the domain the sim's link made on lo
+    # the domain on lo as our links make it (a bare DomainParticipant would make it on every
+    # interface first, and a robot's link could not bind it to lo after); its readers below
+    # are the test's own
+    link = DdsLink("lo", sim_domain)
+    participant = link.participant
     reader = DataReader(participant, Topic(participant, "rt/lowcmd", LowCmd_))
     robot = robot_for(controller, sim_domain)
     try:
@@ -359,7 +362,7 @@ def test_independent_subscriber_reads_our_lowcmd(checkpoint, sim_domain):
         got_stand = reader.take(N=64)
     finally:
         robot.close()
-        participant.__del__()
+        link.close()
     assert len(got) >= 5 and got_stand
     for cmd in got + got_stand:
         assert list(cmd.head) == [0xFE, 0xEF] and cmd.level_flag == 0xFF
@@ -433,12 +436,13 @@ class SportModeState_(idl.IdlStruct, typename="unitree_go.msg.dds_.SportModeStat
 
 
 def test_unitrees_sportmodestate_type_reads_the_sim_robots_odometry(sim_domain):
-    participant = DomainParticipant(sim_domain)
+    link = DdsLink("lo", sim_domain)  # the domain on lo, as above; the type is the test's
+    participant = link.participant
     reader = DataReader(participant, Topic(participant, "rt/sportmodestate", SportModeState_))
     try:
         got = take_some(reader, 5)
     finally:
-        participant.__del__()
+        link.close()
     assert len(got) >= 5
     last = got[-1]
     assert last.body_height == pytest.approx(last.position[2]) and 0.0 < last.body_height < 0.5
