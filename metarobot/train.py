@@ -247,7 +247,13 @@ def _train_loop(config: TrainConfig, out: Path, family: TaskFamily,
                 bar.update(iteration + 1, f"return {result.pre_return:.1f} -> "
                                           f"{result.post_return:.1f}")
                 # the simulations read the model file anew: an edit takes effect mid-run
-                now = family.model_digest()
+                try:
+                    now = family.model_digest()
+                except ValueError as exc:  # half-written or gone: the checkpoint comes first
+                    now = digest
+                    bar.close()
+                    print(f"warning: cannot read {config.family}'s model now: {exc}",
+                          file=sys.stderr)
                 if now != digest:
                     bar.close()
                     print(f"warning: {config.family}'s model ({family.model_path}) changed "

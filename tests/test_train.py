@@ -536,7 +536,8 @@ def test_a_changed_model_is_said_on_resume_and_mid_run(tmp_path, capsys):
     xml.write_text(text + "<!-- a comment -->\n")
     train(tiny(family_overrides={"horizon": 20, "model_file": str(xml)}, iterations=2),
           tmp_path / "run", resume=True, progress=False)
-    assert "warning" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is not the one this run was trained on" not in err and "changed during" not in err
     xml.write_text(text.replace('timestep="0.01"', 'timestep="0.011"'))
     resumed = train(tiny(family_overrides={"horizon": 20, "model_file": str(xml)},
                          iterations=3), tmp_path / "run", resume=True, progress=False)
@@ -557,6 +558,33 @@ def test_a_model_edited_during_the_run_is_said(tmp_path, capsys, monkeypatch):
         xml.write_text(text.replace('timestep="0.01"', 'timestep="0.012"'))
         return out
     monkeypatch.setattr(train_module, "meta_iteration", iteration_then_edit)
-    train(tiny(family_overrides={"horizon": 20, "model_file": str(xml)}, iterations=2),
-          tmp_path / "run", progress=False)
-    assert "changed during the run" in capsys.readouterr().err
+    config = tiny(family_overrides={"horizon": 20, "model_file": str(xml)}, iterations=2)
+    first = metarobot.make_family("HalfCheetahDir", model_file=str(xml)).model_digest()
+    saved = train(config, tmp_path / "run", progress=False)
+    err = capsys.readouterr().err
+    assert "changed during the run" in err and "iterations from 2 on" in err
+    after = metarobot.make_family("HalfCheetahDir", model_file=str(xml)).model_digest()
+    assert after != first and f"{first} -> {after}" in err
+    # the last checkpoint names the model its last iteration ran on
+    assert checkpoint.load(saved)[1]["model_digest"] == after
+
+
+def test_an_unreadable_model_mid_run_still_saves_the_iteration(tmp_path, capsys, monkeypatch):
+    """A model file half-written when the run checks it: a warning, and the checkpoint of the
+    iteration just done is written all the same."""
+    xml = tmp_path / "cheetah.xml"
+    text = (Path(metarobot.make_family("HalfCheetahDir").model_path)).read_text()
+    xml.write_text(text)
+    import metarobot.train as train_module
+    real = train_module.meta_iteration
+
+    def iteration_then_break(*args, **kw):
+        out = real(*args, **kw)
+        xml.write_text(text[:len(text) // 2])
+        return out
+    monkeypatch.setattr(train_module, "meta_iteration", iteration_then_break)
+    with pytest.raises(ValueError):  # the next iteration cannot build its simulations
+        train(tiny(family_overrides={"horizon": 20, "model_file": str(xml)}, iterations=2),
+              tmp_path / "run", progress=False)
+    assert "cannot read HalfCheetahDir's model now" in capsys.readouterr().err
+    assert (tmp_path / "run" / "checkpoints" / "iter_000001.safetensors").exists()

@@ -567,29 +567,32 @@ def test_adaptation_on_the_robot_with_odometry(checkpoint, sim_domain, tmp_path)
 def test_the_committed_controller_walks_over_dds(sim_domain):
     """checkpoints/Go2Walk-dr.safetensors through the whole path (passive -> stand -> hold ->
     policy -> stand -> stop) with a 0.5 m/s forward command: the simulated robot's own
-    odometry, read here, says its base went more than 0.8 m in the 3 s episode (1.35 m when
-    written), with the family's reward measured on the way."""
+    odometry, read here, says its base went more than 0.5 m in the 3 s episode (1.3 m when
+    written, also under a training run's load; standing drifts about 0.2 m), with the
+    family's reward measured on the way."""
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
     controller = Controller.from_checkpoint(root / "checkpoints" / "Go2Walk-dr.safetensors")
     link = DdsLink("lo", sim_domain)
     reader = link.reader("rt/sportmodestate", ours.SportModeState_)
-    robot = UnitreeRobot(controller.deploy, interface="lo", domain=sim_domain, episode_s=3.0,
-                         commands=(0.5, 0.0, 0.0),
-                         limits=safety_limits(controller.deploy, stand_s=0.5),
-                         passive_s=0.2, settle_s=0.2, verbose=False,
-                         odometry="rt/sportmodestate", family=controller.family)
+    robot = None
     try:
+        robot = UnitreeRobot(controller.deploy, interface="lo", domain=sim_domain,
+                             episode_s=3.0, commands=(0.5, 0.0, 0.0),
+                             limits=safety_limits(controller.deploy, stand_s=0.5),
+                             passive_s=0.2, settle_s=0.2, verbose=False,
+                             odometry="rt/sportmodestate", family=controller.family)
         reader.take(N=4096)
         robot.reset(2.0)  # standing, before the policy
         start = np.array(take_some(reader, 1)[-1].position)
         report = run(controller, robot, episodes=1)  # the run resets again: a second stand
         end = np.array(take_some(reader, 1)[-1].position)
     finally:
-        robot.close()
+        if robot is not None:
+            robot.close()
         link.close()
     assert report["stopped"] == "completed", (report["detail"], report["robot_log"])
-    assert np.hypot(*(end - start)[:2]) > 0.8, (start, end)
+    assert np.hypot(*(end - start)[:2]) > 0.5, (start, end)
     ret = report["stages"][0]["mean_return"]
     assert ret is not None and ret > 0, report["stages"]
 

@@ -275,13 +275,14 @@ def plot_report(report: Dict[str, Any], latency_us: Sequence[float], path: Path,
     times = report["deadline_miss_times_s"]
     ax.eventplot([times] if times else [[]], colors="tab:red")
     # the run's timeline: where adapted policies came in
-    for swap in report.get("swaps", []):
+    for k, swap in enumerate(report.get("swaps", [])):
         ax.axvline(swap["time_s"], color="tab:green", lw=1.5)
-        ax.text(swap["time_s"], 0.97, f" adapted (step {swap['step'] + 1})",
+        # staggered, so that swaps close together keep their labels apart
+        ax.text(swap["time_s"], 0.97 - 0.1 * (k % 3), f" adapted (step {swap['step'] + 1})",
                 transform=ax.get_xaxis_transform(), color="tab:green", fontsize=8, va="top")
     if not times:
-        ax.text(0.5, 0.5, "no deadline misses", transform=ax.transAxes, ha="center",
-                va="center", color="0.4")
+        ax.text(0.5, 0.08, "no deadline misses", transform=ax.transAxes, ha="center",
+                va="bottom", color="0.4")
     ax.set_xlim(0, max(report["duration_s"], 1e-3))
     ax.set_xlabel("time since the run started (s)")
     j = report["timing"]["period_jitter_us"]
