@@ -2,8 +2,10 @@
 strength, a 20 ms command delay, low friction and rough ground (Go2WalkTerrain's, the same
 robot and observation). For each checkpoint and condition: mean return, forward speed error
 |c_vx - v_x| (m/s; the JSON also has the planar tracking error) and falls per minute after 0,
-1 and 2 adaptation steps (the checkpoint's step sizes) and the same with step size 0 (the control: what sampling again
-alone changes), each over tasks with standard errors. Every task of a condition has the same
+1 and 2 adaptation steps (the checkpoint's step sizes) and the same with step size 0 (the
+control: what sampling again alone changes), each over tasks with standard errors; then the
+gain of adapting over the control, paired task by task (both runs share tasks, commands and
+random streams, so the pairing takes out most of their noise). Every task of a condition has the same
 hidden parameters; they differ in the commands drawn and the simulations' streams. The
 commands are forward speeds, vx ~ U[-0.5, 1] m/s with vy and the yaw rate 0, drawn at reset
 and every 5 s (--commands family: the family's own ranges instead).
@@ -11,7 +13,7 @@ and every 5 s (--commands family: the family's own ranges instead).
     python benchmarks/go2_conditions.py --checkpoint meta=checkpoints/Go2Walk.safetensors \\
         --checkpoint dr=checkpoints/Go2Walk-dr.safetensors --tasks 10 --trajectories 10
 
-Writes benchmarks/results/go2_conditions.json and prints a markdown table.
+Writes benchmarks/results/go2_conditions.json and prints two markdown tables.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def main() -> None:
             if args.commands == "forward":
                 where = forward_commands(where)
             task = where.task(**dict(NOMINAL, **change))
+            per_task = {}
             for lr in (sizes, (0.0,)):
                 start = time.monotonic()
                 curve = adaptation_curve(
@@ -96,6 +99,8 @@ def main() -> None:
                 row["seconds"] = time.monotonic() - start
                 control = lr == (0.0,)
                 key = "control" if control else "adapted"
+                per_task[key] = {"return": curve.returns,
+                                 "forward_error": curve.measures["forward_error"]}
                 out.setdefault(name, {})[key] = row
                 cells = [f"{row['return'][0][j]:.2f} +- {row['return'][1][j]:.2f} / "
                          f"{row['forward_error'][0][j]:.3f} +- {row['forward_error'][1][j]:.3f}"
@@ -104,6 +109,23 @@ def main() -> None:
                 shown = "0 (control)" if control else ", ".join(f"{x:g}" for x in sizes)
                 print(f"| {label} | {name} | {shown} | " + " | ".join(cells) + " |",
                       flush=True)
+            # adapted minus control, task by task: the two share tasks, commands and streams
+            out[name]["gain_over_control"] = {
+                m: [list(map(float, v)) for v in over_tasks(per_task["adapted"][m]
+                                                              - per_task["control"][m])]
+                for m in ("return", "forward_error")}
+    print("\nAdapted minus control, paired by task (mean +- standard error): return / forward "
+          "error (m/s; negative: better)")
+    print("| checkpoint | condition | " + " | ".join(f"after {j} step{'s' if j > 1 else ''}"
+                                                    for j in steps if j) + " |")
+    print("| --- " * (2 + args.steps) + "|")
+    for label, out in results["checkpoints"].items():
+        for name in CONDITIONS:
+            g = out[name]["gain_over_control"]
+            cells = [f"{g['return'][0][j]:+.2f} +- {g['return'][1][j]:.2f} / "
+                     f"{g['forward_error'][0][j]:+.3f} +- {g['forward_error'][1][j]:.3f}"
+                     for j in steps if j]
+            print(f"| {label} | {name} | " + " | ".join(cells) + " |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
 
