@@ -372,10 +372,17 @@ def _hil(args: argparse.Namespace) -> int:
         if args.key_file:
             raise ValueError("--key-file is the UDP robot's: DDS to a Unitree robot carries "
                              "no MAC (keep it on its own cable)")
-    elif args.odometry is not None:
-        raise ValueError("--odometry is a Unitree robot's (a UDP robot sends its reward "
-                         "with every observation)")
     else:
+        given = [flag for flag, value in (("--odometry", args.odometry),
+                                          ("--command", args.command),
+                                          ("--episode-s", args.episode_s),
+                                          ("--command-hz", args.command_hz),
+                                          ("--max-target-step", args.max_target_step))
+                 if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} a "
+                             f"Unitree robot's (unitree://...); a UDP robot runs its own "
+                             f"episodes and sends its reward with every observation")
         host, port = parse_address(args.robot)
     check_report_dir(args.report, args.overwrite)
     if args.mcap is not None and args.no_mcap:

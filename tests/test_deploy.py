@@ -687,6 +687,8 @@ def test_the_commands_refuse_bad_input_in_one_line(tmp_path, server):
                    "holds 1 bytes; a key needs at least 16")
     one_line_error(hil + [server.url, "--odometry", "rt/sportmodestate"],
                    "--odometry is a Unitree robot's")
+    one_line_error(hil + [server.url, "--command", "0.5,0,0", "--episode-s", "3"],
+                   "--command, --episode-s are a Unitree robot's")
     one_line_error(["export", CHEETAH, "--format", "native", "--out", str(tmp_path / "out")],
                    "exists; give --overwrite")
     # the robot's port is taken (the README's robot command run twice)
