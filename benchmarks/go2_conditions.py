@@ -106,7 +106,8 @@ def main() -> None:
                          f"{row['forward_error'][0][j]:.3f} +- {row['forward_error'][1][j]:.3f}"
                          f" / {row['terminations_per_minute'][0][j]:.1f} +- "
                          f"{row['terminations_per_minute'][1][j]:.1f}" for j in steps]
-                shown = "0 (control)" if control else ", ".join(f"{x:g}" for x in sizes)
+                shown = ("0 (control)" if control else "learned (Meta-SGD)"
+                         if isinstance(sizes, dict) else ", ".join(f"{x:g}" for x in sizes))
                 print(f"| {label} | {name} | {shown} | " + " | ".join(cells) + " |",
                       flush=True)
             # adapted minus control, task by task: the two share tasks, commands and streams
