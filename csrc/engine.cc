@@ -1226,7 +1226,10 @@ void EvaluateFunc(const mjModel* m, mjData* d, int sim, void* arg) {
     const double* c = a->commands + static_cast<size_t>(sim) * e->ncommand();
     std::copy(c, c + e->ncommand(), s.command.begin());
   }
-  e->IssueCommand(m, d, sim, action);
+  const double* command = e->IssueCommand(m, d, sim, action);
+  // a torque family's motors run the command as issued (a simulated step's, delayed, is in
+  // force only within Advance)
+  if (command && !e->servo()) std::memcpy(d->ctrl, command, sizeof(double) * ad);
   // the servos' torques given, else none (not the previous call's)
   e->ApplyTorques(d, a->torques ? a->torques + static_cast<size_t>(sim) * ad : nullptr);
   // the model's own motors: a forward pass makes their force (actuator_force) the action's,
@@ -1249,21 +1252,22 @@ void EvaluateFunc(const mjModel* m, mjData* d, int sim, void* arg) {
 
 }  // namespace
 
-void BatchEngine::IssueCommand(const mjModel* m, mjData* d, int sim, const double* action) {
+const double* BatchEngine::IssueCommand(const mjModel* m, mjData* d, int sim,
+                                        const double* action) {
   const ActuatorSpec& a = spec_.actuators;
   SimSlot& s = slots_[sim];
   if (a.mode == kActuatorsNone) {
     ActionToCtrl(m, action, d->ctrl);
-    return;
+    return nullptr;
   }
   double* command = s.commands.data() + (s.commands_issued % ncommand_) * act_dim_;
   if (a.mode == kActuatorsServo) {
     for (int i = 0; i < act_dim_; ++i) command[i] = a.q_default[i] + a.action_scale[i] * action[i];
   } else {
     ActionToCtrl(m, action, command);
-    std::memcpy(d->ctrl, command, sizeof(double) * act_dim_);
   }
   ++s.commands_issued;
+  return command;
 }
 
 void BatchEngine::ApplyTorques(mjData* d, const double* torques) const {
@@ -1289,12 +1293,7 @@ void BatchEngine::Evaluate(const double* before, const double* qpos, const doubl
     throw std::invalid_argument("torques are for servo families (the model's motors' force is "
                                 "their control)");
   }
-  mjtNum* state = mjb_state(batch_);
-  for (int i = 0; i < nsim_; ++i) {
-    mjtNum* row = state + static_cast<size_t>(i) * nstate_;
-    std::memcpy(row + qpos_offset_, qpos + static_cast<size_t>(i) * nq_, sizeof(double) * nq_);
-    std::memcpy(row + qvel_offset_, qvel + static_cast<size_t>(i) * nv_, sizeof(double) * nv_);
-  }
+  WriteState(nullptr, nsim_, qpos, qvel);
   EvaluateArgs args{this, before, actions, commands, torques, reward, terminated, metrics};
   std::vector<int> failed;
   Apply(nullptr, 0, EvaluateFunc, &args, &failed);
@@ -1412,14 +1411,18 @@ void BatchEngine::GetState(double* qpos, double* qvel) const {
   }
 }
 
-void BatchEngine::SetState(const int* ids, int nid, const double* qpos, const double* qvel,
-                           float* obs) {
+void BatchEngine::WriteState(const int* ids, int nid, const double* qpos, const double* qvel) {
   mjtNum* state = mjb_state(batch_);
   for (int k = 0; k < nid; ++k) {
-    mjtNum* row = state + static_cast<size_t>(ids[k]) * nstate_;
+    mjtNum* row = state + static_cast<size_t>(ids ? ids[k] : k) * nstate_;
     std::memcpy(row + qpos_offset_, qpos + static_cast<size_t>(k) * nq_, sizeof(double) * nq_);
     std::memcpy(row + qvel_offset_, qvel + static_cast<size_t>(k) * nv_, sizeof(double) * nv_);
   }
+}
+
+void BatchEngine::SetState(const int* ids, int nid, const double* qpos, const double* qvel,
+                           float* obs) {
+  WriteState(ids, nid, qpos, qvel);
   ObserveArgs args{this, obs};
   std::vector<int> failed;
   Apply(ids, nid, ObserveFunc, &args, &failed);

@@ -338,9 +338,9 @@ class BatchEngine {
   // stages; returns false if the simulation diverged. carry: d holds this simulation's stages
   // from ComputeStages(carry).
   bool Advance(const mjModel* m, mjData* d, int sim, const double* action, bool carry);
-  // The env step's command from action: into the motors' command ring (actuator models; a
-  // torque motor's also into ctrl, until the delayed one replaces it), else ctrl.
-  void IssueCommand(const mjModel* m, mjData* d, int sim, const double* action);
+  // The env step's command from action: into the motors' command ring (actuator models),
+  // which it returns, else into ctrl (returns null).
+  const double* IssueCommand(const mjModel* m, mjData* d, int sim, const double* action);
   // Servo families: torques (act_dim) Nm as the motors' forces (qfrc_applied; null: zero);
   // else nothing.
   void ApplyTorques(mjData* d, const double* torques) const;
@@ -379,6 +379,9 @@ class BatchEngine {
   // Writes the motors' inputs for physics step j of the current env step.
   void ApplyCommand(const mjModel* m, mjData* d, int sim, int j);
   void CheckActuators(const mjModel* m0);
+  // Writes qpos (nid, nq) and qvel (nid, nv) into the state rows of simulations ids (null:
+  // 0..nid-1), in order.
+  void WriteState(const int* ids, int nid, const double* qpos, const double* qvel);
 
  public:
   const double* params(int sim) const {

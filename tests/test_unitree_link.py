@@ -88,6 +88,15 @@ def robot_for(controller, domain, command_hz=None, odometry=None, **limits):
                         odometry=odometry, family=controller.family)
 
 
+def run_closing(controller, robot, **kw):
+    """One episode per stage on the robot (run's keywords), the robot closed whatever
+    happens; the report."""
+    try:
+        return run(controller, robot, episodes=1, **kw)
+    finally:
+        robot.close()
+
+
 def phases(robot):
     return [tr.target for tr in robot.transitions[1:]]
 
@@ -464,11 +473,7 @@ def test_episode_end_holds_the_pose_and_adaptation_needs_a_reward_source(checkpo
     controller = Controller.from_checkpoint(checkpoint)
     # the untrained policy's sampled actions jump: not what this test is about
     robot = robot_for(controller, sim_domain, odometry=odometry, max_target_step=10.0)
-    try:
-        report = run(controller, robot, episodes=1, adapt_steps=1,
-                     report_dir=tmp_path / "report")
-    finally:
-        robot.close()
+    report = run_closing(controller, robot, adapt_steps=1, report_dir=tmp_path / "report")
     assert report["stopped"] == "no reward to adapt on", (report["detail"], report["robot_log"])
     assert "does the robot report rewards" in report["detail"]
     # the episode's end sent the robot back to its pose, and the stop came from there
@@ -543,11 +548,7 @@ def test_adaptation_on_the_robot_with_odometry(checkpoint, sim_domain, tmp_path)
     before = {k: v.clone() for k, v in controller.params.items()}
     robot = robot_for(controller, sim_domain, odometry="rt/sportmodestate",
                       max_target_step=10.0)
-    try:
-        report = run(controller, robot, episodes=1, adapt_steps=1,
-                     report_dir=tmp_path / "report")
-    finally:
-        robot.close()
+    report = run_closing(controller, robot, adapt_steps=1, report_dir=tmp_path / "report")
     assert report["stopped"] == "completed", (report["detail"], report["robot_log"])
     assert [s["robot_phase"] for s in report["swaps"]] == ["hold"]
     assert any("adapted policy swapped in" in e for e in report["robot_log"])

@@ -171,6 +171,8 @@ class UnitreeRobot:
                                           and episode_s > 0):
             raise ValueError(f"episode_s should be > 0 seconds (or None), got {episode_s!r}")
         self.commands = dict(zip(names, commands))
+        # the reward's command vector (the family's order), fixed for the run
+        self._command_vector = list(commands) or None
         self.odometry_topic = odometry
         self.odometry_timeout = (float(odometry_timeout) if odometry_timeout is not None
                                  else max(0.05, 3.0 / rate))
@@ -179,13 +181,12 @@ class UnitreeRobot:
             self.reward = MeasuredReward(family if family is not None
                                          else make_family(config["family"]))
             model = self.reward.sim.models[0]
+            if model.jnt_type[0] != 0 or model.nq != 7 + n or model.nv != 6 + n:
+                raise ValueError(f"{config['family']}'s model is not a free base with the "
+                                 f"{n} motors' joints: no reward from odometry")
             # the full state's layout: the free base, then each motor's joint
             self._qpos_adr = np.array([model.joint(m["joint"]).qposadr[0] for m in motors])
             self._dof_adr = np.array([model.joint(m["joint"]).dofadr[0] for m in motors])
-            if model.nq < 7 or model.jnt_type[0] != 0 or model.nq != 7 + n or \
-                    model.nv != 6 + n:
-                raise ValueError(f"{config['family']}'s model is not a free base with the "
-                                 f"{n} motors' joints: no reward from odometry")
         self._odometry: Optional[Any] = None        # newest SportModeState_
         self._odometry_at = -math.inf
         self._return = 0.0
@@ -399,10 +400,8 @@ class UnitreeRobot:
                 self._log(f"the episode's rewards end at step {step}: {why}")
             self._measuring = False
             return math.nan, False, math.nan
-        names = (self.config["commands"] or {}).get("names", [])
-        command = [self.commands[c] for c in names] or None
         reward, terminated, _ = self.reward.step(state[0], state[1], self._last_action,
-                                                 command, state[2])
+                                                 self._command_vector, state[2])
         self._return += reward
         return reward, terminated, self._return
 
